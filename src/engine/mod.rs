@@ -1,0 +1,1 @@
+//! The candle engine: model loading, sampling, LoRA training.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("seal-tui {}", env!("CARGO_PKG_VERSION"));
+}

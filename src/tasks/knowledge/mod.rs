@@ -1,0 +1,1 @@
+//! Knowledge incorporation (SQuAD-style passages).
