@@ -1,3 +1,13 @@
+//! The `seal-tui` command line.
+
+mod cli;
+
+use clap::Parser;
+
 fn main() {
-    println!("seal-tui {}", env!("CARGO_PKG_VERSION"));
+    let args = cli::Cli::parse();
+    if let Err(err) = cli::run(args) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,1 +1,23 @@
-//! The candle engine: model loading, sampling, LoRA training.
+//! The candle engine: model loading, sampling, LoRA training. It knows nothing of SEAL.
+
+pub mod chat;
+pub mod config;
+pub mod device;
+pub mod fetch;
+pub mod load;
+pub mod lora;
+pub mod model;
+pub mod ops;
+pub mod peft;
+pub mod rng;
+pub mod sample;
+pub mod tiny;
+pub mod tokenizer;
+
+pub use chat::{ChatFormat, Message, Role};
+pub use config::{Arch, ModelConfig};
+pub use load::{load_model, LoadOptions, Model, ModelInfo, Quantize};
+pub use lora::{LoraAdapter, LoraConfig, Target};
+pub use model::{KvCache, Positions, Transformer};
+pub use ops::Mode;
+pub use sample::{generate, generate_batch, Generation, SamplingParams, StopReason};

@@ -1,0 +1,86 @@
+//! `seal-tui sample`: stream a completion to stdout.
+
+use super::ModelArgs;
+use anyhow::Result;
+use clap::Args;
+use seal_tui::engine::{self, Message, SamplingParams};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Wrap the prompt as a user turn in the model's chat format.
+    #[arg(long)]
+    pub chat: bool,
+    /// Optional system message (with --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// A LoRA adapter folder (PEFT layout) to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let text = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message::system(s.clone()));
+        }
+        messages.push(Message::user(args.prompt.clone()));
+        model.chat.render(&messages, true)
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = if args.chat {
+        model.tokenizer.encode(&text)?
+    } else {
+        model.tokenizer.encode_document(&text)?
+    };
+    let adapter = match &args.adapter {
+        Some(dir) => Some(engine::peft::load_adapter(dir, &model)?),
+        None => None,
+    };
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        stop: Vec::new(),
+    };
+    let mut out = std::io::stdout();
+    let gen = engine::generate(
+        &model,
+        adapter.as_ref(),
+        &prompt,
+        &params,
+        None,
+        &mut |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
+    println!();
+    let n = gen.tokens.len();
+    eprintln!(
+        "[{} prompt tokens, {n} generated, {:.1} tok/s, stop: {:?}]",
+        gen.prompt_tokens,
+        n as f64 / gen.decode_secs.max(1e-9),
+        gen.stop
+    );
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! LoRA adapters: low-rank updates `W + (alpha / r) * B A` on chosen projections, kept apart from
+//! the frozen base model so that a fresh adapter per self-edit needs no reload.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A projection of a transformer block that can carry an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    #[serde(rename = "q_proj")]
+    Q,
+    #[serde(rename = "k_proj")]
+    K,
+    #[serde(rename = "v_proj")]
+    V,
+    #[serde(rename = "o_proj")]
+    O,
+    #[serde(rename = "gate_proj")]
+    Gate,
+    #[serde(rename = "up_proj")]
+    Up,
+    #[serde(rename = "down_proj")]
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
+    /// The module's name in Hugging Face and PEFT checkpoints.
+    pub fn module_name(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    /// Dotted path of the module inside a block: `self_attn.q_proj`, `mlp.up_proj`, ...
+    pub fn block_path(self) -> &'static str {
+        match self {
+            Target::Q => "self_attn.q_proj",
+            Target::K => "self_attn.k_proj",
+            Target::V => "self_attn.v_proj",
+            Target::O => "self_attn.o_proj",
+            Target::Gate => "mlp.gate_proj",
+            Target::Up => "mlp.up_proj",
+            Target::Down => "mlp.down_proj",
+        }
+    }
+
+    /// Accepts `q`, `q_proj`, `gate`, `gate_proj`, ...
+    pub fn parse(name: &str) -> Option<Target> {
+        let name = name.trim();
+        Target::ALL.into_iter().find(|t| {
+            let m = t.module_name();
+            name == m || Some(name) == m.strip_suffix("_proj")
+        })
+    }
+
+    /// Parses a comma-separated list such as `q,k,v,o`.
+    pub fn parse_list(list: &str) -> Result<Vec<Target>> {
+        let mut out = Vec::new();
+        for part in list.split(',').filter(|p| !p.trim().is_empty()) {
+            match Target::parse(part) {
+                Some(t) if !out.contains(&t) => out.push(t),
+                Some(_) => {}
+                None => {
+                    bail!("unknown LoRA target {part:?}; choose from q, k, v, o, gate, up, down")
+                }
+            }
+        }
+        if out.is_empty() {
+            bail!("no LoRA targets given");
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<Target>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        // SEAL's inner-loop setting for knowledge incorporation.
+        LoraConfig {
+            rank: 32,
+            alpha: 64.0,
+            dropout: 0.0,
+            targets: vec![Target::Q, Target::V],
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 {
+            bail!("LoRA rank must be at least 1");
+        }
+        if !(self.alpha > 0.0) {
+            bail!("LoRA alpha must be positive");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("LoRA dropout must be in [0, 1)");
+        }
+        if self.targets.is_empty() {
+            bail!("LoRA needs at least one target module");
+        }
+        Ok(())
+    }
+}
+
+/// One adapted projection: `a` is `(r, in)`, `b` is `(out, r)`.
+#[derive(Clone, Debug)]
+pub struct LoraPair {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+/// A set of low-rank updates keyed by (layer, projection).
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    pub config: LoraConfig,
+    pub modules: BTreeMap<(usize, Target), LoraPair>,
+}
+
+impl LoraAdapter {
+    /// A fresh adapter: A drawn like PyTorch's `kaiming_uniform_(a=sqrt(5))` (bound 1/sqrt(in)),
+    /// B zero, so the adapted model starts equal to the base. Returns the adapter and its
+    /// trainable variables (A and B of each module, in a stable order).
+    pub fn init(
+        config: &LoraConfig,
+        shapes: &[(usize, Target, usize, usize)],
+        seed: u64,
+        device: &Device,
+    ) -> Result<(LoraAdapter, Vec<Var>)> {
+        config.validate()?;
+        let mut rng = crate::engine::rng::SplitMix64::new(seed);
+        let mut modules = BTreeMap::new();
+        let mut vars = Vec::new();
+        for &(layer, target, out_dim, in_dim) in shapes {
+            if !config.targets.contains(&target) {
+                continue;
+            }
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            let a: Vec<f32> = (0..config.rank * in_dim)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (config.rank, in_dim), device)?)?;
+            let b = Var::zeros((out_dim, config.rank), DType::F32, device)?;
+            modules.insert(
+                (layer, target),
+                LoraPair {
+                    a: a.as_tensor().clone(),
+                    b: b.as_tensor().clone(),
+                },
+            );
+            vars.push(a);
+            vars.push(b);
+        }
+        Ok((
+            LoraAdapter {
+                config: config.clone(),
+                modules,
+            },
+            vars,
+        ))
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.config.scale()
+    }
+
+    /// The same adapter cut loose from any autograd graph, for sampling and saving.
+    pub fn detached(&self) -> LoraAdapter {
+        LoraAdapter {
+            config: self.config.clone(),
+            modules: self
+                .modules
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        *k,
+                        LoraPair {
+                            a: p.a.detach(),
+                            b: p.b.detach(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, layer: usize, target: Target) -> Option<&LoraPair> {
+        self.modules.get(&(layer, target))
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.modules
+            .values()
+            .map(|p| p.a.elem_count() + p.b.elem_count())
+            .sum()
+    }
+
+    /// The low-rank delta `scale * B A` of one module, shaped like its weight.
+    pub fn delta(&self, pair: &LoraPair) -> Result<Tensor> {
+        Ok((pair.b.matmul(&pair.a)? * self.scale())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_in_short_and_long_form() {
+        assert_eq!(
+            Target::parse_list("q,k_proj, gate").unwrap(),
+            vec![Target::Q, Target::K, Target::Gate]
+        );
+        let err = Target::parse_list("q,z").unwrap_err().to_string();
+        assert!(err.contains("\"z\""), "{err}");
+    }
+
+    #[test]
+    fn fresh_adapter_has_zero_b_and_bounded_a() {
+        let cfg = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec![Target::Q],
+        };
+        let (adapter, vars) = LoraAdapter::init(
+            &cfg,
+            &[(0, Target::Q, 6, 16), (0, Target::V, 6, 16)],
+            1,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(adapter.modules.len(), 1);
+        assert_eq!(vars.len(), 2);
+        let pair = adapter.get(0, Target::Q).unwrap();
+        assert_eq!(pair.a.dims(), &[4, 16]);
+        assert_eq!(pair.b.dims(), &[6, 4]);
+        let b_abs: f32 = pair
+            .b
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(b_abs, 0.0);
+        let a_max: f32 = pair
+            .a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(a_max <= 0.25 && a_max > 0.0);
+    }
+}

@@ -1,0 +1,544 @@
+//! The project's own Llama / Qwen2 forward pass, written so that LoRA adapters can be trained
+//! through it: in [`Mode::Train`] every op on the path has a backward, and the frozen base weights
+//! never receive a gradient (see [`ops::frozen_matmul`]).
+
+use super::config::ModelConfig;
+use super::lora::{LoraAdapter, Target};
+use super::ops::{self, Mode};
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A frozen projection: dense weight `(out, in)`, optional bias, and optionally a quantized copy
+/// of the weight used for inference on CPU, where decoding is bound by memory bandwidth.
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    quantized: Option<Arc<QMatMul>>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear {
+            weight,
+            bias,
+            quantized: None,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
+    }
+
+    fn quantize(&mut self, dtype: GgmlDType) -> Result<()> {
+        if self.in_dim() % dtype.block_size() != 0 {
+            // Rows that do not fill whole blocks cannot be quantized; stay dense.
+            return Ok(());
+        }
+        let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
+        self.quantized = Some(Arc::new(QMatMul::from_qtensor(q)?));
+        Ok(())
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = match (&self.quantized, mode) {
+            (Some(q), Mode::Infer) => q.forward(x)?,
+            _ => ops::frozen_matmul(x, &self.weight)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Block {
+    pub input_norm: Tensor,
+    pub post_attention_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Block {
+    pub fn linear(&self, target: Target) -> &Linear {
+        match target {
+            Target::Q => &self.q,
+            Target::K => &self.k,
+            Target::V => &self.v,
+            Target::O => &self.o,
+            Target::Gate => &self.gate,
+            Target::Up => &self.up,
+            Target::Down => &self.down,
+        }
+    }
+
+    fn linear_mut(&mut self, target: Target) -> &mut Linear {
+        match target {
+            Target::Q => &mut self.q,
+            Target::K => &mut self.k,
+            Target::V => &mut self.v,
+            Target::O => &mut self.o,
+            Target::Gate => &mut self.gate,
+            Target::Up => &mut self.up,
+            Target::Down => &mut self.down,
+        }
+    }
+}
+
+/// Where each query token sits in its sequence.
+#[derive(Clone, Debug)]
+pub enum Positions {
+    /// Every row starts at the same position.
+    From(usize),
+    /// A position per row and token, `(b, t)`, for left-padded batches.
+    PerRow(Vec<Vec<u32>>),
+}
+
+/// Key/value cache of every layer, preallocated along the time axis so that a decode step writes
+/// in place instead of copying the whole history.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize, capacity: usize) -> KvCache {
+        KvCache {
+            layers: vec![None; num_layers],
+            len: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, h, t, d) = k.dims4()?;
+        let needed = self.len + t;
+        let slot = &mut self.layers[layer];
+        let grow = match slot {
+            None => true,
+            Some((ck, _)) => ck.dim(2)? < needed,
+        };
+        if grow {
+            let cap = needed
+                .max(self.capacity)
+                .max(self.capacity * 2 * slot.is_some() as usize);
+            let nk = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
+            let nv = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
+            if let Some((ok, ov)) = slot.as_ref() {
+                nk.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                nv.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            *slot = Some((nk, nv));
+        }
+        let (ck, cv) = slot.as_ref().expect("cache slot was just filled");
+        ck.slice_set(&k.contiguous()?, 2, self.len)?;
+        cv.slice_set(&v.contiguous()?, 2, self.len)?;
+        Ok((ck.narrow(2, 0, needed)?, cv.narrow(2, 0, needed)?))
+    }
+
+    fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+}
+
+#[derive(Clone)]
+pub struct Transformer {
+    pub config: ModelConfig,
+    pub device: Device,
+    pub dtype: DType,
+    pub embed: Tensor,
+    pub layers: Vec<Block>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    inv_freq: Tensor,
+}
+
+impl Transformer {
+    /// Builds the model from tensors named as in Hugging Face checkpoints
+    /// (`model.layers.0.self_attn.q_proj.weight`, ...), already in the target dtype and device.
+    pub fn from_tensors(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+        source: &str,
+    ) -> Result<Transformer> {
+        config
+            .validate()
+            .with_context(|| format!("{source}: bad model shape"))?;
+        let c = &config;
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors
+                .remove(name)
+                .with_context(|| format!("{source}: tensor `{name}` is missing"))?;
+            if t.dims() != shape {
+                bail!(
+                    "{source}: tensor `{name}` has shape {:?}, expected {:?}",
+                    t.dims(),
+                    shape
+                );
+            }
+            Ok(t)
+        };
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let q_out = c.num_heads * hd;
+        let kv_out = c.num_kv_heads * hd;
+        let embed = take("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |target: Target, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let name = format!("{p}.{}", target.block_path());
+                let w = take(&format!("{name}.weight"), &[out, inp])?;
+                let b = if bias {
+                    Some(take(&format!("{name}.bias"), &[out])?)
+                } else {
+                    None
+                };
+                Ok(Linear::new(w, b))
+            };
+            let qkv_bias = c.arch.has_qkv_bias();
+            let q = lin(Target::Q, q_out, h, qkv_bias)?;
+            let k = lin(Target::K, kv_out, h, qkv_bias)?;
+            let v = lin(Target::V, kv_out, h, qkv_bias)?;
+            let o = lin(Target::O, h, q_out, false)?;
+            let gate = lin(Target::Gate, c.intermediate_size, h, false)?;
+            let up = lin(Target::Up, c.intermediate_size, h, false)?;
+            let down = lin(Target::Down, h, c.intermediate_size, false)?;
+            layers.push(Block {
+                input_norm: take(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_attention_norm: take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = take("model.norm.weight", &[h])?;
+        let lm_head = match tensors.remove("lm_head.weight") {
+            Some(w) if !c.tie_word_embeddings => {
+                if w.dims() != [c.vocab_size, h] {
+                    bail!("{source}: tensor `lm_head.weight` has shape {:?}", w.dims());
+                }
+                Linear::new(w, None)
+            }
+            _ if c.tie_word_embeddings => Linear::new(embed.clone(), None),
+            _ => bail!("{source}: tensor `lm_head.weight` is missing and embeddings are not tied"),
+        };
+        let inv_freq = Tensor::new(c.rope_inv_freqs(), device)?;
+        Ok(Transformer {
+            config,
+            device: device.clone(),
+            dtype,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+        })
+    }
+
+    /// Keeps a quantized copy of every projection (and the output head) for inference.
+    pub fn quantize_for_inference(&mut self, dtype: GgmlDType) -> Result<()> {
+        for block in &mut self.layers {
+            for target in Target::ALL {
+                block.linear_mut(target).quantize(dtype)?;
+            }
+        }
+        self.lm_head.quantize(dtype)
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.lm_head.is_quantized()
+    }
+
+    /// (layer, target, out, in) of every projection, for sizing adapters.
+    pub fn projection_shapes(&self) -> Vec<(usize, Target, usize, usize)> {
+        let mut out = Vec::new();
+        for (i, block) in self.layers.iter().enumerate() {
+            for target in Target::ALL {
+                let l = block.linear(target);
+                out.push((i, target, l.out_dim(), l.in_dim()));
+            }
+        }
+        out
+    }
+
+    /// A copy of this model with the adapter folded into its weights: `W += scale * B A`.
+    /// Unchanged tensors are shared, not copied.
+    pub fn merged(&self, adapter: &LoraAdapter) -> Result<Transformer> {
+        let mut out = self.clone();
+        let requantize = self
+            .layers
+            .first()
+            .and_then(|b| b.q.quantized.as_ref())
+            .map(|q| {
+                // Every projection was quantized with the same format.
+                match q.as_ref() {
+                    QMatMul::QTensor(t) => t.dtype(),
+                    _ => GgmlDType::Q8_0,
+                }
+            });
+        for (&(layer, target), pair) in &adapter.modules {
+            let block = out
+                .layers
+                .get_mut(layer)
+                .with_context(|| format!("adapter names layer {layer}, model has fewer"))?;
+            let lin = block.linear_mut(target);
+            let delta = adapter.delta(pair)?.to_dtype(lin.weight.dtype())?;
+            if delta.dims() != lin.weight.dims() {
+                bail!(
+                    "adapter for layer {layer} {} has shape {:?}, weight has {:?}",
+                    target.module_name(),
+                    delta.dims(),
+                    lin.weight.dims()
+                );
+            }
+            lin.weight = (&lin.weight + delta)?;
+            lin.quantized = None;
+            if let Some(dtype) = requantize {
+                lin.quantize(dtype)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every weight under its Hugging Face name, for saving.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (i, block) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                block.input_norm.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                block.post_attention_norm.clone(),
+            ));
+            for target in Target::ALL {
+                let l = block.linear(target);
+                out.push((
+                    format!("{p}.{}.weight", target.block_path()),
+                    l.weight.clone(),
+                ));
+                if let Some(b) = &l.bias {
+                    out.push((format!("{p}.{}.bias", target.block_path()), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if !self.config.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.weight.clone()));
+        }
+        out
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.named_tensors()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .sum()
+    }
+
+    fn rope_tables(&self, positions: &Positions, t: usize) -> Result<(Tensor, Tensor)> {
+        let pos = match positions {
+            Positions::From(start) => {
+                let p: Vec<f32> = (0..t).map(|i| (start + i) as f32).collect();
+                Tensor::from_vec(p, (t, 1), &self.device)?
+            }
+            Positions::PerRow(rows) => {
+                let b = rows.len();
+                let p: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|r| r.iter().map(|&x| x as f32))
+                    .collect();
+                Tensor::from_vec(p, (b, t, 1), &self.device)?
+            }
+        };
+        let freqs = pos.broadcast_mul(&self.inv_freq)?;
+        Ok((
+            freqs.cos()?.to_dtype(self.dtype)?,
+            freqs.sin()?.to_dtype(self.dtype)?,
+        ))
+    }
+
+    /// Runs the blocks over `ids` `(b, t)` and returns the final hidden states `(b, t, hidden)`.
+    ///
+    /// `bias` is an additive attention bias `(b or 1, 1, t, keys)`; when it is `None` the usual
+    /// causal mask is used. With a cache, keys include every cached position.
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        positions: &Positions,
+        bias: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        adapter: Option<&LoraAdapter>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let c = &self.config;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, c.hidden_size))?;
+        let (cos, sin) = self.rope_tables(positions, t)?;
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let causal;
+        let bias = match bias {
+            Some(bias) => Some(bias),
+            None if t > 1 => {
+                let valid = vec![vec![1u8; past + t]];
+                causal = ops::attention_bias(&valid, t, past, self.dtype, &self.device)?;
+                Some(&causal)
+            }
+            None => None,
+        };
+        let dropout = if mode == Mode::Train {
+            adapter.map(|a| a.config.dropout).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        for (i, block) in self.layers.iter().enumerate() {
+            let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
+                let base = block.linear(target).forward(x, mode)?;
+                match adapter.and_then(|a| a.get(i, target).map(|p| (a, p))) {
+                    None => Ok(base),
+                    Some((a, pair)) => {
+                        let xf = x.to_dtype(DType::F32)?;
+                        let xf = if dropout > 0.0 {
+                            candle_nn::ops::dropout(&xf, dropout as f32)?
+                        } else {
+                            xf
+                        };
+                        let low = xf.broadcast_matmul(&pair.a.t()?)?;
+                        let delta = (low.broadcast_matmul(&pair.b.t()?)? * a.scale())?;
+                        Ok((base + delta.to_dtype(x.dtype())?)?)
+                    }
+                }
+            };
+            let residual = &x;
+            let hnorm = ops::rms_norm(&x, &block.input_norm, c.rms_norm_eps, mode)?;
+            let q = proj(Target::Q, &hnorm)?
+                .reshape((b, t, c.num_heads, c.head_dim))?
+                .transpose(1, 2)?;
+            let k = proj(Target::K, &hnorm)?
+                .reshape((b, t, c.num_kv_heads, c.head_dim))?
+                .transpose(1, 2)?;
+            let v = proj(Target::V, &hnorm)?
+                .reshape((b, t, c.num_kv_heads, c.head_dim))?
+                .transpose(1, 2)?;
+            let q = ops::rope(&q, &cos, &sin, mode)?;
+            let k = ops::rope(&k, &cos, &sin, mode)?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => cache.append(i, &k, &v)?,
+                None => (k, v.contiguous()?),
+            };
+            let attn = self.attention(&q, &k, &v, bias, mode)?;
+            let attn = proj(Target::O, &attn)?;
+            let x1 = (residual + attn)?;
+            let hnorm = ops::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps, mode)?;
+            let gate = proj(Target::Gate, &hnorm)?;
+            let up = proj(Target::Up, &hnorm)?;
+            let mlp = proj(Target::Down, &(gate.silu()? * up)?)?;
+            x = (x1 + mlp)?;
+        }
+        if let Some(cache) = cache {
+            cache.advance(t);
+        }
+        Ok(ops::rms_norm(&x, &self.norm, c.rms_norm_eps, mode)?)
+    }
+
+    /// Grouped-query attention without materialising repeated key/value heads: the query heads
+    /// that share a key/value head are stacked along the time axis instead.
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _, t, hd) = q.dims4()?;
+        let groups = c.kv_groups();
+        let t_k = k.dim(2)?;
+        let q = q
+            .contiguous()?
+            .reshape((b, c.num_kv_heads, groups * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(bias) = bias {
+            scores = scores
+                .reshape((b, c.num_kv_heads, groups, t, t_k))?
+                .broadcast_add(&bias.unsqueeze(2)?)?
+                .reshape((b, c.num_kv_heads, groups * t, t_k))?;
+        }
+        let probs = ops::softmax_last(&scores.to_dtype(DType::F32)?, mode)?.to_dtype(q.dtype())?;
+        let out = probs.matmul(v)?;
+        Ok(out
+            .reshape((b, c.num_heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_heads * hd))?)
+    }
+
+    /// Logits `(.., vocab)` for hidden states `(.., hidden)`, always in f32.
+    pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden, mode)?.to_dtype(DType::F32)?)
+    }
+
+    /// Convenience: logits of the last position of each row.
+    pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let t = hidden.dim(1)?;
+        self.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?, Mode::Infer)
+    }
+
+    /// Log-probabilities of `targets` given the hidden states before them: for every
+    /// `(row, position)` in `picks`, the log-probability of token `targets[k]`.
+    pub fn token_logprobs(
+        &self,
+        hidden: &Tensor,
+        picks: &[(usize, usize)],
+        targets: &[u32],
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
+        let flat: Vec<u32> = picks.iter().map(|&(r, p)| (r * t + p) as u32).collect();
+        let idx = Tensor::new(flat, &self.device)?;
+        let picked = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
+        let logits = self.logits(&picked, mode)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let tgt = Tensor::new(targets, &self.device)?.unsqueeze(1)?;
+        Ok(logp.gather(&tgt, 1)?.squeeze(1)?)
+    }
+}

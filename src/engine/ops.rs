@@ -1,0 +1,354 @@
+//! Tensor operations of the transformer, in two flavours.
+//!
+//! Inference uses candle's fused kernels (fast, no backward). Training must use formulations whose
+//! every op has a backward: candle's fused `rope`, `softmax_last_dim` and `rms_norm` return no
+//! gradient, so a model built from them silently trains nothing. [`Mode`] picks the flavour.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+/// Whether a forward pass may be differentiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Infer,
+    Train,
+}
+
+/// `x @ w^T` for a frozen weight `w` of shape `(out, in)`.
+///
+/// candle's own matmul backward always computes the weight's gradient, even for a tensor that is
+/// not a variable: for a frozen base model that is half the backward's work and a weight-sized
+/// buffer per layer for nothing. This op's backward returns the input gradient only.
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl FrozenMatmul {
+    fn bmnk(&self, x: &Layout, w: &Layout) -> Result<(usize, usize, usize, usize)> {
+        let (m, k) = match x.dims() {
+            [m, k] => (*m, *k),
+            dims => candle_core::bail!("frozen matmul expects a 2D input, got {dims:?}"),
+        };
+        let (n, wk) = match w.dims() {
+            [n, wk] => (*n, *wk),
+            dims => candle_core::bail!("frozen matmul expects a 2D weight, got {dims:?}"),
+        };
+        if k != wk {
+            candle_core::bail!("frozen matmul: input has {k} features, weight expects {wk}");
+        }
+        Ok((1, m, n, k))
+    }
+}
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let bmnk = self.bmnk(xl, wl)?;
+        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let bmnk = self.bmnk(xl, wl)?;
+        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        xs: &candle_core::MetalStorage,
+        xl: &Layout,
+        ws: &candle_core::MetalStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        let bmnk = self.bmnk(xl, wl)?;
+        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&self.weight)?), None))
+    }
+}
+
+/// `x @ w^T` over the last dimension of `x` (any leading dims), `w` frozen.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (lead, k) = dims.split_at(dims.len() - 1);
+    let rows: usize = lead.iter().product();
+    let x2 = x.contiguous()?.reshape((rows, k[0]))?;
+    let y = x2.apply_op2(w, FrozenMatmul { weight: w.clone() })?;
+    let mut out_dims = lead.to_vec();
+    out_dims.push(w.dim(0)?);
+    y.reshape(out_dims)
+}
+
+/// RMSNorm over the last dimension.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        Mode::Train => {
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?;
+            let inv = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+                .sqrt()?
+                .recip()?;
+            xf.broadcast_mul(&inv)?
+                .to_dtype(dtype)?
+                .broadcast_mul(weight)
+        }
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
+        Mode::Train => {
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+        }
+    }
+}
+
+/// Rotary position embedding, half-split layout (the Hugging Face layout: the first half of each
+/// head's dimensions pairs with the second half). `x` is `(b, heads, t, d)`; `cos` and `sin` are
+/// `(t, d/2)` or `(b, t, d/2)`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        Mode::Train => {
+            let d = x.dim(D::Minus1)?;
+            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
+            let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
+            // cos/sin broadcast over the heads dimension.
+            let (cos, sin) = if cos.rank() == 3 {
+                (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
+            } else {
+                (cos, sin)
+            };
+            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        }
+    }
+}
+
+/// Rotary position embedding in the interleaved layout (adjacent dimensions pair up), as the
+/// rows of llama-architecture GGUF q/k weights are arranged. The model un-permutes those rows at
+/// load time and runs [`rope`]; this exists so tests can prove the two agree.
+pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
+}
+
+/// Undo llama.cpp's permutation of the rows of a llama-architecture q or k projection, turning
+/// the interleaved rotary layout back into the half-split Hugging Face layout.
+pub fn unpermute_qk_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    if heads == 0 || rows % (heads * 2) != 0 {
+        candle_core::bail!("cannot un-permute a ({rows}, {cols}) projection over {heads} heads");
+    }
+    let half = rows / heads / 2;
+    w.reshape((heads, half, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+/// Additive attention bias: 0 where a query may attend to a key, -inf elsewhere.
+///
+/// `key_valid` holds, per batch row, whether each key position is a real token (1) or padding
+/// (0); `q_offset` is the key index of the first query (the cache length before this step).
+pub fn attention_bias(
+    key_valid: &[Vec<u8>],
+    t_q: usize,
+    q_offset: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let b = key_valid.len();
+    let t_k = key_valid.first().map(|r| r.len()).unwrap_or(0);
+    let mut data = Vec::with_capacity(b * t_q * t_k);
+    for row in key_valid {
+        for qi in 0..t_q {
+            let q_pos = q_offset + qi;
+            for (ki, &valid) in row.iter().enumerate() {
+                // A padding query still sees itself: a row of nothing but -inf would turn into
+                // NaN in softmax, and NaN times a zero weight is still NaN downstream.
+                let ok = (valid != 0 && ki <= q_pos) || ki == q_pos;
+                data.push(if ok { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+    }
+    Tensor::from_vec(data, (b, 1, t_q, t_k), device)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn frozen_matmul_matches_matmul_and_gives_input_gradient_only() {
+        let x = Var::from_tensor(&rand(&[2, 3, 8], 1)).unwrap();
+        let w = rand(&[5, 8], 2);
+        let y = frozen_matmul(x.as_tensor(), &w).unwrap();
+        let reference = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 5]);
+        assert!(max_diff(&y, &reference) < 1e-5);
+
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let gx = grads.get(x.as_tensor()).expect("input gradient");
+        // d(sum(x W^T))/dx = ones @ W: every row equals the column sums of W.
+        let expected = Tensor::ones((2, 3, 5), DType::F32, &Device::Cpu)
+            .unwrap()
+            .broadcast_matmul(&w)
+            .unwrap();
+        assert!(max_diff(gx, &expected) < 1e-5);
+        assert!(grads.get(&w).is_none(), "a frozen weight got a gradient");
+    }
+
+    #[test]
+    fn train_and_infer_flavours_agree() {
+        let x = rand(&[2, 3, 4, 8], 3);
+        let w = (rand(&[8], 4) + 1.0).unwrap();
+        let a = rms_norm(&x, &w, 1e-5, Mode::Infer).unwrap();
+        let b = rms_norm(&x, &w, 1e-5, Mode::Train).unwrap();
+        assert!(max_diff(&a, &b) < 1e-5);
+
+        let a = softmax_last(&x, Mode::Infer).unwrap();
+        let b = softmax_last(&x, Mode::Train).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+
+        let cos = rand(&[4, 4], 5);
+        let sin = rand(&[4, 4], 6);
+        let a = rope(&x, &cos, &sin, Mode::Infer).unwrap();
+        let b = rope(&x, &cos, &sin, Mode::Train).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+
+        let cos_b = Tensor::stack(&[&cos, &cos.affine(0.5, 0.1).unwrap()], 0).unwrap();
+        let sin_b = Tensor::stack(&[&sin, &sin.affine(0.3, -0.2).unwrap()], 0).unwrap();
+        let a = rope(&x, &cos_b, &sin_b, Mode::Infer).unwrap();
+        let b = rope(&x, &cos_b, &sin_b, Mode::Train).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+    }
+
+    #[test]
+    fn unpermuted_weights_with_half_rope_equal_permuted_weights_with_interleaved_rope() {
+        // llama.cpp's convert script permutes HF rows as
+        // reshape(heads, 2, d/2, in).swapaxes(1, 2): do that here, then prove that un-permuting
+        // and rotating the half-split way matches rotating the permuted rows the interleaved way
+        // (up to the same permutation of the output dimensions).
+        let (heads, d, cols, t) = (2usize, 8usize, 6usize, 3usize);
+        let hf = rand(&[heads * d, cols], 7);
+        let permuted = hf
+            .reshape((heads, 2, d / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((heads * d, cols))
+            .unwrap();
+        let back = unpermute_qk_rows(&permuted, heads).unwrap();
+        assert!(max_diff(&back, &hf) < 1e-7);
+
+        let x = rand(&[t, cols], 8);
+        let cos = rand(&[t, d / 2], 9);
+        let sin = rand(&[t, d / 2], 10);
+        let to_heads = |w: &Tensor| {
+            x.matmul(&w.t().unwrap())
+                .unwrap()
+                .reshape((1, t, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let half = rope(&to_heads(&hf), &cos, &sin, Mode::Infer).unwrap();
+        let inter = rope_interleaved(&to_heads(&permuted), &cos, &sin).unwrap();
+        // Interleaved output dims (2i, 2i+1) hold half-split dims (i, i + d/2).
+        let inter_as_half = inter
+            .reshape((1, heads, t, d / 2, 2))
+            .unwrap()
+            .transpose(3, 4)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((1, heads, t, d))
+            .unwrap();
+        assert!(max_diff(&half, &inter_as_half) < 1e-5);
+    }
+
+    #[test]
+    fn attention_bias_masks_future_and_padding() {
+        let bias = attention_bias(
+            &[vec![0, 1, 1], vec![1, 1, 1]],
+            2,
+            1,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let v: Vec<f32> = bias.flatten_all().unwrap().to_vec1().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(v, vec![inf, 0., inf, inf, 0., 0., 0., 0., inf, 0., 0., 0.]);
+        // The padding key is visible only to itself.
+        let bias = attention_bias(&[vec![0, 1]], 2, 0, DType::F32, &Device::Cpu).unwrap();
+        let v: Vec<f32> = bias.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![0., inf, inf, 0.]);
+    }
+}

@@ -1,0 +1,477 @@
+//! Text generation with a KV cache: one sequence streamed token by token, or many sequences at
+//! once (left-padded) when a batch of short answers is needed.
+
+use super::load::Model;
+use super::lora::LoraAdapter;
+use super::model::{KvCache, Positions};
+use super::ops::{attention_bias, Mode};
+use super::rng::SplitMix64;
+use super::tokenizer::StreamDecoder;
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this mass.
+    pub top_p: f64,
+    pub max_tokens: usize,
+    pub seed: u64,
+    /// Generation stops before any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_tokens: 256,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy(max_tokens: usize) -> SamplingParams {
+        SamplingParams {
+            max_tokens,
+            ..Default::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+            bail!("temperature must be 0 or more");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("top_p must be in (0, 1]");
+        }
+        if self.max_tokens == 0 {
+            bail!("max_tokens must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Eos,
+    StopString,
+    MaxTokens,
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub stop: StopReason,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// Picks tokens from logits.
+pub struct TokenSampler {
+    rng: SplitMix64,
+    temperature: f64,
+    top_p: f64,
+}
+
+impl TokenSampler {
+    pub fn new(params: &SamplingParams, stream: u64) -> TokenSampler {
+        TokenSampler {
+            rng: SplitMix64::new(params.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            temperature: params.temperature,
+            top_p: params.top_p,
+        }
+    }
+
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let inv_t = 1.0 / self.temperature as f32;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp()))
+            .collect();
+        let total: f32 = probs.iter().map(|p| p.1).sum();
+        if self.top_p < 1.0 {
+            // Most of the mass sits in a few hundred tokens: sort those first and fall back to a
+            // full sort only when they do not reach top_p.
+            let head = 512.min(probs.len());
+            let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+            if head < probs.len() {
+                probs.select_nth_unstable_by(head - 1, cmp);
+            }
+            probs[..head].sort_unstable_by(cmp);
+            let target = self.top_p as f32 * total;
+            let mut mass = 0.0;
+            let mut keep = None;
+            for (i, p) in probs[..head].iter().enumerate() {
+                mass += p.1;
+                if mass >= target {
+                    keep = Some(i + 1);
+                    break;
+                }
+            }
+            let keep = match keep {
+                Some(k) => k,
+                None => {
+                    probs.sort_unstable_by(cmp);
+                    let mut mass = 0.0;
+                    probs
+                        .iter()
+                        .position(|p| {
+                            mass += p.1;
+                            mass >= target
+                        })
+                        .map(|i| i + 1)
+                        .unwrap_or(probs.len())
+                }
+            };
+            probs.truncate(keep);
+        }
+        let total: f32 = probs.iter().map(|p| p.1).sum();
+        let mut r = self.rng.next_f64() as f32 * total;
+        for &(id, p) in &probs {
+            r -= p;
+            if r <= 0.0 {
+                return id;
+            }
+        }
+        probs.last().map(|p| p.0).unwrap_or(0)
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Token ids that end a generation: the tokenizer's EOS ids and the chat format's end of turn.
+fn stop_ids(model: &Model) -> Vec<u32> {
+    let mut ids = model.tokenizer.eos_ids.clone();
+    let eot = model.chat.end_of_turn();
+    if !eot.is_empty() {
+        ids.extend(model.tokenizer.token_to_id(eot));
+    }
+    ids
+}
+
+fn check_length(model: &Model, prompt_len: usize) -> Result<()> {
+    let max = model.transformer.config.max_position_embeddings;
+    if prompt_len == 0 {
+        bail!("the prompt is empty");
+    }
+    if prompt_len >= max {
+        bail!("the prompt has {prompt_len} tokens; the model's context holds {max}");
+    }
+    Ok(())
+}
+
+/// Generates a continuation of `prompt`, calling `on_piece` with each new piece of text as soon
+/// as it decodes. `cancel` is checked between tokens.
+pub fn generate(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    prompt: &[u32],
+    params: &SamplingParams,
+    cancel: Option<&AtomicBool>,
+    on_piece: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    generate_inner(
+        model,
+        adapter,
+        prompt,
+        params,
+        cancel,
+        on_piece,
+        &stop_ids(model),
+    )
+}
+
+/// Generates exactly `max_tokens` tokens whatever they are, for speed measurements.
+pub fn generate_ignoring_eos(
+    model: &Model,
+    prompt: &[u32],
+    params: &SamplingParams,
+) -> Result<Generation> {
+    generate_inner(model, None, prompt, params, None, &mut |_| {}, &[])
+}
+
+fn generate_inner(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    prompt: &[u32],
+    params: &SamplingParams,
+    cancel: Option<&AtomicBool>,
+    on_piece: &mut dyn FnMut(&str),
+    stops: &[u32],
+) -> Result<Generation> {
+    params.validate()?;
+    check_length(model, prompt.len())?;
+    let t = &model.transformer;
+    let max_new = params
+        .max_tokens
+        .min(t.config.max_position_embeddings - prompt.len());
+    let mut cache = KvCache::new(t.config.num_layers, prompt.len() + max_new);
+    let mut sampler = TokenSampler::new(params, 0);
+    let mut decoder = StreamDecoder::new();
+    let mut text = String::new();
+
+    let start = Instant::now();
+    let ids = Tensor::new(prompt, &t.device)?.unsqueeze(0)?;
+    let hidden = t.forward_hidden(
+        &ids,
+        &Positions::From(0),
+        None,
+        Some(&mut cache),
+        adapter,
+        Mode::Infer,
+    )?;
+    let mut logits: Vec<f32> = t.last_logits(&hidden)?.squeeze(0)?.to_vec1()?;
+    let prefill_secs = start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    let mut stop = StopReason::MaxTokens;
+    for step in 0..max_new {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            stop = StopReason::Cancelled;
+            break;
+        }
+        let next = sampler.sample(&logits);
+        if stops.contains(&next) {
+            stop = StopReason::Eos;
+            break;
+        }
+        let piece = decoder.push(&model.tokenizer, next)?;
+        text.push_str(&piece);
+        if let Some(cut) = find_stop(&text, &params.stop) {
+            // The stop string itself (and anything after it) is not part of the answer; the
+            // pieces already streamed may have shown part of it, which a viewer overwrites with
+            // the final text.
+            let before = text.len() - piece.len();
+            if cut > before {
+                on_piece(&text[before..cut]);
+            }
+            text.truncate(cut);
+            stop = StopReason::StopString;
+            break;
+        }
+        on_piece(&piece);
+        if step + 1 == max_new {
+            break;
+        }
+        let ids = Tensor::new(&[next], &t.device)?.unsqueeze(0)?;
+        let pos = Positions::From(cache.len());
+        let hidden = t.forward_hidden(&ids, &pos, None, Some(&mut cache), adapter, Mode::Infer)?;
+        logits = t.last_logits(&hidden)?.squeeze(0)?.to_vec1()?;
+    }
+    Ok(Generation {
+        text,
+        tokens: decoder.ids().to_vec(),
+        prompt_tokens: prompt.len(),
+        stop,
+        prefill_secs,
+        decode_secs: decode_start.elapsed().as_secs_f64(),
+    })
+}
+
+fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// Generates continuations of several prompts at once. Prompts are left-padded to a common
+/// length; each row keeps its own positions and never attends to padding. Row `i` samples with
+/// its own stream of the seed, so results do not depend on the batch's composition.
+pub fn generate_batch(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    cancel: Option<&AtomicBool>,
+) -> Result<Vec<Generation>> {
+    params.validate()?;
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    for p in prompts {
+        check_length(model, p.len())?;
+    }
+    let t = &model.transformer;
+    let b = prompts.len();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let max_new = params
+        .max_tokens
+        .min(t.config.max_position_embeddings - longest);
+    let stops = stop_ids(model);
+    let pad = model
+        .tokenizer
+        .pad_id
+        .or(stops.first().copied())
+        .unwrap_or(0);
+
+    let mut key_valid: Vec<Vec<u8>> = Vec::with_capacity(b);
+    let mut ids = Vec::with_capacity(b * longest);
+    let mut positions = Vec::with_capacity(b);
+    for p in prompts {
+        let padding = longest - p.len();
+        key_valid.push([vec![0u8; padding], vec![1u8; p.len()]].concat());
+        ids.extend(std::iter::repeat_n(pad, padding).chain(p.iter().copied()));
+        positions.push(
+            (0..longest)
+                .map(|i| i.saturating_sub(padding) as u32)
+                .collect(),
+        );
+    }
+    let mut lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let mut cache = KvCache::new(t.config.num_layers, longest + max_new);
+    let mut samplers: Vec<TokenSampler> = (0..b)
+        .map(|i| TokenSampler::new(params, i as u64))
+        .collect();
+    let mut decoders: Vec<StreamDecoder> = (0..b).map(|_| StreamDecoder::new()).collect();
+    let mut texts = vec![String::new(); b];
+    let mut done: Vec<Option<StopReason>> = vec![None; b];
+
+    let start = Instant::now();
+    let input = Tensor::from_vec(ids, (b, longest), &t.device)?;
+    let bias = attention_bias(&key_valid, longest, 0, t.dtype, &t.device)?;
+    let hidden = t.forward_hidden(
+        &input,
+        &Positions::PerRow(positions),
+        Some(&bias),
+        Some(&mut cache),
+        adapter,
+        Mode::Infer,
+    )?;
+    let mut logits: Vec<Vec<f32>> = t.last_logits(&hidden)?.to_vec2()?;
+    let prefill_secs = start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+
+    for step in 0..max_new {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            for d in done.iter_mut().filter(|d| d.is_none()) {
+                *d = Some(StopReason::Cancelled);
+            }
+            break;
+        }
+        let mut next_ids = Vec::with_capacity(b);
+        for i in 0..b {
+            if done[i].is_some() {
+                next_ids.push(pad);
+                continue;
+            }
+            let next = samplers[i].sample(&logits[i]);
+            if stops.contains(&next) {
+                done[i] = Some(StopReason::Eos);
+                next_ids.push(pad);
+                continue;
+            }
+            let piece = decoders[i].push(&model.tokenizer, next)?;
+            texts[i].push_str(&piece);
+            if let Some(cut) = find_stop(&texts[i], &params.stop) {
+                texts[i].truncate(cut);
+                done[i] = Some(StopReason::StopString);
+            }
+            next_ids.push(next);
+        }
+        if done.iter().all(Option::is_some) || step + 1 == max_new {
+            break;
+        }
+        // Finished rows keep feeding padding that nobody attends to.
+        for (i, valid) in key_valid.iter_mut().enumerate() {
+            valid.push(done[i].is_none() as u8);
+        }
+        let pos: Vec<Vec<u32>> = lengths.iter().map(|&l| vec![l as u32]).collect();
+        for l in lengths.iter_mut() {
+            *l += 1;
+        }
+        let input = Tensor::from_vec(next_ids, (b, 1), &t.device)?;
+        let bias = attention_bias(&key_valid, 1, cache.len(), t.dtype, &t.device)?;
+        let hidden = t.forward_hidden(
+            &input,
+            &Positions::PerRow(pos),
+            Some(&bias),
+            Some(&mut cache),
+            adapter,
+            Mode::Infer,
+        )?;
+        logits = t.last_logits(&hidden)?.to_vec2()?;
+    }
+    let decode_secs = decode_start.elapsed().as_secs_f64();
+    Ok((0..b)
+        .map(|i| Generation {
+            text: std::mem::take(&mut texts[i]),
+            tokens: decoders[i].ids().to_vec(),
+            prompt_tokens: prompts[i].len(),
+            stop: done[i].unwrap_or(StopReason::MaxTokens),
+            prefill_secs,
+            decode_secs,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax_and_top_p_keeps_the_head() {
+        let mut s = TokenSampler::new(&SamplingParams::greedy(1), 0);
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0]), 1);
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            ..Default::default()
+        };
+        let mut s = TokenSampler::new(&params, 0);
+        // Token 2 holds far more than half the mass: nucleus sampling must always pick it.
+        for _ in 0..50 {
+            assert_eq!(s.sample(&[0.0, 0.0, 5.0, 0.0]), 2);
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 3,
+            ..Default::default()
+        };
+        let mut s = TokenSampler::new(&params, 0);
+        let logits = [0.0f32, (3.0f32).ln()];
+        let ones = (0..4000).filter(|_| s.sample(&logits) == 1).count();
+        // P(token 1) = 0.75.
+        assert!((2850..3150).contains(&ones), "{ones}");
+    }
+
+    #[test]
+    fn stop_strings_cut_at_the_earliest() {
+        assert_eq!(
+            find_stop("abc\nQ: x", &["\nQ:".into(), "x".into()]),
+            Some(3)
+        );
+        assert_eq!(find_stop("abc", &["".into()]), None);
+    }
+}
