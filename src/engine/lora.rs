@@ -158,6 +158,19 @@ impl LoraAdapter {
         seed: u64,
         device: &Device,
     ) -> Result<(LoraAdapter, Vec<Var>)> {
+        Self::init_with(config, shapes, seed, device, DType::F32, 0.0)
+    }
+
+    /// Like [`LoraAdapter::init`], in another dtype, optionally with B drawn uniformly in
+    /// `[-b_scale, b_scale]` instead of zero (gradient checks need a non-zero B).
+    pub fn init_with(
+        config: &LoraConfig,
+        shapes: &[(usize, Target, usize, usize)],
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+        b_scale: f64,
+    ) -> Result<(LoraAdapter, Vec<Var>)> {
         config.validate()?;
         let mut rng = crate::engine::rng::SplitMix64::new(seed);
         let mut modules = BTreeMap::new();
@@ -170,8 +183,13 @@ impl LoraAdapter {
             let a: Vec<f32> = (0..config.rank * in_dim)
                 .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
                 .collect();
-            let a = Var::from_tensor(&Tensor::from_vec(a, (config.rank, in_dim), device)?)?;
-            let b = Var::zeros((out_dim, config.rank), DType::F32, device)?;
+            let a = Tensor::from_vec(a, (config.rank, in_dim), device)?.to_dtype(dtype)?;
+            let a = Var::from_tensor(&a)?;
+            let b: Vec<f32> = (0..out_dim * config.rank)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * b_scale) as f32)
+                .collect();
+            let b = Tensor::from_vec(b, (out_dim, config.rank), device)?.to_dtype(dtype)?;
+            let b = Var::from_tensor(&b)?;
             modules.insert(
                 (layer, target),
                 LoraPair {

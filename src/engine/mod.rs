@@ -13,6 +13,7 @@ pub mod rng;
 pub mod sample;
 pub mod tiny;
 pub mod tokenizer;
+pub mod train;
 
 pub use chat::{ChatFormat, Message, Role};
 pub use config::{Arch, ModelConfig};
@@ -21,3 +22,4 @@ pub use lora::{LoraAdapter, LoraConfig, Target};
 pub use model::{KvCache, Positions, Transformer};
 pub use ops::Mode;
 pub use sample::{generate, generate_batch, Generation, SamplingParams, StopReason};
+pub use train::{train_lora, Example, LossOn, Schedule, TrainConfig, TrainEvent, TrainOutcome};

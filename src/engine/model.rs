@@ -435,7 +435,8 @@ impl Transformer {
                 match adapter.and_then(|a| a.get(i, target).map(|p| (a, p))) {
                     None => Ok(base),
                     Some((a, pair)) => {
-                        let xf = x.to_dtype(DType::F32)?;
+                        // The adapter keeps its own precision (f32 under a bf16 base on GPU).
+                        let xf = x.to_dtype(pair.a.dtype())?;
                         let xf = if dropout > 0.0 {
                             candle_nn::ops::dropout(&xf, dropout as f32)?
                         } else {
@@ -504,7 +505,12 @@ impl Transformer {
                 .broadcast_add(&bias.unsqueeze(2)?)?
                 .reshape((b, c.num_kv_heads, groups * t, t_k))?;
         }
-        let probs = ops::softmax_last(&scores.to_dtype(DType::F32)?, mode)?.to_dtype(q.dtype())?;
+        let probs = match scores.dtype() {
+            DType::BF16 | DType::F16 => {
+                ops::softmax_last(&scores.to_dtype(DType::F32)?, mode)?.to_dtype(q.dtype())?
+            }
+            _ => ops::softmax_last(&scores, mode)?,
+        };
         let out = probs.matmul(v)?;
         Ok(out
             .reshape((b, c.num_heads, t, hd))?
@@ -512,9 +518,13 @@ impl Transformer {
             .reshape((b, t, c.num_heads * hd))?)
     }
 
-    /// Logits `(.., vocab)` for hidden states `(.., hidden)`, always in f32.
+    /// Logits `(.., vocab)` for hidden states `(.., hidden)`, in f32 (f64 for an f64 model).
     pub fn logits(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden, mode)?.to_dtype(DType::F32)?)
+        let logits = self.lm_head.forward(hidden, mode)?;
+        Ok(match logits.dtype() {
+            DType::F64 => logits,
+            _ => logits.to_dtype(DType::F32)?,
+        })
     }
 
     /// Convenience: logits of the last position of each row.

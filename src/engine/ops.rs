@@ -111,8 +111,12 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Ten
     match mode {
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
         Mode::Train => {
+            // Half precision squares overflow; compute those in f32, keep f32/f64 as they are.
             let dtype = x.dtype();
-            let xf = x.to_dtype(DType::F32)?;
+            let xf = match dtype {
+                DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?,
+                _ => x.clone(),
+            };
             let inv = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?
                 .sqrt()?
                 .recip()?;

@@ -1,0 +1,516 @@
+//! Supervised finetuning of a fresh LoRA adapter on a frozen base model.
+//!
+//! The base weights never change and never receive gradients; only the adapter's A and B
+//! matrices are variables. Progress is reported through a callback after every optimizer step,
+//! the run can be cancelled between steps, and a non-finite loss stops it with an error.
+
+use super::load::Model;
+use super::lora::{LoraAdapter, LoraConfig};
+use super::model::Positions;
+use super::ops::Mode;
+use super::rng::SplitMix64;
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Which tokens the loss is taken over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// Every token of the sequence (after the first).
+    All,
+    /// Only the completion's tokens, not the prompt's.
+    Completion,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub lora: LoraConfig,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub loss: LossOn,
+    pub seed: u64,
+    /// Longer sequences are cut to this many tokens.
+    pub max_seq_len: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        // SEAL's inner loop for knowledge incorporation: r=32, alpha=64 on q,v, lr 1e-3,
+        // 10 epochs.
+        TrainConfig {
+            lora: LoraConfig::default(),
+            learning_rate: 1e-3,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            epochs: 10,
+            batch_size: 1,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            loss: LossOn::All,
+            seed: 0,
+            max_seq_len: 1024,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.lora.validate()?;
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            bail!("learning_rate must be positive");
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            bail!("epochs, batch_size and grad_accum must be at least 1");
+        }
+        if self.max_seq_len < 2 {
+            bail!("max_seq_len must be at least 2");
+        }
+        if !(self.max_grad_norm >= 0.0) || !(self.weight_decay >= 0.0) {
+            bail!("max_grad_norm and weight_decay must not be negative");
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps for `n` examples.
+    pub fn total_steps(&self, n: usize) -> usize {
+        self.epochs * n.div_ceil(self.batch_size * self.grad_accum)
+    }
+
+    /// Learning rate at optimizer step `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let base = self.learning_rate;
+        if step < self.warmup_steps {
+            return base * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        match self.schedule {
+            Schedule::Constant => base,
+            Schedule::Linear => base * (1.0 - progress),
+            Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}
+
+/// One training sequence: the prompt part and the completion part, as token ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Example {
+    pub prompt: Vec<u32>,
+    pub completion: Vec<u32>,
+}
+
+impl Example {
+    pub fn len(&self) -> usize {
+        self.prompt.len() + self.completion.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub elapsed_secs: f64,
+    pub eta_secs: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrainEvent {
+    Started {
+        total_steps: usize,
+        examples: usize,
+        tokens: usize,
+        trainable_parameters: usize,
+    },
+    Step(StepProgress),
+    Failed {
+        step: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum TrainError {
+    Cancelled,
+    NonFiniteLoss { step: usize, loss: f64 },
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Cancelled => write!(f, "training was cancelled"),
+            TrainError::NonFiniteLoss { step, loss } => write!(
+                f,
+                "the loss became {loss} at step {step}; training diverged (try a lower learning rate)"
+            ),
+            TrainError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<anyhow::Error> for TrainError {
+    fn from(e: anyhow::Error) -> Self {
+        TrainError::Other(e)
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Other(e.into())
+    }
+}
+
+pub struct TrainOutcome {
+    pub adapter: LoraAdapter,
+    pub steps: usize,
+    pub losses: Vec<f64>,
+    pub tokens: usize,
+    pub secs: f64,
+}
+
+/// AdamW with decoupled weight decay, as PyTorch implements it.
+struct AdamW {
+    vars: Vec<Var>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: i32,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    fn new(vars: Vec<Var>, weight_decay: f64) -> Result<AdamW> {
+        let m = vars
+            .iter()
+            .map(|v| v.zeros_like())
+            .collect::<candle_core::Result<_>>()?;
+        let v = vars
+            .iter()
+            .map(|v| v.zeros_like())
+            .collect::<candle_core::Result<_>>()?;
+        Ok(AdamW {
+            vars,
+            m,
+            v,
+            t: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        })
+    }
+
+    fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        self.t += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.t);
+        let bc2 = 1.0 - self.beta2.powi(self.t);
+        for i in 0..self.vars.len() {
+            let g = &grads[i];
+            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
+            let theta = self.vars[i].as_tensor();
+            let decayed = if self.weight_decay > 0.0 {
+                (theta * (1.0 - lr * self.weight_decay))?
+            } else {
+                theta.clone()
+            };
+            self.vars[i].set(&(decayed - (update * lr)?)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+/// Fits a fresh LoRA adapter on `examples`. `on_event` sees every step; `cancel` is checked
+/// between steps.
+pub fn train_lora(
+    model: &Model,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    cancel: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> std::result::Result<TrainOutcome, TrainError> {
+    cfg.validate()?;
+    let examples: Vec<Example> = examples
+        .iter()
+        .map(|e| truncate(e, cfg.max_seq_len))
+        .filter(|e| e.len() >= 2 && counted_positions(e, cfg.loss) > 0)
+        .collect();
+    if examples.is_empty() {
+        return Err(anyhow!("no training example has a token to learn from").into());
+    }
+    let t = &model.transformer;
+    let (adapter, vars) =
+        LoraAdapter::init(&cfg.lora, &t.projection_shapes(), cfg.seed, &t.device)?;
+    let mut opt = AdamW::new(vars.clone(), cfg.weight_decay)?;
+    let total_steps = cfg.total_steps(examples.len());
+    let total_tokens: usize = examples.iter().map(Example::len).sum::<usize>() * cfg.epochs;
+    on_event(&TrainEvent::Started {
+        total_steps,
+        examples: examples.len(),
+        tokens: total_tokens,
+        trainable_parameters: adapter.num_parameters(),
+    });
+    let pad = model
+        .tokenizer
+        .pad_id
+        .or(model.tokenizer.eos_ids.first().copied())
+        .unwrap_or(0);
+    let mut rng = SplitMix64::new(cfg.seed ^ 0x5EA1);
+    let start = Instant::now();
+    let mut losses = Vec::with_capacity(total_steps);
+    let mut tokens_done = 0usize;
+    let mut step = 0usize;
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    for _ in 0..cfg.epochs {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        rng.shuffle(&mut order);
+        for chunk in order.chunks(per_step) {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(TrainError::Cancelled);
+            }
+            let micro: Vec<&[usize]> = chunk.chunks(cfg.batch_size).collect();
+            let mut grads: Option<Vec<Tensor>> = None;
+            let mut step_loss = 0.0;
+            for batch in &micro {
+                let rows: Vec<&Example> = batch.iter().map(|&i| &examples[i]).collect();
+                let loss = batch_loss(model, &adapter, &rows, cfg.loss, pad)?;
+                let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
+                if !value.is_finite() {
+                    on_event(&TrainEvent::Failed {
+                        step: step + 1,
+                        message: TrainError::NonFiniteLoss {
+                            step: step + 1,
+                            loss: value,
+                        }
+                        .to_string(),
+                    });
+                    return Err(TrainError::NonFiniteLoss {
+                        step: step + 1,
+                        loss: value,
+                    });
+                }
+                step_loss += value / micro.len() as f64;
+                let store = (loss / micro.len() as f64)?.backward()?;
+                let g: Vec<Tensor> = vars
+                    .iter()
+                    .map(|v| {
+                        store
+                            .get(v.as_tensor())
+                            .cloned()
+                            .ok_or_else(|| anyhow!("an adapter tensor received no gradient"))
+                    })
+                    .collect::<Result<_>>()?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(acc) => acc
+                        .iter()
+                        .zip(&g)
+                        .map(|(a, b)| a + b)
+                        .collect::<candle_core::Result<_>>()?,
+                });
+                tokens_done += rows.iter().map(|e| e.len()).sum::<usize>();
+            }
+            let mut grads = grads.expect("a step has at least one micro-batch");
+            let norm = global_norm(&grads)?;
+            if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
+                let scale = cfg.max_grad_norm / (norm + 1e-6);
+                grads = grads
+                    .iter()
+                    .map(|g| g * scale)
+                    .collect::<candle_core::Result<_>>()?;
+            }
+            let lr = cfg.lr_at(step, total_steps);
+            opt.step(&grads, lr)?;
+            step += 1;
+            losses.push(step_loss);
+            let elapsed = start.elapsed().as_secs_f64();
+            let rate = tokens_done as f64 / elapsed.max(1e-9);
+            let steps_per_epoch = (total_steps / cfg.epochs).max(1);
+            on_event(&TrainEvent::Step(StepProgress {
+                step,
+                total_steps,
+                epoch: step as f64 / steps_per_epoch as f64,
+                loss: step_loss,
+                learning_rate: lr,
+                grad_norm: norm,
+                tokens_per_sec: rate,
+                elapsed_secs: elapsed,
+                eta_secs: elapsed / step as f64 * (total_steps - step) as f64,
+            }));
+        }
+    }
+    Ok(TrainOutcome {
+        adapter: adapter.detached(),
+        steps: step,
+        losses,
+        tokens: tokens_done,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn truncate(e: &Example, max: usize) -> Example {
+    let mut e = e.clone();
+    if e.prompt.len() >= max {
+        e.prompt.truncate(max);
+        e.completion.clear();
+    } else {
+        e.completion.truncate(max - e.prompt.len());
+    }
+    e
+}
+
+/// Positions whose next token counts in the loss.
+fn counted_positions(e: &Example, loss: LossOn) -> usize {
+    match loss {
+        LossOn::All => e.len().saturating_sub(1),
+        LossOn::Completion if e.prompt.is_empty() => e.completion.len().saturating_sub(1),
+        LossOn::Completion => e.completion.len(),
+    }
+}
+
+/// Mean negative log-likelihood of the counted tokens of a right-padded batch. Causal attention
+/// never lets a real token see the padding after it, so no mask is needed.
+pub fn batch_loss(
+    model: &Model,
+    adapter: &LoraAdapter,
+    rows: &[&Example],
+    loss_on: LossOn,
+    pad: u32,
+) -> Result<Tensor> {
+    let t = &model.transformer;
+    let longest = rows.iter().map(|e| e.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * longest);
+    let mut picks = Vec::new();
+    let mut targets = Vec::new();
+    for (r, e) in rows.iter().enumerate() {
+        let seq: Vec<u32> = e.prompt.iter().chain(&e.completion).copied().collect();
+        let first = match loss_on {
+            LossOn::All => 0,
+            LossOn::Completion => e.prompt.len().saturating_sub(1),
+        };
+        for p in first..seq.len().saturating_sub(1) {
+            picks.push((r, p));
+            targets.push(seq[p + 1]);
+        }
+        ids.extend(
+            seq.iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad, longest - seq.len())),
+        );
+    }
+    let input = Tensor::from_vec(ids, (rows.len(), longest), &t.device)?;
+    let hidden = t.forward_hidden(
+        &input,
+        &Positions::From(0),
+        None,
+        None,
+        Some(adapter),
+        Mode::Train,
+    )?;
+    let logp = t.token_logprobs(&hidden, &picks, &targets, Mode::Train)?;
+    Ok(logp.mean_all()?.neg()?)
+}
+
+fn global_norm(grads: &[Tensor]) -> Result<f64> {
+    let mut sum = 0.0f64;
+    for g in grads {
+        sum += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()? as f64;
+    }
+    Ok(sum.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_warm_up_then_decay() {
+        let cfg = TrainConfig {
+            learning_rate: 1.0,
+            warmup_steps: 2,
+            schedule: Schedule::Linear,
+            ..Default::default()
+        };
+        let lrs: Vec<f64> = (0..6).map(|s| cfg.lr_at(s, 6)).collect();
+        assert_eq!(lrs[0], 0.5);
+        assert_eq!(lrs[1], 1.0);
+        assert_eq!(lrs[2], 1.0);
+        assert!(lrs[3] < lrs[2] && lrs[5] < lrs[4]);
+        let cos = TrainConfig {
+            schedule: Schedule::Cosine,
+            ..cfg.clone()
+        };
+        assert!((cos.lr_at(4, 6) - 0.5).abs() < 1e-9);
+        let constant = TrainConfig {
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            ..cfg
+        };
+        assert_eq!(constant.lr_at(5, 6), 1.0);
+    }
+
+    #[test]
+    fn steps_count_batches_and_accumulation() {
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 2,
+            grad_accum: 2,
+            ..Default::default()
+        };
+        assert_eq!(cfg.total_steps(5), 6);
+        assert_eq!(cfg.total_steps(4), 3);
+    }
+
+    #[test]
+    fn counted_positions_follow_the_loss_choice() {
+        let e = Example {
+            prompt: vec![1, 2, 3],
+            completion: vec![4, 5],
+        };
+        assert_eq!(counted_positions(&e, LossOn::All), 4);
+        assert_eq!(counted_positions(&e, LossOn::Completion), 2);
+        let t = truncate(&e, 4);
+        assert_eq!(t.completion, vec![4]);
+    }
+}

@@ -1,0 +1,129 @@
+//! The engine on the real default model, SmolLM2-135M-Instruct (fetched on first use).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::{load, real_model_path};
+use seal_tui::engine::{generate, Message, Mode, Positions, Quantize, SamplingParams};
+
+#[test]
+fn tokenizer_matches_known_ids() {
+    let model = load(&real_model_path(), Quantize::Auto);
+    let tok = &model.tokenizer;
+    // Ids produced by Hugging Face's own tokenizer for SmolLM2's chat template.
+    let prompt = model
+        .chat
+        .render(&[Message::user("What is the capital of France?")], true);
+    let expected: Vec<u32> = vec![
+        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+        407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
+        520, 9531, 198,
+    ];
+    assert_eq!(tok.encode(&prompt).unwrap(), expected);
+    assert_eq!(tok.encode("hello world").unwrap(), vec![28120, 905]);
+    assert_eq!(
+        tok.encode("Explain in three short sentences why plants need sunlight.")
+            .unwrap(),
+        vec![36971, 281, 1296, 1890, 8545, 1701, 2109, 737, 8118, 30]
+    );
+    // SmolLM2 splits every digit: "2024" is four tokens, '0' is token 32.
+    let ids = tok.encode("2024").unwrap();
+    assert_eq!(ids, vec![34, 32, 34, 36]);
+}
+
+#[test]
+fn logits_agree_with_candle_quantized_llama() {
+    let path = real_model_path();
+    let ours = load(&path, Quantize::Off);
+    let ids = ours
+        .tokenizer
+        .encode(
+            &ours
+                .chat
+                .render(&[Message::user("Name three colours.")], true),
+        )
+        .unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let t = &ours.transformer;
+    let hidden = t
+        .forward_hidden(&input, &Positions::From(0), None, None, None, Mode::Infer)
+        .unwrap();
+    let a = t.last_logits(&hidden).unwrap().squeeze(0).unwrap();
+
+    // The reference reads the same GGUF rewritten with f32 tensors, so both sides compute in
+    // f32 from identical weights and only summation order separates them.
+    let f32_path = common::scratch().join("smollm2-f32.gguf");
+    write_f32_copy(&path, &f32_path);
+    let b = reference_logits(&f32_path, &input);
+    let diff = common::max_abs_diff(&a, &b);
+    eprintln!("f32 reference: max |logit difference| = {diff:.6}");
+    assert!(diff < 2e-3, "logits differ by {diff}");
+
+    // Against candle's quantized path on the original file, which also quantizes activations:
+    // the same top token, differences at the level of quantization noise.
+    let q = reference_logits(&path, &input);
+    let diff = common::max_abs_diff(&a, &q);
+    eprintln!("quantized reference: max |logit difference| = {diff:.4}");
+    assert!(diff < 1.5, "logits differ by {diff}");
+    let top = |x: &Tensor| x.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+    assert_eq!(top(&a), top(&q));
+    assert_eq!(top(&a), top(&b));
+}
+
+fn reference_logits(path: &std::path::Path, input: &Tensor) -> Tensor {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut file,
+        &Device::Cpu,
+    )
+    .unwrap();
+    reference.forward(input, 0).unwrap().squeeze(0).unwrap()
+}
+
+fn write_f32_copy(src: &std::path::Path, dst: &std::path::Path) {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, QTensor)> = names
+        .into_iter()
+        .map(|n| {
+            let q = content.tensor(&mut file, n, &Device::Cpu).unwrap();
+            let t = q.dequantize(&Device::Cpu).unwrap();
+            (n.clone(), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    let md: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut out, &md, &ts).unwrap();
+}
+
+#[test]
+fn greedy_chat_answer_knows_paris() {
+    let model = load(&real_model_path(), Quantize::Auto);
+    let prompt = model
+        .chat
+        .render(&[Message::user("What is the capital of France?")], true);
+    let ids = model.tokenizer.encode(&prompt).unwrap();
+    let gen = generate(
+        &model,
+        None,
+        &ids,
+        &SamplingParams::greedy(32),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(gen.text.contains("Paris"), "{:?}", gen.text);
+}
