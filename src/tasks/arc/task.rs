@@ -339,7 +339,7 @@ impl ArcCollection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
@@ -489,10 +489,9 @@ mod tests {
         assert!(msg.contains("zzzz9999"), "{msg}");
     }
 
-    /// The real collection: fetched by the project script when absent, so CI exercises the same
-    /// path a newcomer does.
-    #[test]
-    fn real_arc1_collection_resolves_seal_presets() {
+    /// The real ARC-AGI-1 collection, fetched with the project script when absent, so CI takes
+    /// the same path a newcomer does. Shared with other modules' tests.
+    pub(crate) fn real_collection() -> ArcCollection {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let data = std::env::var_os("SEAL_DATA_DIR")
             .map(PathBuf::from)
@@ -505,7 +504,12 @@ mod tests {
                 .expect("scripts/fetch-arc.sh runs");
             assert!(status.success(), "scripts/fetch-arc.sh failed: {status}");
         }
-        let collection = ArcCollection::load(&path).unwrap();
+        ArcCollection::load(&path).unwrap()
+    }
+
+    #[test]
+    fn real_arc1_collection_resolves_seal_presets() {
+        let collection = real_collection();
         assert_eq!(collection.tasks(Split::Training).count(), 400);
         assert_eq!(collection.tasks(Split::Evaluation).count(), 400);
         for preset in Preset::ALL {
