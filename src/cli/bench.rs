@@ -10,6 +10,20 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Prefill and decode speed of greedy sampling.
     Sample(BenchSampleArgs),
+    /// LoRA training speed: ms per step and trained tokens/s.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens per training sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Measured steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -27,6 +41,7 @@ pub struct BenchSampleArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Sample(args) => bench_sample(args),
+        BenchCommand::Train(args) => bench_train(args),
     }
 }
 
@@ -88,4 +103,88 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
         args.runs
     );
     Ok(())
+}
+
+fn bench_train(args: BenchTrainArgs) -> Result<()> {
+    use seal_tui::engine::{
+        train_lora, Example, LoraConfig, LossOn, Target, TrainConfig, TrainEvent,
+    };
+    let model = args.model.load()?;
+    println!(
+        "model: {} ({:.1}M parameters, {}, {})",
+        model.info.name,
+        model.info.parameters as f64 / 1e6,
+        engine::device::describe(&model.transformer.device),
+        model.info.dtype
+    );
+    // Real text, repeated to the requested length.
+    let text = "The lighthouse stood on a rock at the edge of the bay, and every night its keeper \
+                climbed the ninety-nine steps to light the lamp. Ships passed in the dark, and the \
+                beam swept over the water like a slow hand. ";
+    let mut ids = Vec::new();
+    while ids.len() < args.seq_len {
+        ids.extend(model.tokenizer.encode(text)?);
+    }
+    ids.truncate(args.seq_len);
+    let example = Example {
+        prompt: Vec::new(),
+        completion: ids,
+    };
+    let settings = [
+        ("r=16, alpha=32, q,k,v,o", 16, 32.0, "q,k,v,o"),
+        ("r=32, alpha=64, q,v (SEAL)", 32, 64.0, "q,v"),
+    ];
+    for (label, rank, alpha, targets) in settings {
+        let cfg = TrainConfig {
+            lora: LoraConfig {
+                rank,
+                alpha,
+                dropout: 0.0,
+                targets: Target::parse_list(targets)?,
+            },
+            learning_rate: 1e-4,
+            epochs: args.steps + 1,
+            batch_size: 1,
+            loss: LossOn::All,
+            max_seq_len: args.seq_len,
+            ..Default::default()
+        };
+        let mut marks = Vec::new();
+        train_lora(
+            &model,
+            std::slice::from_ref(&example),
+            &cfg,
+            None,
+            &mut |e| {
+                if let TrainEvent::Step(p) = e {
+                    marks.push(p.elapsed_secs);
+                }
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let step_secs: Vec<f64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
+        let ms = median(step_secs) * 1000.0;
+        println!(
+            "{label}: {ms:.0} ms/step, {:.0} trained tokens/s (batch 1, sequence {}, median of {} steps after 1 warm-up), peak memory {:.2} GB",
+            args.seq_len as f64 / (ms / 1000.0),
+            args.seq_len,
+            args.steps,
+            peak_memory_gb()
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory, from /proc (Linux); NaN elsewhere.
+fn peak_memory_gb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(f64::NAN)
 }
