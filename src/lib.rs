@@ -6,4 +6,5 @@
 //! events and commands; `session` records events durably; `tui` draws and steers.
 
 pub mod engine;
+pub mod seal;
 pub mod tasks;
