@@ -135,18 +135,25 @@ fn quantized_sampling_weights_stay_close_to_f32() {
 #[test]
 fn batched_greedy_generation_equals_one_by_one() {
     let model = load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
-    let prompts: Vec<Vec<u32>> = ["a", "the longer prompt here", "in the sea at"]
-        .iter()
-        .map(|p| model.tokenizer.encode(p).unwrap())
-        .collect();
-    let params = SamplingParams::greedy(12);
-    let batch = generate_batch(&model, None, &prompts, &params, None).unwrap();
-    for (p, b) in prompts.iter().zip(&batch) {
-        let single = generate(&model, None, p, &params, None, &mut |_| {}).unwrap();
-        assert_eq!(
-            single.tokens, b.tokens,
-            "left padding changed a row's output"
-        );
+    // Without a shared prefix, and with one (prefilled once, then copied to every row).
+    for set in [
+        vec!["a", "the longer prompt here", "in the sea at"],
+        vec![
+            "topic: sea. a",
+            "topic: sea. the longer prompt here",
+            "topic: sea.",
+        ],
+    ] {
+        let prompts: Vec<Vec<u32>> = set
+            .iter()
+            .map(|p| model.tokenizer.encode(p).unwrap())
+            .collect();
+        let params = SamplingParams::greedy(12);
+        let batch = generate_batch(&model, None, &prompts, &params, None).unwrap();
+        for (p, b) in prompts.iter().zip(&batch) {
+            let single = generate(&model, None, p, &params, None, &mut |_| {}).unwrap();
+            assert_eq!(single.tokens, b.tokens, "batching changed a row's output");
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Command-line interface: argument definitions and the dispatch to each subcommand.
 
 mod bench;
+mod eval;
 mod model_args;
 mod sample;
+mod train_args;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream a completion from a model.
     Sample(sample::SampleArgs),
+    /// Knowledge-incorporation baselines (SEAL's table) on SQuAD-style passages.
+    Eval(eval::EvalArgs),
     /// Fetch the default model (SmolLM2-135M-Instruct) into the models folder.
     FetchModel,
     /// Print performance figures.
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Eval(args)) => eval::run(args),
         None => {
             println!("seal-tui {}", env!("CARGO_PKG_VERSION"));
             Ok(())

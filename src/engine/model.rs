@@ -11,6 +11,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Above this many input rows, inference uses the dense weights instead of the quantized copy.
+const QUANTIZED_MAX_ROWS: usize = 8;
+
 /// A frozen projection: dense weight `(out, in)`, optional bias, and optionally a quantized copy
 /// of the weight used for inference on CPU, where decoding is bound by memory bandwidth.
 #[derive(Clone)]
@@ -52,8 +55,11 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        // Quantized weights win when few rows share each weight read (decoding); with many rows
+        // the multiply is compute-bound and the dense GEMM kernel is faster.
+        let rows = x.elem_count() / self.in_dim().max(1);
         let y = match (&self.quantized, mode) {
-            (Some(q), Mode::Infer) => q.forward(x)?,
+            (Some(q), Mode::Infer) if rows <= QUANTIZED_MAX_ROWS => q.forward(&x.contiguous()?)?,
             _ => ops::frozen_matmul(x, &self.weight)?,
         };
         Ok(match &self.bias {
@@ -165,6 +171,19 @@ impl KvCache {
 
     fn advance(&mut self, t: usize) {
         self.len += t;
+    }
+
+    /// Repeats a batch-1 cache `b` times along the batch axis, so that prompts sharing a prefix
+    /// can be prefilled once and then continue separately.
+    pub fn expand_batch(&mut self, b: usize) -> Result<()> {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            if k.dim(0)? != 1 {
+                bail!("only a batch-1 cache can be expanded");
+            }
+            *k = k.repeat((b, 1, 1, 1))?;
+            *v = v.repeat((b, 1, 1, 1))?;
+        }
+        Ok(())
     }
 }
 

@@ -293,6 +293,16 @@ fn generate_inner(
     })
 }
 
+/// Length of the longest token prefix shared by every prompt.
+fn common_prefix(prompts: &[Vec<u32>]) -> usize {
+    let first = &prompts[0];
+    let mut n = first.len();
+    for p in &prompts[1..] {
+        n = n.min(first.iter().zip(p).take_while(|(a, b)| a == b).count());
+    }
+    n
+}
+
 fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
     stops
         .iter()
@@ -331,16 +341,29 @@ pub fn generate_batch(
         .or(stops.first().copied())
         .unwrap_or(0);
 
+    // Prompts usually share a prefix (system message, chat markup, topic): prefill it once at
+    // batch 1, then copy its cache to every row and prefill only the differing suffixes.
+    // Every row keeps at least one token of its own, whose logits start its continuation.
+    let shortest = prompts.iter().map(Vec::len).min().unwrap_or(1);
+    let shared = common_prefix(prompts).min(shortest - 1);
+    let suffix_len = longest - shared;
     let mut key_valid: Vec<Vec<u8>> = Vec::with_capacity(b);
-    let mut ids = Vec::with_capacity(b * longest);
+    let mut ids = Vec::with_capacity(b * suffix_len);
     let mut positions = Vec::with_capacity(b);
     for p in prompts {
         let padding = longest - p.len();
-        key_valid.push([vec![0u8; padding], vec![1u8; p.len()]].concat());
-        ids.extend(std::iter::repeat_n(pad, padding).chain(p.iter().copied()));
+        key_valid.push(
+            [
+                vec![1u8; shared],
+                vec![0u8; padding],
+                vec![1u8; p.len() - shared],
+            ]
+            .concat(),
+        );
+        ids.extend(std::iter::repeat_n(pad, padding).chain(p[shared..].iter().copied()));
         positions.push(
-            (0..longest)
-                .map(|i| i.saturating_sub(padding) as u32)
+            (0..suffix_len)
+                .map(|i| (shared + i.saturating_sub(padding)) as u32)
                 .collect(),
         );
     }
@@ -354,8 +377,20 @@ pub fn generate_batch(
     let mut done: Vec<Option<StopReason>> = vec![None; b];
 
     let start = Instant::now();
-    let input = Tensor::from_vec(ids, (b, longest), &t.device)?;
-    let bias = attention_bias(&key_valid, longest, 0, t.dtype, &t.device)?;
+    if shared > 0 {
+        let prefix = Tensor::new(&prompts[0][..shared], &t.device)?.unsqueeze(0)?;
+        t.forward_hidden(
+            &prefix,
+            &Positions::From(0),
+            None,
+            Some(&mut cache),
+            adapter,
+            Mode::Infer,
+        )?;
+        cache.expand_batch(b)?;
+    }
+    let input = Tensor::from_vec(ids, (b, suffix_len), &t.device)?;
+    let bias = attention_bias(&key_valid, suffix_len, shared, t.dtype, &t.device)?;
     let hidden = t.forward_hidden(
         &input,
         &Positions::PerRow(positions),

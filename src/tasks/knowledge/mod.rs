@@ -7,7 +7,9 @@
 //! - `grading`: SQuAD exact match and F1, grader configuration, verdicts;
 //! - `judge`: the LLM judge prompt, reply parsing and the HTTP judge.
 
+pub mod conditions;
 pub mod grading;
+pub mod inner;
 pub mod judge;
 pub mod passage;
 pub mod templates;

@@ -1,0 +1,196 @@
+//! `seal-tui eval`: the knowledge-incorporation baselines, headless, as a table and a JSON file.
+
+use super::train_args::TrainArgs;
+use super::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use seal_tui::engine::SamplingParams;
+use seal_tui::tasks::knowledge::conditions::{
+    format_table, run_conditions, Condition, EvalPlan, Synthetic,
+};
+use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
+use seal_tui::tasks::knowledge::{
+    load_passages, AnswerTemplate, Grader, HttpJudgeConfig, PromptTemplate,
+};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Passages: SQuAD v1.1 (official nested format) or SEAL's flattened format.
+    #[arg(long, default_value = "assets/passages.json")]
+    pub data: PathBuf,
+    /// How many passages to evaluate.
+    #[arg(long, default_value_t = 2)]
+    pub passages: usize,
+    /// Index of the first passage.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Self-edit template (a name in the prompts folder or a .toml path).
+    #[arg(long, default_value = "implications")]
+    pub prompt: String,
+    /// Self-edits sampled per passage.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// Finetune-and-answer repeats per self-edit.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// em, f1, judge-local or judge-http.
+    #[arg(long, default_value = "em")]
+    pub grader: String,
+    /// Minimum token F1 counted correct by the f1 grader.
+    #[arg(long, default_value_t = 0.5)]
+    pub f1_threshold: f64,
+    /// judge-http: the endpoint, e.g. http://127.0.0.1:8000/v1/chat/completions.
+    #[arg(long)]
+    pub judge_url: Option<String>,
+    /// judge-http: the model name the endpoint serves.
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// judge-http: the environment variable holding the API key (never written anywhere).
+    #[arg(long)]
+    pub judge_key_env: Option<String>,
+    /// judge-local: the judge model (default: the evaluated model itself, unadapted).
+    #[arg(long)]
+    pub judge_local_model: Option<PathBuf>,
+    /// Conditions to run, comma-separated: base, passage, passage-self-edit, passage-synthetic.
+    #[arg(long, default_value = "base,passage,passage-self-edit")]
+    pub conditions: String,
+    /// Synthetic training data for the passage-synthetic condition (JSON or JSONL).
+    #[arg(long)]
+    pub synthetic: Option<PathBuf>,
+    /// Self-edit sampling: nucleus mass.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Prompt templates folder.
+    #[arg(long, default_value = "prompts")]
+    pub prompts_dir: PathBuf,
+    /// Where to write the machine-readable results.
+    #[arg(long, default_value = "eval-results.json")]
+    pub out: PathBuf,
+}
+
+fn parse_conditions(list: &str) -> Result<Vec<Condition>> {
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.trim() {
+            "base" => Ok(Condition::Base),
+            "passage" => Ok(Condition::Passage),
+            "passage-self-edit" | "self-edit" => Ok(Condition::PassageSelfEdit),
+            "passage-synthetic" | "synthetic" => Ok(Condition::PassageSynthetic),
+            other => bail!("unknown condition {other:?}; use base, passage, passage-self-edit, passage-synthetic"),
+        })
+        .collect()
+}
+
+pub fn grader_from_args(
+    name: &str,
+    f1_threshold: f64,
+    url: Option<&String>,
+    model: Option<&String>,
+    key_env: Option<&String>,
+) -> Result<Grader> {
+    Ok(match name {
+        "em" => Grader::Em,
+        "f1" => Grader::F1 {
+            threshold: f1_threshold,
+        },
+        "judge-local" => Grader::JudgeLocal,
+        "judge-http" => Grader::JudgeHttp(HttpJudgeConfig {
+            url: url.context("judge-http needs --judge-url")?.clone(),
+            model: model.context("judge-http needs --judge-model")?.clone(),
+            api_key_env: key_env.cloned(),
+            timeout_secs: 60,
+            max_retries: 2,
+        }),
+        other => bail!("unknown grader {other:?}; use em, f1, judge-local or judge-http"),
+    })
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let conditions = parse_conditions(&args.conditions)?;
+    let all = load_passages(&args.data)?;
+    let passages: Vec<_> = all
+        .into_iter()
+        .enumerate()
+        .skip(args.offset)
+        .take(args.passages)
+        .collect();
+    if passages.is_empty() {
+        bail!(
+            "{}: no passage at offset {}",
+            args.data.display(),
+            args.offset
+        );
+    }
+    let template = PromptTemplate::find(&args.prompts_dir, &args.prompt)?;
+    let answer = AnswerTemplate::find(&args.prompts_dir)?;
+    let synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
+    let model = args.model.load()?;
+    let grader = grader_from_args(
+        &args.grader,
+        args.f1_threshold,
+        args.judge_url.as_ref(),
+        args.judge_model.as_ref(),
+        args.judge_key_env.as_ref(),
+    )?;
+    let judge_model = match (&grader, &args.judge_local_model) {
+        (Grader::JudgeLocal, Some(path)) => {
+            Some(seal_tui::engine::load_model(path, &args.model.options()?)?)
+        }
+        (Grader::JudgeLocal, None) => Some(model.clone()),
+        _ => None,
+    };
+    let grading = Grading::new(&grader, &args.prompts_dir, judge_model)?;
+    let eval = KnowledgeEval {
+        answer: &answer,
+        grading: &grading,
+    };
+    let plan = EvalPlan {
+        conditions,
+        template: &template,
+        k: args.k,
+        repeats: args.repeats.max(1),
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: args.top_p,
+            max_tokens: 1024,
+            seed: args.seed,
+            stop: Vec::new(),
+        },
+        train: args.train.config()?,
+        synthetic: synthetic.as_ref(),
+        seed: args.seed,
+    };
+    eprintln!(
+        "evaluating {} passages of {} with {} ({}), grader {}",
+        passages.len(),
+        args.data.display(),
+        model.info.name,
+        seal_tui::engine::device::describe(&model.transformer.device),
+        grading.label()
+    );
+    let reports = run_conditions(&model, &eval, &passages, &plan, &mut |line| {
+        eprintln!("{line}")
+    })?;
+    println!("{}", format_table(&reports));
+    let json = serde_json::json!({
+        "model": model.info,
+        "data": args.data,
+        "template": template.name,
+        "grader": grading.label(),
+        "k": args.k,
+        "repeats": plan.repeats,
+        "train": plan.train,
+        "conditions": reports,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}

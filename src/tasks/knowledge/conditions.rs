@@ -1,0 +1,465 @@
+//! The knowledge-incorporation baselines of the SEAL paper's table: the unadapted model, a
+//! finetune on the passage alone, on the passage plus the model's own self-edits, and on the
+//! passage plus synthetic data a user brings (to reproduce the "GPT-4.1 data" row).
+
+use super::inner::{sample_self_edit, train_on_texts, KnowledgeEval, Scored};
+use super::passage::Passage;
+use super::templates::PromptTemplate;
+use crate::engine::sample::SamplingParams;
+use crate::engine::train::TrainConfig;
+use crate::engine::Model;
+use crate::seal::events::QuestionResult;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    Base,
+    Passage,
+    PassageSelfEdit,
+    PassageSynthetic,
+}
+
+impl Condition {
+    pub fn label(self) -> &'static str {
+        match self {
+            Condition::Base => "base model (no adaptation)",
+            Condition::Passage => "train on passage",
+            Condition::PassageSelfEdit => "train on passage + self-edit",
+            Condition::PassageSynthetic => "train on passage + synthetic file",
+        }
+    }
+}
+
+/// One adapted (or unadapted) run over a passage's questions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub self_edit: Option<String>,
+    pub sample: usize,
+    pub repeat: usize,
+    pub accuracy: f64,
+    /// Accuracy minus the unadapted model's on the same passage.
+    pub gain: f64,
+    pub results: Vec<QuestionResult>,
+    pub sample_secs: f64,
+    pub train_secs: f64,
+    pub answer_secs: f64,
+    pub train_tokens: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PassageResult {
+    pub index: usize,
+    pub title: String,
+    pub runs: Vec<RunResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConditionReport {
+    pub condition: Condition,
+    pub label: String,
+    pub correct: usize,
+    pub graded: usize,
+    pub accuracy: f64,
+    pub ci95: (f64, f64),
+    pub questions: usize,
+    pub secs: f64,
+    pub passages: Vec<PassageResult>,
+}
+
+/// Wilson score interval for a binomial proportion at 95%.
+pub fn wilson95(correct: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let z = 1.959964f64;
+    let n = n as f64;
+    let p = correct as f64 / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Synthetic training texts per passage, from a JSON or JSONL file whose rows are
+/// `{"passage": <index in the data file>, "texts": [...]}` (or `"text": "..."`), or
+/// `{"context": "<the passage text>", ...}` to match by content.
+pub struct Synthetic {
+    by_index: HashMap<usize, Vec<String>>,
+    by_context: HashMap<String, Vec<String>>,
+}
+
+impl Synthetic {
+    pub fn load(path: &Path) -> Result<Synthetic> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let rows: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Array(rows)) => rows,
+            Ok(other) => vec![other],
+            Err(_) => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    serde_json::from_str(l).with_context(|| {
+                        format!("{}: line {}: malformed JSON", path.display(), i + 1)
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let mut s = Synthetic {
+            by_index: HashMap::new(),
+            by_context: HashMap::new(),
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let at = || format!("{}: row {}", path.display(), i + 1);
+            let mut texts: Vec<String> = Vec::new();
+            if let Some(t) = row.get("text").and_then(|t| t.as_str()) {
+                texts.push(t.to_string());
+            }
+            if let Some(list) = row.get("texts") {
+                let list = list
+                    .as_array()
+                    .with_context(|| format!("{}: `texts` must be a list of strings", at()))?;
+                for t in list {
+                    texts.push(
+                        t.as_str()
+                            .with_context(|| format!("{}: `texts` holds a non-string", at()))?
+                            .to_string(),
+                    );
+                }
+            }
+            if texts.is_empty() {
+                bail!("{}: no `text` or `texts`", at());
+            }
+            if let Some(idx) = row.get("passage").and_then(|p| p.as_u64()) {
+                s.by_index.entry(idx as usize).or_default().extend(texts);
+            } else if let Some(ctx) = row.get("context").and_then(|c| c.as_str()) {
+                s.by_context
+                    .entry(ctx.trim().to_string())
+                    .or_default()
+                    .extend(texts);
+            } else {
+                bail!(
+                    "{}: needs `passage` (an index) or `context` (the passage text)",
+                    at()
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn texts_for(&self, index: usize, passage: &Passage) -> Option<&Vec<String>> {
+        self.by_index
+            .get(&index)
+            .or_else(|| self.by_context.get(passage.context.trim()))
+    }
+}
+
+pub struct EvalPlan<'a> {
+    pub conditions: Vec<Condition>,
+    pub template: &'a PromptTemplate,
+    pub k: usize,
+    pub repeats: usize,
+    pub sampling: SamplingParams,
+    pub train: TrainConfig,
+    pub synthetic: Option<&'a Synthetic>,
+    pub seed: u64,
+}
+
+/// Runs every planned condition over `passages` (each paired with its index in the data file).
+pub fn run_conditions(
+    model: &Model,
+    eval: &KnowledgeEval<'_>,
+    passages: &[(usize, Passage)],
+    plan: &EvalPlan<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ConditionReport>> {
+    // The unadapted accuracy of each passage, which every gain is measured against.
+    let mut base_scores: HashMap<usize, Scored> = HashMap::new();
+    let start = Instant::now();
+    for (i, p) in passages {
+        let s = eval.score(model, None, p, None)?;
+        progress(&format!(
+            "base: passage {i} ({}): {:.1}% of {} questions, {:.1} s",
+            p.title,
+            s.accuracy * 100.0,
+            p.questions.len(),
+            s.secs
+        ));
+        base_scores.insert(*i, s);
+    }
+    let base_secs = start.elapsed().as_secs_f64();
+    let none = PromptTemplate {
+        sampling: None,
+        include_passage: true,
+        ..plan.template.clone()
+    };
+
+    let mut reports = Vec::new();
+    for &condition in &plan.conditions {
+        let start = Instant::now();
+        let mut per_passage = Vec::new();
+        for (idx, passage) in passages {
+            let base = &base_scores[idx];
+            let mut runs = Vec::new();
+            match condition {
+                Condition::Base => runs.push(RunResult {
+                    self_edit: None,
+                    sample: 0,
+                    repeat: 0,
+                    accuracy: base.accuracy,
+                    gain: 0.0,
+                    results: base.results.clone(),
+                    sample_secs: 0.0,
+                    train_secs: 0.0,
+                    answer_secs: base.secs,
+                    train_tokens: 0,
+                }),
+                Condition::Passage => {
+                    let texts = none.training_sequences(passage, "");
+                    for repeat in 0..plan.repeats {
+                        runs.push(adapted_run(
+                            model,
+                            eval,
+                            passage,
+                            base,
+                            plan,
+                            None,
+                            0,
+                            repeat,
+                            texts.clone(),
+                            0.0,
+                        )?);
+                    }
+                }
+                Condition::PassageSelfEdit => {
+                    for sample in 0..plan.k {
+                        let params = SamplingParams {
+                            seed: plan.seed ^ ((*idx as u64) << 20) ^ sample as u64,
+                            ..plan.sampling.clone()
+                        };
+                        let t0 = Instant::now();
+                        let text = match sample_self_edit(
+                            model,
+                            plan.template,
+                            passage,
+                            &params,
+                            None,
+                            &mut |_| {},
+                        )? {
+                            Some((_, gen)) => gen.text,
+                            None => String::new(),
+                        };
+                        let sample_secs = t0.elapsed().as_secs_f64();
+                        // The condition's name promises the passage, whatever the template says.
+                        let mut texts = none.training_sequences(passage, "");
+                        for t in plan.template.training_sequences(passage, &text) {
+                            if !texts.contains(&t) {
+                                texts.push(t);
+                            }
+                        }
+                        for repeat in 0..plan.repeats {
+                            runs.push(adapted_run(
+                                model,
+                                eval,
+                                passage,
+                                base,
+                                plan,
+                                Some(&text),
+                                sample,
+                                repeat,
+                                texts.clone(),
+                                sample_secs,
+                            )?);
+                        }
+                    }
+                }
+                Condition::PassageSynthetic => {
+                    let synthetic = plan
+                        .synthetic
+                        .ok_or_else(|| anyhow!("the synthetic condition needs --synthetic FILE"))?;
+                    let Some(extra) = synthetic.texts_for(*idx, passage) else {
+                        progress(&format!("synthetic: no data for passage {idx}; skipped"));
+                        continue;
+                    };
+                    let mut texts = none.training_sequences(passage, "");
+                    texts.extend(extra.iter().cloned());
+                    for repeat in 0..plan.repeats {
+                        runs.push(adapted_run(
+                            model,
+                            eval,
+                            passage,
+                            base,
+                            plan,
+                            None,
+                            0,
+                            repeat,
+                            texts.clone(),
+                            0.0,
+                        )?);
+                    }
+                }
+            }
+            for r in &runs {
+                if condition != Condition::Base {
+                    progress(&format!(
+                        "{}: passage {idx} sample {} repeat {}: {:.1}% (gain {:+.1}), sample {:.1} s + train {:.1} s ({} tokens) + answer {:.1} s",
+                        condition.label(),
+                        r.sample,
+                        r.repeat,
+                        r.accuracy * 100.0,
+                        r.gain * 100.0,
+                        r.sample_secs,
+                        r.train_secs,
+                        r.train_tokens,
+                        r.answer_secs
+                    ));
+                }
+            }
+            per_passage.push(PassageResult {
+                index: *idx,
+                title: passage.title.clone(),
+                runs,
+            });
+        }
+        let graded: usize = per_passage
+            .iter()
+            .flat_map(|p| &p.runs)
+            .map(|r| r.results.len())
+            .sum();
+        let correct: usize = per_passage
+            .iter()
+            .flat_map(|p| &p.runs)
+            .map(|r| r.results.iter().filter(|q| q.verdict.correct).count())
+            .sum();
+        let questions = per_passage
+            .iter()
+            .filter(|p| !p.runs.is_empty())
+            .map(|p| {
+                passages
+                    .iter()
+                    .find(|(i, _)| *i == p.index)
+                    .map(|(_, x)| x.questions.len())
+                    .unwrap_or(0)
+            })
+            .sum();
+        let secs = match condition {
+            Condition::Base => base_secs,
+            _ => start.elapsed().as_secs_f64(),
+        };
+        reports.push(ConditionReport {
+            condition,
+            label: condition.label().to_string(),
+            correct,
+            graded,
+            accuracy: correct as f64 / graded.max(1) as f64,
+            ci95: wilson95(correct, graded),
+            questions,
+            secs,
+            passages: per_passage,
+        });
+    }
+    Ok(reports)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adapted_run(
+    model: &Model,
+    eval: &KnowledgeEval<'_>,
+    passage: &Passage,
+    base: &Scored,
+    plan: &EvalPlan<'_>,
+    self_edit: Option<&str>,
+    sample: usize,
+    repeat: usize,
+    texts: Vec<String>,
+    sample_secs: f64,
+) -> Result<RunResult> {
+    let cfg = TrainConfig {
+        seed: plan.train.seed.wrapping_add(repeat as u64),
+        ..plan.train.clone()
+    };
+    let outcome = train_on_texts(model, &texts, &cfg, None, &mut |_| {})
+        .map_err(|e| anyhow!("finetune on passage {:?} failed: {e}", passage.title))?;
+    let scored = eval.score(model, Some(&outcome.adapter), passage, None)?;
+    Ok(RunResult {
+        self_edit: self_edit.map(str::to_string),
+        sample,
+        repeat,
+        accuracy: scored.accuracy,
+        gain: scored.accuracy - base.accuracy,
+        results: scored.results,
+        sample_secs,
+        train_secs: outcome.secs,
+        answer_secs: scored.secs,
+        train_tokens: outcome.tokens,
+    })
+}
+
+/// The printed table: condition, accuracy, 95% interval, questions, seconds.
+pub fn format_table(reports: &[ConditionReport]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| condition | accuracy | 95% interval | questions | graded answers | seconds |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {:.1}% | {:.1}-{:.1}% | {} | {} | {:.1} |\n",
+            r.label,
+            r.accuracy * 100.0,
+            r.ci95.0 * 100.0,
+            r.ci95.1 * 100.0,
+            r.questions,
+            r.graded,
+            r.secs
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_brackets_the_proportion() {
+        let (lo, hi) = wilson95(30, 100);
+        assert!(lo < 0.3 && hi > 0.3);
+        assert!((lo - 0.219).abs() < 0.005 && (hi - 0.396).abs() < 0.005);
+        assert_eq!(wilson95(0, 0), (0.0, 0.0));
+        let (lo, hi) = wilson95(0, 10);
+        assert_eq!(lo, 0.0);
+        assert!(hi > 0.2 && hi < 0.35);
+    }
+
+    #[test]
+    fn synthetic_files_in_both_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        std::fs::write(
+            &p,
+            "{\"passage\": 3, \"texts\": [\"a\", \"b\"]}\n{\"context\": \"The text.\", \"text\": \"c\"}\n",
+        )
+        .unwrap();
+        let s = Synthetic::load(&p).unwrap();
+        let passage = Passage {
+            title: "T".into(),
+            context: "The text.".into(),
+            questions: vec![],
+        };
+        assert_eq!(
+            s.texts_for(3, &passage).unwrap(),
+            &vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(s.texts_for(9, &passage).unwrap(), &vec!["c".to_string()]);
+        std::fs::write(&p, "{\"passage\": 1}\n").unwrap();
+        let err = Synthetic::load(&p).err().unwrap().to_string();
+        assert!(err.contains("row 1"), "{err}");
+    }
+}
