@@ -8,3 +8,9 @@
 pub mod engine;
 pub mod seal;
 pub mod tasks;
+
+/// candle allocates a fresh buffer for every tensor; with glibc's allocator each large one is a
+/// new mapping whose pages fault in and are zeroed by the kernel. mimalloc keeps freed memory
+/// for reuse, which made a LoRA training step markedly faster on CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod config;
 pub mod device;
 pub mod fetch;
+pub mod fused;
 pub mod load;
 pub mod lora;
 pub mod model;

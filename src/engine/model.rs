@@ -3,6 +3,7 @@
 //! never receive a gradient (see [`ops::frozen_matmul`]).
 
 use super::config::ModelConfig;
+use super::fused;
 use super::lora::{LoraAdapter, Target};
 use super::ops::{self, Mode};
 use anyhow::{bail, Context, Result};
@@ -197,6 +198,9 @@ pub struct Transformer {
     pub norm: Tensor,
     pub lm_head: Linear,
     inv_freq: Tensor,
+    /// Train with the fused CPU ops of [`super::fused`] where they apply (on by default; the
+    /// composed formulation stays as the reference they are tested against).
+    pub fused_training: bool,
 }
 
 impl Transformer {
@@ -284,6 +288,7 @@ impl Transformer {
             norm,
             lm_head,
             inv_freq,
+            fused_training: true,
         })
     }
 
@@ -448,6 +453,14 @@ impl Transformer {
         } else {
             0.0
         };
+        if mode == Mode::Train
+            && self.fused_training
+            && cache.is_none()
+            && dropout == 0.0
+            && fused::supported(&x)
+        {
+            return self.forward_train_fused(x, &cos, &sin, bias, adapter);
+        }
         for (i, block) in self.layers.iter().enumerate() {
             let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
                 let base = block.linear(target).forward(x, mode)?;
@@ -497,6 +510,55 @@ impl Transformer {
             cache.advance(t);
         }
         Ok(ops::rms_norm(&x, &self.norm, c.rms_norm_eps, mode)?)
+    }
+
+    /// The training forward on the fused ops: one autograd node per norm, projection,
+    /// attention and MLP product.
+    fn forward_train_fused(
+        &self,
+        mut x: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: Option<&Tensor>,
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        for (i, block) in self.layers.iter().enumerate() {
+            let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
+                let lin = block.linear(target);
+                match adapter.and_then(|a| a.get(i, target).map(|p| (a, p))) {
+                    Some((a, pair)) => Ok(fused::lora_linear(
+                        x,
+                        &lin.weight,
+                        lin.bias.as_ref(),
+                        &pair.a,
+                        &pair.b,
+                        a.scale(),
+                    )?),
+                    None => lin.forward(x, Mode::Train),
+                }
+            };
+            let h = fused::rms_norm(&x, &block.input_norm, c.rms_norm_eps)?;
+            let q = proj(Target::Q, &h)?;
+            let k = proj(Target::K, &h)?;
+            let v = proj(Target::V, &h)?;
+            let attn = fused::attention(
+                &q,
+                &k,
+                &v,
+                cos,
+                sin,
+                bias,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+            )?;
+            let x1 = (x + proj(Target::O, &attn)?)?;
+            let h = fused::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps)?;
+            let mlp = fused::silu_mul(&proj(Target::Gate, &h)?, &proj(Target::Up, &h)?)?;
+            x = (x1 + proj(Target::Down, &mlp)?)?;
+        }
+        Ok(fused::rms_norm(&x, &self.norm, c.rms_norm_eps)?)
     }
 
     /// Grouped-query attention without materialising repeated key/value heads: the query heads
