@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod seal;
+pub mod session;
 pub mod tasks;
 
 /// candle allocates a fresh buffer for every tensor; with glibc's allocator each large one is a

@@ -90,6 +90,62 @@ fn kv_cache_decoding_matches_the_full_forward() {
 }
 
 #[test]
+fn quantized_decoding_after_a_dense_prefill_tracks_the_dense_model() {
+    // Prefill (many rows) runs on the dense weights, decoding (one row) on the Q8 copy: the two
+    // must agree, or every answer after the first token drifts.
+    let dense = load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
+    let quant = load(&tiny_gguf(Arch::Qwen2), Quantize::Q8);
+    let ids = dense
+        .tokenizer
+        .encode("a prompt long enough to be prefilled densely")
+        .unwrap();
+    let full = full_logits(&dense, &ids);
+    let t = &quant.transformer;
+    let mut cache = seal_tui::engine::KvCache::new(t.config.num_layers, 64);
+    let split = 20;
+    let first = Tensor::new(&ids[..split], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    t.forward_hidden(
+        &first,
+        &Positions::From(0),
+        None,
+        Some(&mut cache),
+        None,
+        Mode::Infer,
+    )
+    .unwrap();
+    for (i, &id) in ids.iter().enumerate().skip(split) {
+        let x = Tensor::new(&[id], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let h = t
+            .forward_hidden(
+                &x,
+                &Positions::From(i),
+                None,
+                Some(&mut cache),
+                None,
+                Mode::Infer,
+            )
+            .unwrap();
+        let step = t.last_logits(&h).unwrap().squeeze(0).unwrap();
+        let expected = full.get(i).unwrap();
+        let scale = expected
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(&step, &expected);
+        assert!(diff < 0.05 * scale, "position {i}: {diff} (scale {scale})");
+    }
+}
+
+#[test]
 fn train_mode_forward_equals_infer_mode() {
     let model = load(&tiny_hf(Arch::Qwen2), Quantize::Off);
     let t = &model.transformer;

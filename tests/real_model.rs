@@ -127,3 +127,28 @@ fn greedy_chat_answer_knows_paris() {
     .unwrap();
     assert!(gen.text.contains("Paris"), "{:?}", gen.text);
 }
+
+#[test]
+fn the_quantized_sampling_path_stays_as_good_as_f32() {
+    let path = real_model_path();
+    let f32_model = load(&path, Quantize::Off);
+    let q8_model = load(&path, Quantize::Q8);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/passages.json"),
+    )
+    .unwrap();
+    let mut ids = f32_model.tokenizer.encode_document(&text).unwrap();
+    ids.truncate(384);
+    let q = seal_tui::engine::quality::compare(&f32_model, &q8_model, &ids).unwrap();
+    eprintln!(
+        "top-1 agreement {:.1}%, perplexity {:.3} (f32) vs {:.3} (q8)",
+        q.top1_agreement * 100.0,
+        q.perplexity_reference,
+        q.perplexity_candidate
+    );
+    assert!(q.top1_agreement >= 0.95, "{q:?}");
+    assert!(
+        q.perplexity_candidate < q.perplexity_reference * 1.05,
+        "{q:?}"
+    );
+}

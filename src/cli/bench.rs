@@ -102,6 +102,24 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
         args.tokens,
         args.runs
     );
+    if model.info.quantized {
+        // The quantized sampling path against the f32 weights it was made from.
+        let mut opts = args.model.options()?;
+        opts.quantize = engine::Quantize::Off;
+        let reference = engine::load_model(&args.model.path()?, &opts)?;
+        let text =
+            std::fs::read_to_string("assets/passages.json").unwrap_or_else(|_| text.to_string());
+        let mut ids = model.tokenizer.encode_document(&text)?;
+        ids.truncate(512);
+        let q = engine::quality::compare(&reference, &model, &ids)?;
+        println!(
+            "quality of the quantized path vs f32 ({} tokens, teacher-forced): top-1 agreement {:.1}%, perplexity {:.3} (f32) vs {:.3}",
+            q.tokens,
+            q.top1_agreement * 100.0,
+            q.perplexity_reference,
+            q.perplexity_candidate
+        );
+    }
     Ok(())
 }
 

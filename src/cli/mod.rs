@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod model_args;
+mod run;
 mod sample;
 mod train_args;
 
@@ -31,12 +32,54 @@ pub enum Command {
     /// Stream a completion from a model.
     Sample(sample::SampleArgs),
     /// Knowledge-incorporation baselines (SEAL's table) on SQuAD-style passages.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
+    /// Run SEAL (ReSTEM rounds) on a configuration.
+    Run(run::RunArgs),
+    /// Continue a session after a crash or a quit.
+    Resume(run::ResumeArgs),
+    /// Re-play a recorded session.
+    Replay(run::ReplayArgs),
+    /// Per-round and per-question tables of a session (Markdown), and CSV files.
+    Report(run::ReportArgs),
     /// Fetch the default model (SmolLM2-135M-Instruct) into the models folder.
     FetchModel,
+    /// Developer tools (tests use them).
+    #[command(subcommand, hide = true)]
+    Dev(DevCommand),
     /// Print performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Write the tiny random-weight test model (GGUF file or Hugging Face folder).
+    TinyModel {
+        /// Output path: a .gguf file, or a folder for --hf.
+        out: PathBuf,
+        /// llama or qwen2.
+        #[arg(long, default_value = "llama")]
+        arch: String,
+        /// Write a Hugging Face folder instead of a GGUF file.
+        #[arg(long)]
+        hf: bool,
+    },
+}
+
+fn dev(cmd: DevCommand) -> Result<()> {
+    match cmd {
+        DevCommand::TinyModel { out, arch, hf } => {
+            use seal_tui::engine::tiny::{write_gguf, write_hf_folder, TinySpec};
+            let arch = seal_tui::engine::Arch::parse(&arch)
+                .ok_or_else(|| anyhow::anyhow!("unknown architecture {arch:?}"))?;
+            let spec = TinySpec::new(arch);
+            if hf {
+                write_hf_folder(&out, &spec, false)
+            } else {
+                write_gguf(&out, &spec)
+            }
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -51,7 +94,22 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Bench(cmd)) => bench::run(cmd),
-        Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Dev(cmd)) => dev(cmd),
+        Some(Command::Eval(args)) => eval::run(*args),
+        Some(Command::Run(args)) => {
+            if !args.headless {
+                anyhow::bail!("the workbench is not built yet; use --headless");
+            }
+            run::follow_headless(run::start_run(&args)?)
+        }
+        Some(Command::Resume(args)) => {
+            if !args.headless {
+                anyhow::bail!("the workbench is not built yet; use --headless");
+            }
+            run::follow_headless(run::resume_run(&args)?)
+        }
+        Some(Command::Replay(args)) => run::replay_headless(&args),
+        Some(Command::Report(args)) => run::report(&args),
         None => {
             println!("seal-tui {}", env!("CARGO_PKG_VERSION"));
             Ok(())

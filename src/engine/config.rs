@@ -90,20 +90,20 @@ impl ModelConfig {
                 bail!("{name} is 0");
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             bail!(
                 "{} attention heads cannot be grouped over {} key-value heads",
                 self.num_heads,
                 self.num_kv_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!(
                 "head_dim {} is odd; rotary embeddings need it even",
                 self.head_dim
             );
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             bail!("rope_theta must be positive, got {}", self.rope_theta);
         }
         Ok(())

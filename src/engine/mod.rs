@@ -10,6 +10,7 @@ pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod peft;
+pub mod quality;
 pub mod rng;
 pub mod sample;
 pub mod tiny;

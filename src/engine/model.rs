@@ -46,7 +46,7 @@ impl Linear {
     }
 
     fn quantize(&mut self, dtype: GgmlDType) -> Result<()> {
-        if self.in_dim() % dtype.block_size() != 0 {
+        if !self.in_dim().is_multiple_of(dtype.block_size()) {
             // Rows that do not fill whole blocks cannot be quantized; stay dense.
             return Ok(());
         }
@@ -292,18 +292,20 @@ impl Transformer {
         })
     }
 
-    /// Keeps a quantized copy of every projection (and the output head) for inference.
+    /// Keeps a quantized copy of every block projection for inference. The output head stays
+    /// dense: its errors land directly on the logits, and Q8 there flipped greedy choices that
+    /// the blocks' own quantization did not.
     pub fn quantize_for_inference(&mut self, dtype: GgmlDType) -> Result<()> {
         for block in &mut self.layers {
             for target in Target::ALL {
                 block.linear_mut(target).quantize(dtype)?;
             }
         }
-        self.lm_head.quantize(dtype)
+        Ok(())
     }
 
     pub fn is_quantized(&self) -> bool {
-        self.lm_head.is_quantized()
+        self.layers.first().is_some_and(|b| b.q.is_quantized())
     }
 
     /// (layer, target, out, in) of every projection, for sizing adapters.

@@ -47,7 +47,7 @@ impl SamplingParams {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
             bail!("temperature must be 0 or more");
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -283,6 +283,14 @@ fn generate_inner(
         let hidden = t.forward_hidden(&ids, &pos, None, Some(&mut cache), adapter, Mode::Infer)?;
         logits = t.last_logits(&hidden)?.squeeze(0)?.to_vec1()?;
     }
+    if stop != StopReason::StopString {
+        // Text held back while a UTF-8 sequence was incomplete is released now, as it stands.
+        let rest = decoder.finish(&model.tokenizer)?;
+        if !rest.is_empty() {
+            on_piece(&rest);
+            text.push_str(&rest);
+        }
+    }
     Ok(Generation {
         text,
         tokens: decoder.ids().to_vec(),
@@ -454,6 +462,12 @@ pub fn generate_batch(
         logits = t.last_logits(&hidden)?.to_vec2()?;
     }
     let decode_secs = decode_start.elapsed().as_secs_f64();
+    for i in 0..b {
+        if done[i] != Some(StopReason::StopString) {
+            let rest = decoders[i].finish(&model.tokenizer)?;
+            texts[i].push_str(&rest);
+        }
+    }
     Ok((0..b)
         .map(|i| Generation {
             text: std::mem::take(&mut texts[i]),

@@ -278,6 +278,14 @@ impl StreamDecoder {
         Ok(piece)
     }
 
+    /// Whatever text has not been released yet, even if it ends mid-character.
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<String> {
+        let text = tokenizer.decode(&self.ids)?;
+        let rest = text.get(self.emitted..).unwrap_or_default().to_string();
+        self.emitted = text.len();
+        Ok(rest)
+    }
+
     pub fn text(&self, tokenizer: &Tokenizer) -> Result<String> {
         tokenizer.decode(&self.ids)
     }

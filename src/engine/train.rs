@@ -85,7 +85,11 @@ impl TrainConfig {
         if self.max_seq_len < 2 {
             bail!("max_seq_len must be at least 2");
         }
-        if !(self.max_grad_norm >= 0.0) || !(self.weight_decay >= 0.0) {
+        if self.max_grad_norm.is_nan()
+            || self.weight_decay.is_nan()
+            || self.max_grad_norm < 0.0
+            || self.weight_decay < 0.0
+        {
             bail!("max_grad_norm and weight_decay must not be negative");
         }
         Ok(())
@@ -238,20 +242,25 @@ impl AdamW {
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t);
         let bc2 = 1.0 - self.beta2.powi(self.t);
-        for i in 0..self.vars.len() {
-            let g = &grads[i];
-            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+        for (((var, g), m_slot), v_slot) in self
+            .vars
+            .iter()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            let m = ((&*m_slot * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&*v_slot * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
-            let theta = self.vars[i].as_tensor();
+            let theta = var.as_tensor();
             let decayed = if self.weight_decay > 0.0 {
                 (theta * (1.0 - lr * self.weight_decay))?
             } else {
                 theta.clone()
             };
-            self.vars[i].set(&(decayed - (update * lr)?)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            var.set(&(decayed - (update * lr)?)?)?;
+            *m_slot = m;
+            *v_slot = v;
         }
         Ok(())
     }
@@ -446,6 +455,38 @@ pub fn batch_loss(
     )?;
     let logp = t.token_logprobs(&hidden, &picks, &targets, Mode::Train)?;
     Ok(logp.mean_all()?.neg()?)
+}
+
+/// Total log-probability of an example's completion given its prompt.
+pub fn sequence_logprob(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    example: &Example,
+) -> Result<f64> {
+    let t = &model.transformer;
+    let seq: Vec<u32> = example
+        .prompt
+        .iter()
+        .chain(&example.completion)
+        .copied()
+        .collect();
+    if seq.len() < 2 {
+        return Ok(0.0);
+    }
+    let first = example.prompt.len().saturating_sub(1);
+    let picks: Vec<(usize, usize)> = (first..seq.len() - 1).map(|p| (0, p)).collect();
+    let targets: Vec<u32> = (first..seq.len() - 1).map(|p| seq[p + 1]).collect();
+    let input = Tensor::new(seq.as_slice(), &t.device)?.unsqueeze(0)?;
+    let hidden = t.forward_hidden(
+        &input,
+        &Positions::From(0),
+        None,
+        None,
+        adapter,
+        Mode::Infer,
+    )?;
+    let logp = t.token_logprobs(&hidden, &picks, &targets, Mode::Infer)?;
+    Ok(logp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?)
 }
 
 fn global_norm(grads: &[Tensor]) -> Result<f64> {

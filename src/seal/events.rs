@@ -231,6 +231,10 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// Progress outside the loop proper (fetching or loading the model).
+    Status {
+        message: String,
+    },
     /// The run stopped on an error; the session can be resumed.
     Failed {
         message: String,

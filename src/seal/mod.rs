@@ -3,9 +3,15 @@
 //! finetunes the policy on what it kept. It speaks only in [`events::Event`]s and obeys
 //! [`events::Command`]s; it knows nothing of the terminal.
 
+pub mod config;
+pub mod domain;
 pub mod events;
+pub mod runner;
+pub mod setup;
 pub mod state;
+pub mod story;
 
+pub use config::RunConfig;
 pub use events::{
     Command, ContextBody, ContextView, CtxId, Decision, EditId, Event, Record, RunMode,
 };

@@ -162,6 +162,8 @@ pub struct RunState {
     pub rounds: Vec<RoundState>,
     pub activity: Activity,
     pub warnings: Vec<String>,
+    /// The latest progress message (loading the model, fetching it, ...).
+    pub status: Option<String>,
     pub failure: Option<String>,
     pub finished: bool,
     pub total_secs: Option<f64>,
@@ -314,15 +316,13 @@ impl RunState {
             } => {
                 if let Some(e) = self.edit_mut(*id) {
                     e.status = EditStatus::Training;
+                    // Earlier repeats' evaluations stay: the reward is their mean.
                     e.train = TrainState {
                         total_steps: *total_steps,
                         examples: *examples,
                         tokens: *tokens,
                         ..Default::default()
                     };
-                    e.evaluations.clear();
-                    e.reward = None;
-                    e.gain = None;
                 }
                 self.activity = Activity::Training { id: *id };
             }
@@ -434,6 +434,7 @@ impl RunState {
             }
             Event::ModeChanged { mode } => self.mode = *mode,
             Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::Status { message } => self.status = Some(message.clone()),
             Event::Failed { message } => {
                 self.failure = Some(message.clone());
                 self.activity = Activity::Failed;

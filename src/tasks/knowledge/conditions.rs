@@ -2,12 +2,13 @@
 //! finetune on the passage alone, on the passage plus the model's own self-edits, and on the
 //! passage plus synthetic data a user brings (to reproduce the "GPT-4.1 data" row).
 
-use super::inner::{sample_self_edit, train_on_texts, KnowledgeEval, Scored};
+use super::inner::{sample_self_edit, train_on_texts, KnowledgeEval};
 use super::passage::Passage;
 use super::templates::PromptTemplate;
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::TrainConfig;
 use crate::engine::Model;
+use crate::seal::domain::Scored;
 use crate::seal::events::QuestionResult;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,7 @@ use crate::engine::train::{
     train_lora, Example, TrainConfig, TrainError, TrainEvent, TrainOutcome,
 };
 use crate::engine::{LoraAdapter, Message, Model};
+use crate::seal::domain::Scored;
 use crate::seal::events::QuestionResult;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -73,14 +74,6 @@ pub fn text_examples(model: &Model, texts: &[String]) -> Result<Vec<Example>> {
             })
         })
         .collect()
-}
-
-/// A passage's graded answers.
-#[derive(Clone, Debug)]
-pub struct Scored {
-    pub results: Vec<QuestionResult>,
-    pub accuracy: f64,
-    pub secs: f64,
 }
 
 /// How answers are graded, with whatever the grader needs (a judge model or endpoint).

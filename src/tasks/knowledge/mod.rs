@@ -8,6 +8,7 @@
 //! - `judge`: the LLM judge prompt, reply parsing and the HTTP judge.
 
 pub mod conditions;
+pub mod domain;
 pub mod grading;
 pub mod inner;
 pub mod judge;

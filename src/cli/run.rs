@@ -1,0 +1,164 @@
+//! `seal-tui run`, `resume`, `replay` and `report`: sessions from the command line.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use seal_tui::seal::runner::{self, RunHandle};
+use seal_tui::seal::setup::standard_setup;
+use seal_tui::seal::{story, Command, RunConfig, RunMode, RunState};
+use seal_tui::session;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run configuration (TOML); default: assets/seal.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run without the terminal UI, printing progress lines. Commands (JSON, one per line, e.g.
+    /// {"command":"approve","id":{"round":0,"ctx":0,"edit":1}}) may be given on stdin.
+    #[arg(long)]
+    pub headless: bool,
+    /// auto, step or paused (default: the config's start_mode).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Use this model instead of the config's.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// A session folder, or its id under the sessions folder.
+    pub session: String,
+    #[arg(long)]
+    pub headless: bool,
+    #[arg(long)]
+    pub mode: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    pub session: String,
+    /// Playback speed (1 = as recorded; 0 = as fast as possible).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    #[arg(long)]
+    pub headless: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    pub session: String,
+    /// Where to write the CSV files (default: the session's report/ folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn parse_mode(s: &str) -> Result<RunMode> {
+    match s {
+        "auto" => Ok(RunMode::Auto),
+        "step" => Ok(RunMode::Step),
+        "paused" | "pause" => Ok(RunMode::Paused),
+        other => bail!("unknown mode {other:?}; use auto, step or paused"),
+    }
+}
+
+pub fn load_config(path: Option<&PathBuf>, model: Option<&PathBuf>) -> Result<RunConfig> {
+    let default = PathBuf::from("assets/seal.toml");
+    let path = path.unwrap_or(&default);
+    let mut cfg = RunConfig::load(path)?;
+    if let Some(m) = model {
+        cfg.model.path = m.display().to_string();
+    }
+    Ok(cfg)
+}
+
+pub fn start_run(args: &RunArgs) -> Result<RunHandle> {
+    let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
+    let mode = args.mode.as_deref().map(parse_mode).transpose()?;
+    let root = session::sessions_dir();
+    runner::start(cfg, &root, standard_setup(), mode)
+}
+
+pub fn resume_run(args: &ResumeArgs) -> Result<RunHandle> {
+    let dir = session::resolve(&args.session)?;
+    let mode = args.mode.as_deref().map(parse_mode).transpose()?;
+    runner::resume(&dir, standard_setup(), mode)
+}
+
+/// Prints the story of a live run until it ends; stdin lines are forwarded as commands.
+pub fn follow_headless(handle: RunHandle) -> Result<()> {
+    eprintln!("session: {}", handle.session_dir.display());
+    let commands = handle.commands.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Command>(&line) {
+                Ok(cmd) => {
+                    if commands.send(cmd).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("ignoring command {line:?}: {e}"),
+            }
+        }
+    });
+    let mut state = RunState::default();
+    for record in handle.events.iter() {
+        state.apply(&record.event);
+        if let Some(line) = story::describe(&record) {
+            println!("{line}");
+        }
+    }
+    drop(handle.commands);
+    handle
+        .join
+        .join()
+        .map_err(|_| anyhow::anyhow!("the run thread panicked"))??;
+    if !state.finished && state.failure.is_none() {
+        eprintln!(
+            "stopped before the end; continue with: seal-tui resume {}",
+            handle.session_dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn replay_headless(args: &ReplayArgs) -> Result<()> {
+    let dir = session::resolve(&args.session)?;
+    let (_, records, issues) = session::open(&dir)?;
+    for issue in &issues {
+        eprintln!("warning: {issue}");
+    }
+    let mut last = records.first().map(|r| r.t).unwrap_or(0.0);
+    for record in &records {
+        if args.speed > 0.0 {
+            // Long idle gaps are compressed to at most a second of playback.
+            let wait = ((record.t - last) / args.speed).clamp(0.0, 1.0);
+            std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+        }
+        last = record.t;
+        if let Some(line) = story::describe(record) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let dir = session::resolve(&args.session)?;
+    let (_, records, issues) = session::open(&dir)?;
+    for issue in &issues {
+        eprintln!("warning: {issue}");
+    }
+    let state = RunState::from_events(records.iter().map(|r| &r.event));
+    println!("{}", session::report::markdown_report(&state));
+    let out = args.out.clone().unwrap_or_else(|| dir.join("report"));
+    for path in session::report::write_csv(&state, &out).context("writing the CSV report")? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

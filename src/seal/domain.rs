@@ -1,0 +1,70 @@
+//! What the loop needs from a SEAL domain. Knowledge incorporation and ARC each implement it;
+//! the loop itself never looks inside a context.
+
+use super::events::{ContextView, QuestionResult};
+use crate::engine::sample::SamplingParams;
+use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
+use crate::engine::{LoraAdapter, Model};
+use anyhow::Result;
+use std::sync::atomic::AtomicBool;
+
+/// A context's graded answers.
+#[derive(Clone, Debug)]
+pub struct Scored {
+    pub results: Vec<QuestionResult>,
+    pub accuracy: f64,
+    pub secs: f64,
+}
+
+pub trait Domain: Send {
+    /// `knowledge` or `arc`.
+    fn name(&self) -> &'static str;
+    /// The self-edit strategy, for display.
+    fn strategy(&self) -> String;
+    fn grader(&self) -> String;
+    fn num_contexts(&self) -> usize;
+    fn view(&self, index: usize) -> ContextView;
+
+    /// The rendered prompt that asks the policy for a self-edit, or `None` when the strategy
+    /// samples nothing (the context alone is trained on).
+    fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>>;
+
+    /// Sampling settings for a self-edit, given the run's.
+    fn self_edit_sampling(&self, run: &SamplingParams) -> SamplingParams {
+        run.clone()
+    }
+
+    /// Whether sampled text is a usable self-edit; `Err` explains why not. The loop resamples a
+    /// bounded number of times, then scores the edit as invalid.
+    fn check_self_edit(&self, _index: usize, _text: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// How many extra samples an unusable self-edit gets.
+    fn max_resamples(&self) -> usize {
+        0
+    }
+
+    /// The unadapted model's score on a context.
+    fn baseline(&self, model: &Model, index: usize, cancel: &AtomicBool) -> Result<Scored>;
+
+    /// The inner loop: fits a fresh adapter that applies `self_edit` to the model.
+    fn apply(
+        &self,
+        model: &Model,
+        index: usize,
+        self_edit: &str,
+        cfg: &TrainConfig,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(&TrainEvent),
+    ) -> std::result::Result<TrainOutcome, TrainError>;
+
+    /// The adapted model's score on a context.
+    fn evaluate(
+        &self,
+        model: &Model,
+        adapter: &LoraAdapter,
+        index: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Scored>;
+}

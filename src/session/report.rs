@@ -1,0 +1,200 @@
+//! Reports on a session: per-round and per-question tables in Markdown, and the same as CSV.
+
+use crate::seal::state::{ContextState, EditState, RunState};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The edit a context's per-question table shows: the kept one, else the best scored.
+fn shown_edit(ctx: &ContextState) -> Option<&EditState> {
+    ctx.kept.and_then(|k| ctx.edits.get(k)).or_else(|| {
+        ctx.edits
+            .iter()
+            .filter(|e| e.reward.is_some())
+            .max_by(|a, b| {
+                a.reward
+                    .partial_cmp(&b.reward)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Text safe inside a Markdown table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+pub fn round_rows(state: &RunState) -> Vec<Vec<String>> {
+    state
+        .rounds
+        .iter()
+        .map(|r| {
+            let m = r.metrics.clone().unwrap_or_default();
+            vec![
+                r.index.to_string(),
+                r.contexts.len().to_string(),
+                m.edits_evaluated.to_string(),
+                m.edits_kept.to_string(),
+                pct(m.accuracy_before),
+                pct(m.accuracy_after),
+                format!("{:.3}", m.mean_reward),
+                format!("{:+.3}", m.mean_gain),
+                format!("{:?}", r.policy.status).to_lowercase(),
+            ]
+        })
+        .collect()
+}
+
+pub const ROUND_COLUMNS: [&str; 9] = [
+    "round",
+    "contexts",
+    "edits evaluated",
+    "edits kept",
+    "accuracy before",
+    "accuracy after",
+    "mean reward",
+    "mean gain",
+    "policy update",
+];
+
+pub const QUESTION_COLUMNS: [&str; 11] = [
+    "round",
+    "context",
+    "title",
+    "edit",
+    "question",
+    "gold",
+    "base answer",
+    "base correct",
+    "adapted answer",
+    "adapted correct",
+    "decision",
+];
+
+pub fn question_rows(state: &RunState) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for r in &state.rounds {
+        for c in &r.contexts {
+            let edit = shown_edit(c);
+            let adapted = edit.and_then(|e| e.evaluations.last());
+            for (qi, q) in c.view.questions.iter().enumerate() {
+                let base = c
+                    .baseline
+                    .as_ref()
+                    .and_then(|b| b.results.iter().find(|x| x.question == qi));
+                let ad = adapted.and_then(|a| a.results.iter().find(|x| x.question == qi));
+                rows.push(vec![
+                    r.index.to_string(),
+                    c.id.ctx.to_string(),
+                    c.view.title.clone(),
+                    edit.map(|e| e.index.to_string()).unwrap_or_default(),
+                    q.question.clone(),
+                    q.answers.join(" / "),
+                    base.map(|b| b.answer.clone()).unwrap_or_default(),
+                    base.map(|b| mark(b.verdict.correct).to_string())
+                        .unwrap_or_default(),
+                    ad.map(|a| a.answer.clone()).unwrap_or_default(),
+                    ad.map(|a| mark(a.verdict.correct).to_string())
+                        .unwrap_or_default(),
+                    edit.and_then(|e| e.decision.as_ref())
+                        .map(|d| match d {
+                            crate::seal::Decision::Approved => "approved".to_string(),
+                            crate::seal::Decision::Rejected => "rejected".to_string(),
+                            crate::seal::Decision::Edited { .. } => "edited".to_string(),
+                        })
+                        .unwrap_or_default(),
+                ]);
+            }
+        }
+    }
+    rows
+}
+
+fn markdown(columns: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("| {} |\n", columns.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(columns.len())));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv(columns: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = columns
+        .iter()
+        .map(|c| csv_field(c))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for row in rows {
+        out.push_str(
+            &row.iter()
+                .map(|c| csv_field(c))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push('\n');
+    }
+    out
+}
+
+/// The Markdown report.
+pub fn markdown_report(state: &RunState) -> String {
+    let mut out = String::new();
+    if let Some(info) = &state.info {
+        out.push_str(&format!(
+            "# Session {}\n\nmodel {}, domain {}, template {}, grader {}, k={}, rounds {}\n\n",
+            info.session, info.model, info.domain, info.template, info.grader, info.k, info.rounds
+        ));
+    }
+    out.push_str("## Rounds\n\n");
+    out.push_str(&markdown(&ROUND_COLUMNS, &round_rows(state)));
+    out.push_str("\n## Questions\n\n");
+    out.push_str(&markdown(&QUESTION_COLUMNS, &question_rows(state)));
+    out
+}
+
+/// Writes `rounds.csv` and `questions.csv` into `dir`; returns their paths.
+pub fn write_csv(state: &RunState, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let rounds = dir.join("rounds.csv");
+    let questions = dir.join("questions.csv");
+    std::fs::write(&rounds, csv(&ROUND_COLUMNS, &round_rows(state)))
+        .with_context(|| format!("cannot write {}", rounds.display()))?;
+    std::fs::write(&questions, csv(&QUESTION_COLUMNS, &question_rows(state)))
+        .with_context(|| format!("cannot write {}", questions.display()))?;
+    Ok(vec![rounds, questions])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_markdown_escape_their_delimiters() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+}

@@ -1,0 +1,380 @@
+//! The SEAL outer loop on the tiny model: live state equals the fold of the log, human decisions
+//! steer selection, the policy update moves the policy, and damaged logs are handled.
+
+mod common;
+
+use common::{scratch, tiny_gguf};
+use seal_tui::engine::train::{sequence_logprob, train_lora, Example, TrainConfig};
+use seal_tui::engine::{Arch, LoraConfig, LossOn, Quantize, Target};
+use seal_tui::seal::config::RunConfig;
+use seal_tui::seal::runner::{self, RunHandle};
+use seal_tui::seal::setup::standard_setup;
+use seal_tui::seal::state::EditStatus;
+use seal_tui::seal::{Command, Decision, EditId, Event, Record, RunMode, RunState};
+use seal_tui::session;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A template that trains on the passage and the whole sample: the tiny model writes
+/// gibberish, which line-based strategies would discard.
+pub fn tiny_template() -> PathBuf {
+    let path = scratch().join("tiny-whole.toml");
+    std::fs::write(
+        &path,
+        r#"name = "tiny-whole"
+description = "test strategy: the passage plus the whole sample"
+prompt = "Notes on {title}: {passage}"
+max_tokens = 16
+split = "whole"
+prefix_title = true
+include_passage = true
+"#,
+    )
+    .unwrap();
+    path
+}
+
+pub fn tiny_config(rounds: usize, approval: bool) -> RunConfig {
+    let mut cfg = RunConfig::default();
+    // The Qwen2 variant has its own output head; the tied Llama one echoes its input.
+    cfg.model.path = tiny_gguf(Arch::Qwen2).display().to_string();
+    cfg.task.data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/passages.json")
+        .display()
+        .to_string();
+    cfg.knowledge.prompts_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("prompts")
+        .display()
+        .to_string();
+    cfg.knowledge.template = tiny_template().display().to_string();
+    cfg.self_edit.k = 2;
+    cfg.self_edit.max_tokens = 16;
+    cfg.task.contexts_per_round = 2;
+    cfg.inner.epochs = 2;
+    cfg.inner.lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec![Target::Q, Target::V],
+    };
+    cfg.outer.rounds = rounds;
+    // Random weights gain nothing on purpose; keep the best anyway so policy updates happen.
+    cfg.outer.min_gain = -1.0;
+    cfg.outer.approval_required = approval;
+    cfg.policy.train.epochs = 1;
+    cfg.policy.train.lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec![Target::Q, Target::V],
+    };
+    cfg
+}
+
+fn sessions_root(name: &str) -> PathBuf {
+    let dir = scratch().join("sessions").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Drains a run to its end, folding what it says as a screen would.
+fn follow(handle: RunHandle, on_event: impl FnMut(&Record, &RunHandle)) -> (RunState, PathBuf) {
+    follow_from(RunState::default(), handle, on_event)
+}
+
+fn follow_from(
+    mut state: RunState,
+    handle: RunHandle,
+    mut on_event: impl FnMut(&Record, &RunHandle),
+) -> (RunState, PathBuf) {
+    while let Ok(record) = handle.events.recv_timeout(Duration::from_secs(120)) {
+        state.apply(&record.event);
+        on_event(&record, &handle);
+    }
+    let dir = handle.session_dir.clone();
+    drop(handle.commands);
+    handle
+        .join
+        .join()
+        .expect("runner thread")
+        .expect("run succeeded");
+    (state, dir)
+}
+
+#[test]
+fn a_headless_run_folds_from_its_log_to_the_live_state() {
+    let cfg = tiny_config(2, false);
+    let handle = runner::start(
+        cfg,
+        &sessions_root("fold"),
+        standard_setup(),
+        Some(RunMode::Auto),
+    )
+    .unwrap();
+    let (live, dir) = follow(handle, |_, _| {});
+    assert!(live.finished, "the run did not finish: {:?}", live.failure);
+    assert_eq!(live.rounds.len(), 2);
+    for round in &live.rounds {
+        assert_eq!(round.contexts.len(), 2);
+        let m = round.metrics.as_ref().expect("round metrics");
+        assert_eq!(m.edits_evaluated, 4);
+        for c in &round.contexts {
+            assert!(c.finished && c.baseline.is_some());
+            assert_eq!(c.edits.len(), 2);
+            for e in &c.edits {
+                assert_eq!(e.status, EditStatus::Scored, "{e:?}");
+                assert!(e.train.final_loss.is_some() && !e.train.steps.is_empty());
+                assert_eq!(e.evaluations.len(), 1);
+            }
+            assert!(c.kept.is_some());
+        }
+        assert!(round.policy.adapter.is_some(), "no policy update");
+    }
+    // The log on disk is the truth: folding it gives exactly what was watched.
+    let (header, records, issues) = session::open(&dir).unwrap();
+    assert!(issues.is_empty(), "{issues:?}");
+    let folded = RunState::from_events(records.iter().map(|r| &r.event));
+    if folded != live {
+        let a = serde_json::to_string_pretty(&folded).unwrap();
+        let b = serde_json::to_string_pretty(&live).unwrap();
+        let diff: Vec<String> = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .take(5)
+            .map(|(i, (x, y))| format!("line {i}: log {x} | live {y}"))
+            .collect();
+        panic!("the log's fold differs from the live state: {diff:#?}");
+    }
+    assert_eq!(header.format_version, session::FORMAT_VERSION);
+    assert_eq!(header.model_sha256.len(), 64);
+    assert!(session::policy_dir(&dir, 1)
+        .join("adapter_config.json")
+        .exists());
+    assert!(dir.join("adapters/r0-c0-e0").exists() || dir.join("adapters/r0-c0-e1").exists());
+
+    // Resuming a finished session does nothing more and changes nothing.
+    let again = runner::resume(&dir, standard_setup(), None).unwrap();
+    let (resumed, _) = follow(again, |_, _| {});
+    assert!(resumed.finished);
+    assert_eq!(resumed.rounds, live.rounds);
+
+    // The report has a row per round and per question, and writes CSV.
+    let md = session::report::markdown_report(&folded);
+    assert!(
+        md.contains("## Rounds") && md.contains("Who founded Varnholt?"),
+        "{md}"
+    );
+    let files = session::report::write_csv(&folded, &dir.join("report")).unwrap();
+    let rounds_csv = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(rounds_csv.lines().count(), 3);
+}
+
+#[test]
+fn approval_required_mode_waits_for_the_human_and_honours_rejections() {
+    let cfg = tiny_config(1, true);
+    let handle = runner::start(
+        cfg,
+        &sessions_root("approval"),
+        standard_setup(),
+        Some(RunMode::Auto),
+    )
+    .unwrap();
+    // Approve edit 0 of every context, reject edit 1.
+    let (state, _) = follow(handle, |record, handle| {
+        if let Event::EditSampled { id, .. } = &record.event {
+            let cmd = if id.edit == 0 {
+                Command::Approve { id: *id }
+            } else {
+                Command::Reject { id: *id }
+            };
+            handle.commands.send(cmd).unwrap();
+        }
+    });
+    assert!(state.finished);
+    for c in &state.rounds[0].contexts {
+        let (e0, e1) = (&c.edits[0], &c.edits[1]);
+        assert_eq!(e0.decision, Some(Decision::Approved));
+        assert_eq!(e0.status, EditStatus::Scored);
+        assert_eq!(e1.decision, Some(Decision::Rejected));
+        assert!(
+            e1.train.steps.is_empty(),
+            "a rejected self-edit was trained on"
+        );
+        assert_eq!(c.kept, Some(0));
+    }
+}
+
+#[test]
+fn step_mode_runs_one_phase_per_step_and_edits_are_reevaluated() {
+    let cfg = tiny_config(1, false);
+    let handle = runner::start(
+        cfg,
+        &sessions_root("step"),
+        standard_setup(),
+        Some(RunMode::Step),
+    )
+    .unwrap();
+    // Nothing model-bound happens until a step arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut state = RunState::default();
+    while let Ok(r) = handle.events.try_recv() {
+        state.apply(&r.event);
+    }
+    let c = state.context(seal_tui::seal::CtxId { round: 0, ctx: 0 });
+    assert!(
+        c.is_none_or(|c| c.baseline.is_none()),
+        "work ran without a step"
+    );
+    // One step: the baseline, and nothing after it.
+    handle.commands.send(Command::Step).unwrap();
+    let mut baseline_seen = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && !baseline_seen {
+        if let Ok(r) = handle.events.recv_timeout(Duration::from_millis(100)) {
+            baseline_seen |= matches!(r.event, Event::BaselineScored { .. });
+            assert!(
+                !matches!(r.event, Event::EditSampling { .. }),
+                "stepped past one phase"
+            );
+            state.apply(&r.event);
+        }
+    }
+    assert!(baseline_seen);
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(r) = handle.events.try_recv() {
+        assert!(
+            !matches!(r.event, Event::EditSampling { .. }),
+            "stepped past one phase"
+        );
+        state.apply(&r.event);
+    }
+    // Replace edit 0's text once it is scored; it must be trained and scored again.
+    handle
+        .commands
+        .send(Command::Auto { rounds: None })
+        .unwrap();
+    let id = EditId {
+        round: 0,
+        ctx: 0,
+        edit: 0,
+    };
+    let mut edited = false;
+    let (state, _) = follow_from(state, handle, |record, handle| {
+        if !edited && matches!(&record.event, Event::EditScored { id: i, .. } if *i == id) {
+            edited = true;
+            handle
+                .commands
+                .send(Command::Edit {
+                    id,
+                    text: "Varnholt was founded by Edda Quillon.".into(),
+                })
+                .unwrap();
+        }
+    });
+    assert!(state.finished);
+    let e = state.edit(id).unwrap();
+    if matches!(e.decision, Some(Decision::Edited { .. })) {
+        // The decision may land after the context was closed; if it landed before, the text
+        // was retrained and rescored.
+        assert_eq!(e.text, "Varnholt was founded by Edda Quillon.");
+    }
+    assert!(edited);
+}
+
+#[test]
+fn the_policy_update_raises_the_likelihood_of_the_kept_self_edit() {
+    let model = common::load(&tiny_gguf(Arch::Llama), Quantize::Off);
+    let prompt = model.chat.render(
+        &[seal_tui::engine::Message::user("Write notes on Varnholt.")],
+        true,
+    );
+    let example = Example {
+        prompt: model.tokenizer.encode(&prompt).unwrap(),
+        completion: model
+            .tokenizer
+            .encode("Varnholt was founded in 1723 by Edda Quillon.<|im_end|>")
+            .unwrap(),
+    };
+    let before = sequence_logprob(&model, None, &example).unwrap();
+    let cfg = TrainConfig {
+        lora: LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec![Target::Q, Target::K, Target::V, Target::O],
+        },
+        learning_rate: 1e-2,
+        epochs: 3,
+        loss: LossOn::Completion,
+        ..Default::default()
+    };
+    let out = train_lora(
+        &model,
+        std::slice::from_ref(&example),
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let policy = model.with_transformer(model.transformer.merged(&out.adapter).unwrap());
+    let after = sequence_logprob(&policy, None, &example).unwrap();
+    assert!(
+        after > before + 1.0,
+        "log-likelihood {before:.2} -> {after:.2}"
+    );
+}
+
+#[test]
+fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
+    let cfg = tiny_config(1, false);
+    let handle = runner::start(
+        cfg,
+        &sessions_root("damaged"),
+        standard_setup(),
+        Some(RunMode::Auto),
+    )
+    .unwrap();
+    let (live, dir) = follow(handle, |_, _| {});
+    assert!(live.finished);
+    let log = dir.join(session::EVENTS_FILE);
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Corrupt a line in the middle (a streamed token, so no decision or phase is lost), and
+    // tear the tail.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let token_line = lines
+        .iter()
+        .position(|l| l.contains("\"edit_token\""))
+        .unwrap();
+    lines[token_line] = "{\"t\": 1.0, \"type\": \"edit_tok".to_string();
+    let mut damaged = lines.join("\n");
+    damaged.push_str("\n{\"t\":99.0,\"type\":\"run_fin");
+    std::fs::write(&log, damaged).unwrap();
+    let (_, records, issues) = session::open(&dir).unwrap();
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert_eq!(records.len(), lines.len() - 1);
+    let again = runner::resume(&dir, standard_setup(), None).unwrap();
+    let (resumed, _) = follow(again, |_, _| {});
+    assert!(resumed.finished);
+    assert!(
+        resumed.warnings.iter().any(|w| w.contains("cut short")),
+        "{:?}",
+        resumed.warnings
+    );
+    // The torn tail was cut before appending: the log reads clean except the corrupt line.
+    let (_, _, issues) = session::open(&dir).unwrap();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+
+    // A session from a newer seal-tui is refused with a clear message.
+    let header_path = dir.join(session::HEADER_FILE);
+    let mut h: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&header_path).unwrap()).unwrap();
+    h["format_version"] = serde_json::json!(session::FORMAT_VERSION + 1);
+    std::fs::write(&header_path, h.to_string()).unwrap();
+    let err = runner::resume(&dir, standard_setup(), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("newer seal-tui"), "{err}");
+}
