@@ -8,3 +8,4 @@
 pub mod engine;
 pub mod seal;
 pub mod tasks;
+pub mod tui;
