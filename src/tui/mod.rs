@@ -8,6 +8,7 @@
 //! when something changed. No model code runs here.
 
 pub mod app;
+pub mod bench;
 pub mod chrome;
 pub mod draw;
 pub mod editor;
@@ -25,6 +26,7 @@ pub mod theme;
 pub mod wrap;
 
 pub use app::{update, App};
+pub use bench::{bench_draw, DrawBench};
 pub use keys::{Action, KeyMap};
 pub use theme::Theme;
 
