@@ -9,6 +9,7 @@ pub mod engine;
 pub mod seal;
 pub mod session;
 pub mod tasks;
+pub mod tui;
 
 /// candle allocates a fresh buffer for every tensor; with glibc's allocator each large one is a
 /// new mapping whose pages fault in and are zeroed by the kernel. mimalloc keeps freed memory

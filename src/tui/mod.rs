@@ -1,0 +1,191 @@
+//! The terminal workbench: watches a SEAL run (live, or replayed from its log) and steers it.
+//!
+//! The screen is a fold over the run's events ([`crate::seal::RunState`]) plus UI state
+//! ([`app::App`]); [`draw::draw`] is a pure function of that; keys become [`keys::Action`]s
+//! (TOML-configurable), and [`app::update`] turns actions into [`crate::seal::Command`]s for the
+//! loop. The main loop never waits on model work: it drains the event channel without
+//! blocking, polls input with a short timeout, and redraws at most ~30 times a second, only
+//! when something changed. No model code runs here.
+
+pub mod app;
+pub mod bench;
+pub mod chrome;
+pub mod draw;
+pub mod editor;
+pub mod highlight;
+pub mod input;
+pub mod keys;
+pub mod labels;
+pub mod layout;
+pub mod overlay;
+pub mod panes;
+pub mod replay;
+pub mod sanitize;
+pub mod terminal;
+pub mod theme;
+pub mod wrap;
+
+pub use app::{update, App};
+pub use bench::{bench_draw, DrawBench};
+pub use keys::{Action, KeyMap};
+pub use theme::Theme;
+
+use crate::seal::{Command, Record};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+/// Where the screen's events come from.
+pub enum Feed {
+    /// A running loop: its events arrive on `events`; commands go back on `commands`.
+    Live {
+        events: Receiver<Record>,
+        commands: Sender<Command>,
+        session: String,
+    },
+    /// A recorded session, played back with its timing.
+    Replay {
+        records: Vec<Record>,
+        session: String,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TuiOptions {
+    /// Theme name (a file `<themes_dir>/<name>.toml`, or a built-in), or a path to a theme file.
+    pub theme: Option<String>,
+    /// A keymap file whose `[keys]` entries override the defaults.
+    pub keys: Option<PathBuf>,
+    pub themes_dir: PathBuf,
+    /// Draw without colour (set it when `NO_COLOR` is set).
+    pub no_color: bool,
+}
+
+/// Time between frames: ~30 fps keeps streaming tokens and loss curves smooth over SSH.
+const FRAME: Duration = Duration::from_millis(33);
+/// The most time one frame spends folding events, so keys stay responsive under a flood.
+const DRAIN_BUDGET: Duration = Duration::from_millis(8);
+
+/// Runs the workbench until the user quits. Theme and keymap errors are returned before the
+/// terminal is touched. In live mode, after a quit the function returns once the loop closes
+/// its event channel (a second quit, or ctrl-c, leaves at once).
+pub fn run(feed: Feed, options: TuiOptions) -> Result<()> {
+    let theme = Theme::load(
+        options.theme.as_deref(),
+        &options.themes_dir,
+        options.no_color,
+    )?;
+    let keymap = KeyMap::load(options.keys.as_deref())?;
+    let (mut app, live) = match feed {
+        Feed::Live {
+            events,
+            commands,
+            session,
+        } => (App::live(session, theme, keymap), Some((events, commands))),
+        Feed::Replay { records, session } => (App::replay(session, records, theme, keymap), None),
+    };
+    let mut tui = terminal::Tui::enter()?;
+    let outcome = main_loop(&mut tui, &mut app, live.as_ref());
+    let restored = tui.restore();
+    outcome.and(restored)
+}
+
+fn send(app: &mut App, commands: Option<&Sender<Command>>, out: Vec<Command>) {
+    let Some(tx) = commands else {
+        return;
+    };
+    for command in out {
+        if tx.send(command).is_err() {
+            app.loop_ended = true;
+            app.notice = Some("the loop is not listening any more".into());
+            break;
+        }
+    }
+}
+
+/// Folds what the loop sent since the last frame; returns whether anything changed.
+fn drain(app: &mut App, events: &Receiver<Record>) -> bool {
+    let started = Instant::now();
+    let mut changed = false;
+    loop {
+        match events.try_recv() {
+            Ok(record) => {
+                app.apply_record(&record);
+                changed = true;
+                if started.elapsed() > DRAIN_BUDGET {
+                    return true;
+                }
+            }
+            Err(TryRecvError::Empty) => return changed,
+            Err(TryRecvError::Disconnected) => {
+                if !app.loop_ended {
+                    app.loop_ended = true;
+                    app.notice = Some("the loop has ended; q quits".into());
+                    changed = true;
+                }
+                return changed;
+            }
+        }
+    }
+}
+
+fn main_loop(
+    tui: &mut terminal::Tui,
+    app: &mut App,
+    live: Option<&(Receiver<Record>, Sender<Command>)>,
+) -> Result<()> {
+    let commands = live.map(|(_, tx)| tx);
+    let mut dirty = true;
+    let mut last_draw: Option<Instant> = None;
+    let mut last_tick = Instant::now();
+    loop {
+        if tui.signalled() {
+            send(app, commands, vec![Command::Quit]);
+            return Ok(());
+        }
+        match live {
+            Some((events, _)) => dirty |= drain(app, events),
+            None => {
+                let now = Instant::now();
+                dirty |= app.tick(now.duration_since(last_tick).as_secs_f64());
+                last_tick = now;
+            }
+        }
+        if app.loop_ended && app.quit == app::QuitState::Stopping {
+            app.quit = app::QuitState::Exit;
+        }
+        if app.quit == app::QuitState::Exit {
+            return Ok(());
+        }
+        let since_draw = last_draw.map_or(FRAME, |t| t.elapsed());
+        if dirty && since_draw >= FRAME {
+            tui.draw(|frame| draw::draw(app, frame))?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        let wait = if dirty {
+            FRAME.saturating_sub(since_draw)
+        } else {
+            FRAME
+        };
+        if crossterm::event::poll(wait)? {
+            let screen = tui.area();
+            loop {
+                let event = crossterm::event::read()?;
+                let out = input::handle(app, &event, screen);
+                send(app, commands, out);
+                dirty |= !matches!(
+                    event,
+                    crossterm::event::Event::Mouse(crossterm::event::MouseEvent {
+                        kind: crossterm::event::MouseEventKind::Moved,
+                        ..
+                    })
+                );
+                if app.quit == app::QuitState::Exit || !crossterm::event::poll(Duration::ZERO)? {
+                    break;
+                }
+            }
+        }
+    }
+}
