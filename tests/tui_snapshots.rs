@@ -598,6 +598,7 @@ fn configuration_errors_come_back_before_the_terminal_is_touched() {
     let feed = || Feed::Replay {
         records: Vec::new(),
         session: "s".into(),
+        speed: 1.0,
     };
     let err = run(
         feed(),

@@ -12,6 +12,24 @@ pub enum BenchCommand {
     Sample(BenchSampleArgs),
     /// LoRA training speed: ms per step and trained tokens/s.
     Train(BenchTrainArgs),
+    /// Time to draw the full workbench screen at 200x60.
+    Draw {
+        /// Frames per case.
+        #[arg(long, default_value_t = 300)]
+        frames: usize,
+    },
+    /// Frame intervals and key-to-screen latency of the workbench while a finetune runs on the
+    /// same cores.
+    Tui(BenchTuiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTuiArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 15.0)]
+    pub secs: f64,
 }
 
 #[derive(Args, Debug)]
@@ -42,6 +60,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Sample(args) => bench_sample(args),
         BenchCommand::Train(args) => bench_train(args),
+        BenchCommand::Draw { frames } => {
+            print!("{}", seal_tui::tui::bench_draw(frames));
+            Ok(())
+        }
+        BenchCommand::Tui(args) => bench_tui(args),
     }
 }
 
@@ -205,4 +228,149 @@ fn peak_memory_gb() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// The workbench's own update and draw code, on a 200x60 off-screen terminal, driven at its
+/// frame rate with a key every quarter second, while a LoRA finetune of the real model runs
+/// on a thread and streams its steps in as events.
+fn bench_tui(args: BenchTuiArgs) -> Result<()> {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use seal_tui::engine::{
+        train_lora, Example, LoraConfig, LossOn, Target, TrainConfig, TrainEvent,
+    };
+    use seal_tui::seal::{EditId, Event, Record};
+    use seal_tui::tui::{self, Action, App, KeyMap, Theme};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let model = args.model.load()?;
+    let text = "The lighthouse stood on a rock at the edge of the bay, and every night its keeper \
+                climbed the ninety-nine steps to light the lamp. ";
+    let mut ids = Vec::new();
+    while ids.len() < 256 {
+        ids.extend(model.tokenizer.encode(text)?);
+    }
+    ids.truncate(256);
+    let example = Example {
+        prompt: Vec::new(),
+        completion: ids,
+    };
+    let cfg = TrainConfig {
+        lora: LoraConfig {
+            rank: 32,
+            alpha: 64.0,
+            dropout: 0.0,
+            targets: Target::parse_list("q,v")?,
+        },
+        epochs: 1000,
+        loss: LossOn::All,
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Record>();
+    let trainer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let id = EditId {
+                round: 0,
+                ctx: 0,
+                edit: 0,
+            };
+            let _ = train_lora(
+                &model,
+                std::slice::from_ref(&example),
+                &cfg,
+                Some(&stop),
+                &mut |e| {
+                    if let TrainEvent::Step(p) = e {
+                        let _ = tx.send(Record {
+                            t: start.elapsed().as_secs_f64(),
+                            event: Event::TrainStep {
+                                id,
+                                progress: p.clone(),
+                            },
+                        });
+                    }
+                },
+            );
+        })
+    };
+
+    let mut app = App::live("bench", Theme::dark(), KeyMap::default());
+    for r in tui::bench::heavy_records() {
+        app.apply_record(&r);
+    }
+    let mut term = Terminal::new(TestBackend::new(200, 60))?;
+    let frame = Duration::from_millis(33);
+    let key_every = Duration::from_millis(250);
+    let actions = [
+        Action::FocusNext,
+        Action::NextEdit,
+        Action::PrevEdit,
+        Action::ScrollDown,
+    ];
+    // Let the finetune get going before measuring.
+    while rx.try_recv().is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    let mut last_frame = Instant::now();
+    let mut next_key = start + key_every;
+    let mut intervals = Vec::new();
+    let mut latencies = Vec::new();
+    let mut steps = 0usize;
+    let mut k = 0usize;
+    while start.elapsed().as_secs_f64() < args.secs {
+        while let Ok(r) = rx.try_recv() {
+            steps += 1;
+            app.apply_record(&r);
+        }
+        let now = Instant::now();
+        if now >= next_key {
+            // A key arrives: the loop handles it and redraws at once.
+            let _ = tui::update(&mut app, actions[k % actions.len()]);
+            k += 1;
+            term.draw(|f| tui::draw::draw(&app, f))?;
+            latencies.push(next_key.elapsed().as_secs_f64());
+            next_key += key_every;
+        }
+        if last_frame.elapsed() >= frame {
+            term.draw(|f| tui::draw::draw(&app, f))?;
+            intervals.push(last_frame.elapsed().as_secs_f64());
+            last_frame = Instant::now();
+        }
+        let wake = (last_frame + frame).min(next_key);
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = trainer.join();
+    let pct = |mut v: Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+            * 1e3
+    };
+    println!(
+        "while a finetune ran ({steps} training steps in {:.0} s on the same cores):",
+        args.secs
+    );
+    println!(
+        "  frame interval: median {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} frames (target: a frame at least every 100 ms)",
+        pct(intervals.clone(), 0.5),
+        pct(intervals.clone(), 0.99),
+        pct(intervals.clone(), 1.0),
+        intervals.len()
+    );
+    println!(
+        "  key to redrawn screen: median {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} keys (target: under 100 ms)",
+        pct(latencies.clone(), 0.5),
+        pct(latencies.clone(), 0.99),
+        pct(latencies.clone(), 1.0),
+        latencies.len()
+    );
+    Ok(())
 }

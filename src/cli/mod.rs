@@ -6,6 +6,7 @@ mod model_args;
 mod run;
 mod sample;
 mod train_args;
+mod workbench;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,11 @@ pub struct Cli {
     /// Folder holding models (default: $SEAL_MODELS_DIR, else ./models).
     #[arg(long, global = true)]
     pub models_dir: Option<PathBuf>,
+    /// Run configuration for the workbench (default: assets/seal.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub screen: workbench::ScreenArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -96,23 +102,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),
+        Some(Command::Run(args)) if args.headless => run::follow_headless(run::start_run(&args)?),
         Some(Command::Run(args)) => {
-            if !args.headless {
-                anyhow::bail!("the workbench is not built yet; use --headless");
-            }
-            run::follow_headless(run::start_run(&args)?)
+            workbench::prepare(&args)?;
+            workbench::live(run::start_run(&args)?, &cli.screen)
         }
-        Some(Command::Resume(args)) => {
-            if !args.headless {
-                anyhow::bail!("the workbench is not built yet; use --headless");
-            }
+        Some(Command::Resume(args)) if args.headless => {
             run::follow_headless(run::resume_run(&args)?)
         }
-        Some(Command::Replay(args)) => run::replay_headless(&args),
+        Some(Command::Resume(args)) => workbench::live(run::resume_run(&args)?, &cli.screen),
+        Some(Command::Replay(args)) if args.headless => run::replay_headless(&args),
+        Some(Command::Replay(args)) => workbench::replay(&args, &cli.screen),
         Some(Command::Report(args)) => run::report(&args),
         None => {
-            println!("seal-tui {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            let args = run::RunArgs {
+                config: cli.config.clone(),
+                headless: false,
+                mode: None,
+                model: None,
+            };
+            workbench::prepare(&args)?;
+            workbench::live(run::start_run(&args)?, &cli.screen)
         }
     }
 }

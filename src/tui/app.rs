@@ -314,6 +314,7 @@ impl App {
                 format!("mode {}", labels::mode(*mode).to_lowercase()),
             ),
             Event::Warning { message } => (LogKind::Warning, sanitize_line(message).into_owned()),
+            Event::Status { message } => (LogKind::Info, sanitize_line(message).into_owned()),
             Event::Failed { message } => (
                 LogKind::Error,
                 format!("failed: {}", sanitize_line(message)),

@@ -90,6 +90,11 @@ pub fn activity(app: &App) -> String {
             "failed: {}",
             sanitize_line(state.failure.as_deref().unwrap_or("unknown error"))
         ),
+        // Before the run starts, say what is happening (fetching or loading the model).
+        Activity::Idle if state.info.is_none() => match &state.status {
+            Some(s) => sanitize_line(s).into_owned(),
+            None => "starting".into(),
+        },
         Activity::Idle | Activity::Baseline { .. } => base,
     }
 }

@@ -33,7 +33,7 @@ pub use theme::Theme;
 use crate::seal::{Command, Record};
 use anyhow::Result;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// Where the screen's events come from.
@@ -48,6 +48,8 @@ pub enum Feed {
     Replay {
         records: Vec<Record>,
         session: String,
+        /// Starting playback speed (1x to 100x; keys change it).
+        speed: f64,
     },
 }
 
@@ -83,7 +85,17 @@ pub fn run(feed: Feed, options: TuiOptions) -> Result<()> {
             commands,
             session,
         } => (App::live(session, theme, keymap), Some((events, commands))),
-        Feed::Replay { records, session } => (App::replay(session, records, theme, keymap), None),
+        Feed::Replay {
+            records,
+            session,
+            speed,
+        } => {
+            let mut app = App::replay(session, records, theme, keymap);
+            if let Some(r) = app.replay.take() {
+                app.replay = Some(r.with_speed(speed));
+            }
+            (app, None)
+        }
     };
     let mut tui = terminal::Tui::enter()?;
     let outcome = main_loop(&mut tui, &mut app, live.as_ref());
@@ -136,6 +148,7 @@ fn main_loop(
     live: Option<&(Receiver<Record>, Sender<Command>)>,
 ) -> Result<()> {
     let commands = live.map(|(_, tx)| tx);
+    let input = spawn_input_reader();
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     let mut last_tick = Instant::now();
@@ -169,10 +182,19 @@ fn main_loop(
         } else {
             FRAME
         };
-        if crossterm::event::poll(wait)? {
+        let first = match input.recv_timeout(wait) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            // The terminal is gone (a hang-up): nothing more can be shown or typed.
+            Err(RecvTimeoutError::Disconnected) => {
+                send(app, commands, vec![Command::Quit]);
+                return Ok(());
+            }
+        };
+        if let Some(first) = first {
             let screen = tui.area();
-            loop {
-                let event = crossterm::event::read()?;
+            let mut next = Some(first);
+            while let Some(event) = next {
                 let out = input::handle(app, &event, screen);
                 send(app, commands, out);
                 dirty |= !matches!(
@@ -182,10 +204,28 @@ fn main_loop(
                         ..
                     })
                 );
-                if app.quit == app::QuitState::Exit || !crossterm::event::poll(Duration::ZERO)? {
+                if app.quit == app::QuitState::Exit {
                     break;
                 }
+                next = input.try_recv().ok();
             }
         }
     }
+}
+
+/// Reads terminal input on its own thread. crossterm's `poll` can spin forever inside itself
+/// once the terminal hangs up, which would keep the main loop from ever seeing the hang-up
+/// signal; reading here and receiving with a timeout keeps the loop in charge.
+fn spawn_input_reader() -> Receiver<crossterm::event::Event> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("seal-input".into())
+        .spawn(move || {
+            while let Ok(event) = crossterm::event::read() {
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+    rx
 }

@@ -35,6 +35,17 @@ impl Replay {
         }
     }
 
+    /// Starts at the listed speed nearest to `speed` (1x to 100x).
+    pub fn with_speed(mut self, speed: f64) -> Replay {
+        self.speed = SPEEDS
+            .iter()
+            .enumerate()
+            .min_by(|a, b| (a.1 - speed).abs().total_cmp(&(b.1 - speed).abs()))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        self
+    }
+
     pub fn records(&self) -> &[Record] {
         &self.records
     }
@@ -187,6 +198,13 @@ mod tests {
         assert_eq!(r.advance(10.0), 0..0);
         r.toggle();
         assert_eq!(r.advance(10.0), 0..2);
+    }
+
+    #[test]
+    fn a_starting_speed_snaps_to_the_nearest_listed_one() {
+        assert_eq!(Replay::new(Vec::new()).with_speed(9.0).speed(), 10.0);
+        assert_eq!(Replay::new(Vec::new()).with_speed(0.1).speed(), 1.0);
+        assert_eq!(Replay::new(Vec::new()).with_speed(1e6).speed(), 100.0);
     }
 
     #[test]
