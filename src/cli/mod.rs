@@ -2,6 +2,7 @@
 
 mod bench;
 mod eval;
+mod finetune;
 mod model_args;
 mod run;
 mod sample;
@@ -37,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream a completion from a model.
     Sample(sample::SampleArgs),
+    /// Fit a LoRA adapter on a JSONL file (PEFT layout).
+    Finetune(Box<finetune::FinetuneArgs>),
     /// Knowledge-incorporation baselines (SEAL's table) on SQuAD-style passages.
     Eval(Box<eval::EvalArgs>),
     /// Run SEAL (ReSTEM rounds) on a configuration.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),
+        Some(Command::Finetune(args)) => finetune::run(*args),
         Some(Command::Run(args)) if args.headless => run::follow_headless(run::start_run(&args)?),
         Some(Command::Run(args)) => {
             workbench::prepare(&args)?;

@@ -1,0 +1,139 @@
+//! `seal-tui finetune`: fit a LoRA adapter on a JSONL file and save it in PEFT layout.
+
+use super::train_args::TrainArgs;
+use super::ModelArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use seal_tui::engine::train::{train_lora, Example, TrainEvent};
+use seal_tui::engine::{peft, Message, Model};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// JSONL, one example per line: {"text": ...} or {"prompt": ..., "completion": ...}.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the adapter (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Wrap prompt/completion rows as a user turn and the assistant's reply in the model's chat
+    /// format (with its end-of-turn marker).
+    #[arg(long)]
+    pub chat: bool,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Reads the training rows; every problem names the file and line.
+pub fn read_examples(path: &Path, model: &Model, chat: bool) -> Result<Vec<Example>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}: line {}", path.display(), i + 1);
+        let row: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: malformed JSON", at()))?;
+        let field = |name: &str| -> Result<Option<String>> {
+            match row.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(anyhow!("{}: `{name}` must be a string", at())),
+            }
+        };
+        let tok = &model.tokenizer;
+        let example = match (field("text")?, field("prompt")?, field("completion")?) {
+            (Some(t), None, None) => Example {
+                prompt: Vec::new(),
+                completion: tok.encode_document(&t)?,
+            },
+            (None, Some(p), Some(c)) if chat => Example {
+                prompt: tok.encode(&model.chat.render(&[Message::user(p)], true))?,
+                completion: tok.encode(&format!("{c}{}", model.chat.end_of_turn()))?,
+            },
+            (None, Some(p), Some(c)) => Example {
+                prompt: tok.encode_document(&p)?,
+                completion: tok.encode(&c)?,
+            },
+            _ => bail!(
+                "{}: a row needs either `text`, or both `prompt` and `completion`",
+                at()
+            ),
+        };
+        out.push(example);
+    }
+    if out.is_empty() {
+        bail!("{}: no training rows", path.display());
+    }
+    Ok(out)
+}
+
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    let cfg = args.train.config()?;
+    let model = args.model.load()?;
+    let examples = read_examples(&args.data, &model, args.chat)?;
+    eprintln!(
+        "finetuning {} on {} examples: LoRA r={} alpha={} on {:?}, lr {}, {} epochs",
+        model.info.name,
+        examples.len(),
+        cfg.lora.rank,
+        cfg.lora.alpha,
+        cfg.lora
+            .targets
+            .iter()
+            .map(|t| t.module_name())
+            .collect::<Vec<_>>(),
+        cfg.learning_rate,
+        cfg.epochs
+    );
+    let mut err = std::io::stderr();
+    let outcome = train_lora(&model, &examples, &cfg, None, &mut |e| match e {
+        TrainEvent::Started {
+            total_steps,
+            tokens,
+            trainable_parameters,
+            ..
+        } => {
+            let _ = writeln!(
+                err,
+                "{total_steps} steps, {tokens} tokens, {trainable_parameters} trainable parameters"
+            );
+        }
+        TrainEvent::Step(p) => {
+            let _ = write!(
+                err,
+                "\rstep {}/{} epoch {:.2} loss {:.4} lr {:.2e} {:.0} tok/s eta {:.0}s   ",
+                p.step,
+                p.total_steps,
+                p.epoch,
+                p.loss,
+                p.learning_rate,
+                p.tokens_per_sec,
+                p.eta_secs
+            );
+            let _ = err.flush();
+        }
+        TrainEvent::Failed { message, .. } => {
+            let _ = writeln!(err, "\n{message}");
+        }
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    eprintln!(
+        "\ndone: {} steps in {:.1} s, final loss {:.4}",
+        outcome.steps,
+        outcome.secs,
+        outcome.losses.last().copied().unwrap_or(f64::NAN)
+    );
+    peft::save_adapter(
+        &outcome.adapter,
+        &args.out,
+        &model.info.path.display().to_string(),
+    )?;
+    println!("{}", args.out.display());
+    Ok(())
+}
