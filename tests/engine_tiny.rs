@@ -246,6 +246,48 @@ fn sampling_streams_pieces_is_seeded_and_cancellable() {
 }
 
 #[test]
+fn tokens_stream_through_a_channel_and_cancel_between_tokens() {
+    use seal_tui::engine::sample::{stream, SampleEvent};
+    let model = load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
+    let prompt = model.tokenizer.encode("stream this").unwrap();
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    let rx = stream(
+        model.clone(),
+        None,
+        prompt.clone(),
+        SamplingParams::greedy(20),
+        cancel,
+    );
+    let mut text = String::new();
+    let done = loop {
+        match rx.recv().unwrap() {
+            SampleEvent::Piece(p) => text.push_str(&p),
+            SampleEvent::Done(g) => break g,
+            SampleEvent::Failed(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(text, done.text);
+    assert_eq!(done.tokens.len(), 20);
+
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    let rx = stream(
+        model,
+        None,
+        prompt,
+        SamplingParams::greedy(100_000),
+        cancel.clone(),
+    );
+    assert!(matches!(rx.recv().unwrap(), SampleEvent::Piece(_)));
+    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stopped = loop {
+        if let SampleEvent::Done(g) = rx.recv().unwrap() {
+            break g;
+        }
+    };
+    assert_eq!(stopped.stop, StopReason::Cancelled);
+}
+
+#[test]
 fn stop_strings_end_generation_before_the_string() {
     let model = load(&tiny_gguf(Arch::Llama), Quantize::Off);
     let prompt = model.tokenizer.encode("x").unwrap();

@@ -176,6 +176,59 @@ fn fused_training_ops_match_the_composed_formulation() {
 }
 
 #[test]
+fn padding_never_counts_in_the_loss() {
+    // A batch's loss is the mean over its counted tokens: exactly the token-weighted mean of
+    // each row's own loss, however much padding the shorter row carries.
+    let model = load(&tiny_hf(Arch::Qwen2), Quantize::Off);
+    let cfg = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec![Target::Q, Target::V],
+    };
+    let t = &model.transformer;
+    let (adapter, _) = LoraAdapter::init_with(
+        &cfg,
+        &t.projection_shapes(),
+        9,
+        &Device::Cpu,
+        DType::F32,
+        0.05,
+    )
+    .unwrap();
+    let short = Example {
+        prompt: model.tokenizer.encode("q:").unwrap(),
+        completion: model.tokenizer.encode("ab").unwrap(),
+    };
+    let long = Example {
+        prompt: model.tokenizer.encode("question:").unwrap(),
+        completion: model.tokenizer.encode("a much longer answer here").unwrap(),
+    };
+    for loss_on in [LossOn::All, LossOn::Completion] {
+        let one = |e: &Example| {
+            batch_loss(&model, &adapter, &[e], loss_on, 0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let counted = |e: &Example| match loss_on {
+            LossOn::All => e.len() - 1,
+            LossOn::Completion => e.completion.len(),
+        } as f64;
+        let both = batch_loss(&model, &adapter, &[&short, &long], loss_on, 7)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let expected = (one(&short) * counted(&short) + one(&long) * counted(&long))
+            / (counted(&short) + counted(&long));
+        assert!(
+            (both - expected).abs() < 1e-4,
+            "{loss_on:?}: {both} vs {expected}"
+        );
+    }
+}
+
+#[test]
 fn training_lowers_the_loss_and_reports_progress() {
     let model = load(&tiny_gguf(Arch::Llama), Quantize::Off);
     let cfg = TrainConfig {

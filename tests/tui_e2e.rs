@@ -165,3 +165,74 @@ fn step_approve_quit_then_replay_shows_the_approval() {
     assert!(screen.contains("e1"), "{screen}");
     t.keys("q");
 }
+
+/// Runs `command` in tmux followed by `stty -a`, so the screen shows whether the terminal came
+/// back in canonical (non-raw) mode and without the alternate screen.
+fn terminal_after(name: &str, command: &str, kill_after: Option<Duration>) -> String {
+    let t = Tmux::start(
+        name,
+        80,
+        24,
+        &format!(
+            "{command}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 30"
+        ),
+    );
+    if let Some(d) = kill_after {
+        t.wait_for("the workbench", |s| {
+            s.contains("Self-edits") || s.contains("Context")
+        });
+        std::thread::sleep(d);
+        // Only this pane's program: other tests run seal-tui at the same time.
+        let out = t
+            .cmd(&["display-message", "-p", "-t", &t.session, "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let status = Command::new("pkill")
+            .args(["-TERM", "-P", &shell, "-x", "seal-tui"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "no seal-tui under the pane's shell {shell}"
+        );
+    }
+    t.wait_for("the shell after the program", |s| s.contains("EXIT="))
+}
+
+#[test]
+fn the_terminal_is_restored_after_a_panic_and_after_sigterm() {
+    let dir = scratch().join("e2e-hygiene");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = config(&dir);
+    let bin = env!("CARGO_BIN_EXE_seal-tui");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let launch = |env: &str| {
+        format!(
+            "cd {root} && {env} SEAL_SESSIONS_DIR={} {bin} run --config {}",
+            dir.join("sessions").display(),
+            cfg.display()
+        )
+    };
+
+    let screen = terminal_after("seal-panic", &launch("SEAL_TUI_TEST_PANIC=1"), None);
+    assert!(screen.contains("test panic requested"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "still in raw mode:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Self-edits"),
+        "the alternate screen is still shown:\n{screen}"
+    );
+
+    let screen = terminal_after("seal-term", &launch(""), Some(Duration::from_millis(500)));
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "still in raw mode:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Self-edits"),
+        "the alternate screen is still shown:\n{screen}"
+    );
+}

@@ -207,6 +207,43 @@ pub fn generate(
     )
 }
 
+/// What a streamed generation sends: each piece of text as it decodes, then the result.
+#[derive(Debug)]
+pub enum SampleEvent {
+    Piece(String),
+    Done(Generation),
+    Failed(String),
+}
+
+/// Generates on a thread of its own, streaming pieces through a channel. Setting `cancel` stops
+/// it between tokens (it then finishes with `StopReason::Cancelled`).
+pub fn stream(
+    model: Model,
+    adapter: Option<LoraAdapter>,
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    cancel: std::sync::Arc<AtomicBool>,
+) -> std::sync::mpsc::Receiver<SampleEvent> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = generate(
+            &model,
+            adapter.as_ref(),
+            &prompt,
+            &params,
+            Some(&cancel),
+            &mut |p| {
+                let _ = tx.send(SampleEvent::Piece(p.to_string()));
+            },
+        );
+        let _ = tx.send(match result {
+            Ok(g) => SampleEvent::Done(g),
+            Err(e) => SampleEvent::Failed(format!("{e:#}")),
+        });
+    });
+    rx
+}
+
 /// Generates exactly `max_tokens` tokens whatever they are, for speed measurements.
 pub fn generate_ignoring_eos(
     model: &Model,

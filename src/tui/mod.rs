@@ -176,6 +176,10 @@ fn main_loop(
             tui.draw(|frame| draw::draw(app, frame))?;
             last_draw = Some(Instant::now());
             dirty = false;
+            // A hook for the end-to-end test of terminal restoration after a panic.
+            if std::env::var_os("SEAL_TUI_TEST_PANIC").is_some() {
+                panic!("test panic requested by SEAL_TUI_TEST_PANIC");
+            }
         }
         let wait = if dirty {
             FRAME.saturating_sub(since_draw)
