@@ -174,6 +174,26 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Keeps only the given batch rows (in that order), dropping the others' history.
+    pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let Some(device) = self
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device().clone())
+        else {
+            return Ok(());
+        };
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), &device)?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+
     /// Repeats a batch-1 cache `b` times along the batch axis, so that prompts sharing a prefix
     /// can be prefilled once and then continue separately.
     pub fn expand_batch(&mut self, b: usize) -> Result<()> {

@@ -448,6 +448,9 @@ pub fn generate_batch(
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
 
+    // Rows still generating, in the order of the cache's batch rows. Finished rows leave the
+    // batch, so a few long answers do not keep paying for the many short ones.
+    let mut active: Vec<usize> = (0..b).collect();
     for step in 0..max_new {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             for d in done.iter_mut().filter(|d| d.is_none()) {
@@ -455,13 +458,9 @@ pub fn generate_batch(
             }
             break;
         }
-        let mut next_ids = Vec::with_capacity(b);
-        for i in 0..b {
-            if done[i].is_some() {
-                next_ids.push(pad);
-                continue;
-            }
-            let next = samplers[i].sample(&logits[i]);
+        let mut next_ids = Vec::with_capacity(active.len());
+        for (r, &i) in active.iter().enumerate() {
+            let next = samplers[i].sample(&logits[r]);
             if stops.contains(&next) {
                 done[i] = Some(StopReason::Eos);
                 next_ids.push(pad);
@@ -478,15 +477,26 @@ pub fn generate_batch(
         if done.iter().all(Option::is_some) || step + 1 == max_new {
             break;
         }
-        // Finished rows keep feeding padding that nobody attends to.
-        for (i, valid) in key_valid.iter_mut().enumerate() {
-            valid.push(done[i].is_none() as u8);
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&r| done[active[r]].is_none())
+            .collect();
+        if keep.len() < active.len() {
+            cache.retain_rows(&keep)?;
+            key_valid = keep
+                .iter()
+                .map(|&r| std::mem::take(&mut key_valid[r]))
+                .collect();
+            next_ids = keep.iter().map(|&r| next_ids[r]).collect();
+            active = keep.iter().map(|&r| active[r]).collect();
         }
-        let pos: Vec<Vec<u32>> = lengths.iter().map(|&l| vec![l as u32]).collect();
-        for l in lengths.iter_mut() {
-            *l += 1;
+        for valid in key_valid.iter_mut() {
+            valid.push(1);
         }
-        let input = Tensor::from_vec(next_ids, (b, 1), &t.device)?;
+        let pos: Vec<Vec<u32>> = active.iter().map(|&i| vec![lengths[i] as u32]).collect();
+        for &i in &active {
+            lengths[i] += 1;
+        }
+        let input = Tensor::from_vec(next_ids, (active.len(), 1), &t.device)?;
         let bias = attention_bias(&key_valid, 1, cache.len(), t.dtype, &t.device)?;
         let hidden = t.forward_hidden(
             &input,
