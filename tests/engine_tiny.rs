@@ -22,6 +22,52 @@ fn full_logits(model: &Model, ids: &[u32]) -> Tensor {
     t.logits(&hidden, Mode::Infer).unwrap().squeeze(0).unwrap()
 }
 
+/// Prefills `ids[..split]` through the cache, then feeds the rest one token at a time, returning
+/// the logits of each of those positions.
+fn cached_decode_logits(
+    model: &Model,
+    ids: &[u32],
+    split: usize,
+    capacity: usize,
+) -> Vec<(usize, Tensor)> {
+    let t = &model.transformer;
+    let mut cache = seal_tui::engine::KvCache::new(t.config.num_layers, capacity);
+    let first = Tensor::new(&ids[..split], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    t.forward_hidden(
+        &first,
+        &Positions::From(0),
+        None,
+        Some(&mut cache),
+        None,
+        Mode::Infer,
+    )
+    .unwrap();
+    ids.iter()
+        .enumerate()
+        .skip(split)
+        .map(|(i, &id)| {
+            let x = Tensor::new(&[id], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let h = t
+                .forward_hidden(
+                    &x,
+                    &Positions::From(i),
+                    None,
+                    Some(&mut cache),
+                    None,
+                    Mode::Infer,
+                )
+                .unwrap();
+            (i, t.last_logits(&h).unwrap().squeeze(0).unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn gguf_and_hf_folder_give_the_same_logits_for_both_architectures() {
     for arch in [Arch::Llama, Arch::Qwen2] {
@@ -49,41 +95,10 @@ fn gguf_and_hf_folder_give_the_same_logits_for_both_architectures() {
 #[test]
 fn kv_cache_decoding_matches_the_full_forward() {
     let model = load(&tiny_gguf(Arch::Llama), Quantize::Off);
-    let t = &model.transformer;
     let ids = model.tokenizer.encode("hello there, general").unwrap();
     let full = full_logits(&model, &ids);
-    let mut cache = seal_tui::engine::KvCache::new(t.config.num_layers, 4);
-    let split = 5;
-    let first = Tensor::new(&ids[..split], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    t.forward_hidden(
-        &first,
-        &Positions::From(0),
-        None,
-        Some(&mut cache),
-        None,
-        Mode::Infer,
-    )
-    .unwrap();
-    // Token-by-token from there, growing the (deliberately small) cache.
-    for (i, &id) in ids.iter().enumerate().skip(split) {
-        let x = Tensor::new(&[id], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let h = t
-            .forward_hidden(
-                &x,
-                &Positions::From(i),
-                None,
-                Some(&mut cache),
-                None,
-                Mode::Infer,
-            )
-            .unwrap();
-        let step = t.last_logits(&h).unwrap().squeeze(0).unwrap();
+    // A deliberately small cache, so it has to grow.
+    for (i, step) in cached_decode_logits(&model, &ids, 5, 4) {
         let expected = full.get(i).unwrap();
         assert!(max_abs_diff(&step, &expected) < 1e-4, "position {i}");
     }
@@ -100,38 +115,7 @@ fn quantized_decoding_after_a_dense_prefill_tracks_the_dense_model() {
         .encode("a prompt long enough to be prefilled densely")
         .unwrap();
     let full = full_logits(&dense, &ids);
-    let t = &quant.transformer;
-    let mut cache = seal_tui::engine::KvCache::new(t.config.num_layers, 64);
-    let split = 20;
-    let first = Tensor::new(&ids[..split], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    t.forward_hidden(
-        &first,
-        &Positions::From(0),
-        None,
-        Some(&mut cache),
-        None,
-        Mode::Infer,
-    )
-    .unwrap();
-    for (i, &id) in ids.iter().enumerate().skip(split) {
-        let x = Tensor::new(&[id], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let h = t
-            .forward_hidden(
-                &x,
-                &Positions::From(i),
-                None,
-                Some(&mut cache),
-                None,
-                Mode::Infer,
-            )
-            .unwrap();
-        let step = t.last_logits(&h).unwrap().squeeze(0).unwrap();
+    for (i, step) in cached_decode_logits(&quant, &ids, 20, 64) {
         let expected = full.get(i).unwrap();
         let scale = expected
             .abs()

@@ -770,35 +770,31 @@ fn execute(
                 ),
                 ..cfg.inner.clone()
             };
-            let mut emit_err = None;
-            let outcome = work
-                .domain
-                .apply(&work.policy, index, &text, &train, cancel, &mut |e| {
-                    let event = match e {
-                        TrainEvent::Started {
-                            total_steps,
-                            examples,
-                            tokens,
-                            ..
-                        } => Event::TrainStarted {
-                            id,
-                            total_steps: *total_steps,
-                            examples: *examples,
-                            tokens: *tokens,
-                        },
-                        TrainEvent::Step(p) => Event::TrainStep {
-                            id,
-                            progress: p.clone(),
-                        },
-                        TrainEvent::Failed { .. } => return,
-                    };
-                    if let Err(err) = emitter.emit(event) {
-                        emit_err = Some(err);
-                    }
-                });
-            if let Some(e) = emit_err {
-                return Err(e);
-            }
+            let outcome = train_with_events(
+                emitter,
+                |e| match e {
+                    TrainEvent::Started {
+                        total_steps,
+                        examples,
+                        tokens,
+                        ..
+                    } => Some(Event::TrainStarted {
+                        id,
+                        total_steps: *total_steps,
+                        examples: *examples,
+                        tokens: *tokens,
+                    }),
+                    TrainEvent::Step(p) => Some(Event::TrainStep {
+                        id,
+                        progress: p.clone(),
+                    }),
+                    TrainEvent::Failed { .. } => None,
+                },
+                |on_event| {
+                    work.domain
+                        .apply(&work.policy, index, &text, &train, cancel, on_event)
+                },
+            )?;
             match outcome {
                 Ok(o) => {
                     let final_loss = o.losses.last().copied().unwrap_or(f64::NAN);
@@ -896,6 +892,27 @@ fn execute(
             emitter.emit(Event::RunFinished { secs })
         }
         Phase::AwaitDecision { .. } | Phase::Done => Ok(()),
+    }
+}
+
+/// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
+/// phase: the log is the truth, and a gap in it would be a lie.
+fn train_with_events<T>(
+    emitter: &Emitter,
+    to_event: impl Fn(&TrainEvent) -> Option<Event>,
+    run: impl FnOnce(&mut dyn FnMut(&TrainEvent)) -> T,
+) -> Result<T> {
+    let mut failure = None;
+    let out = run(&mut |e| {
+        if let Some(event) = to_event(e) {
+            if let Err(err) = emitter.emit(event) {
+                failure.get_or_insert(err);
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
 }
 
@@ -1038,33 +1055,31 @@ fn policy_update(
         ..cfg.policy.train.clone()
     };
     let start = Instant::now();
-    let mut emit_err = None;
-    let outcome = train_lora(
-        &work.policy,
-        &examples,
-        &train,
-        Some(&control.cancel),
-        &mut |e| {
-            let event = match e {
-                TrainEvent::Started { total_steps, .. } => Event::PolicyUpdateStarted {
-                    round,
-                    pairs: examples.len(),
-                    total_steps: *total_steps,
-                },
-                TrainEvent::Step(p) => Event::PolicyStep {
-                    round,
-                    progress: p.clone(),
-                },
-                TrainEvent::Failed { .. } => return,
-            };
-            if let Err(err) = emitter.emit(event) {
-                emit_err = Some(err);
-            }
+    let pairs_count = examples.len();
+    let outcome = train_with_events(
+        emitter,
+        |e| match e {
+            TrainEvent::Started { total_steps, .. } => Some(Event::PolicyUpdateStarted {
+                round,
+                pairs: pairs_count,
+                total_steps: *total_steps,
+            }),
+            TrainEvent::Step(p) => Some(Event::PolicyStep {
+                round,
+                progress: p.clone(),
+            }),
+            TrainEvent::Failed { .. } => None,
         },
-    );
-    if let Some(e) = emit_err {
-        return Err(e);
-    }
+        |on_event| {
+            train_lora(
+                &work.policy,
+                &examples,
+                &train,
+                Some(&control.cancel),
+                on_event,
+            )
+        },
+    )?;
     let outcome = match outcome {
         Ok(o) => o,
         Err(TrainError::Cancelled) => return Err(anyhow!("cancelled")),

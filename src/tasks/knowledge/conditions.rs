@@ -221,23 +221,14 @@ pub fn run_conditions(
                     answer_secs: base.secs,
                     train_tokens: 0,
                 }),
-                Condition::Passage => {
-                    let texts = none.training_sequences(passage, "");
-                    for repeat in 0..plan.repeats {
-                        runs.push(adapted_run(
-                            model,
-                            eval,
-                            passage,
-                            base,
-                            plan,
-                            None,
-                            0,
-                            repeat,
-                            texts.clone(),
-                            0.0,
-                        )?);
-                    }
-                }
+                Condition::Passage => runs.extend(run_trial(
+                    model,
+                    eval,
+                    passage,
+                    base,
+                    plan,
+                    &Trial::plain(none.training_sequences(passage, "")),
+                )?),
                 Condition::PassageSelfEdit => {
                     for sample in 0..plan.k {
                         let params = SamplingParams {
@@ -264,20 +255,19 @@ pub fn run_conditions(
                                 texts.push(t);
                             }
                         }
-                        for repeat in 0..plan.repeats {
-                            runs.push(adapted_run(
-                                model,
-                                eval,
-                                passage,
-                                base,
-                                plan,
-                                Some(&text),
+                        runs.extend(run_trial(
+                            model,
+                            eval,
+                            passage,
+                            base,
+                            plan,
+                            &Trial {
+                                texts,
+                                self_edit: Some(&text),
                                 sample,
-                                repeat,
-                                texts.clone(),
                                 sample_secs,
-                            )?);
-                        }
+                            },
+                        )?);
                     }
                 }
                 Condition::PassageSynthetic => {
@@ -290,20 +280,14 @@ pub fn run_conditions(
                     };
                     let mut texts = none.training_sequences(passage, "");
                     texts.extend(extra.iter().cloned());
-                    for repeat in 0..plan.repeats {
-                        runs.push(adapted_run(
-                            model,
-                            eval,
-                            passage,
-                            base,
-                            plan,
-                            None,
-                            0,
-                            repeat,
-                            texts.clone(),
-                            0.0,
-                        )?);
-                    }
+                    runs.extend(run_trial(
+                        model,
+                        eval,
+                        passage,
+                        base,
+                        plan,
+                        &Trial::plain(texts),
+                    )?);
                 }
             }
             for r in &runs {
@@ -368,38 +352,58 @@ pub fn run_conditions(
     Ok(reports)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn adapted_run(
+/// What one adapted run trains on.
+struct Trial<'t> {
+    texts: Vec<String>,
+    self_edit: Option<&'t str>,
+    sample: usize,
+    sample_secs: f64,
+}
+
+impl Trial<'_> {
+    fn plain(texts: Vec<String>) -> Trial<'static> {
+        Trial {
+            texts,
+            self_edit: None,
+            sample: 0,
+            sample_secs: 0.0,
+        }
+    }
+}
+
+/// Finetunes a fresh adapter on the trial's texts and scores it, `plan.repeats` times with
+/// different training seeds.
+fn run_trial(
     model: &Model,
     eval: &KnowledgeEval<'_>,
     passage: &Passage,
     base: &Scored,
     plan: &EvalPlan<'_>,
-    self_edit: Option<&str>,
-    sample: usize,
-    repeat: usize,
-    texts: Vec<String>,
-    sample_secs: f64,
-) -> Result<RunResult> {
-    let cfg = TrainConfig {
-        seed: plan.train.seed.wrapping_add(repeat as u64),
-        ..plan.train.clone()
-    };
-    let outcome = train_on_texts(model, &texts, &cfg, None, &mut |_| {})
-        .map_err(|e| anyhow!("finetune on passage {:?} failed: {e}", passage.title))?;
-    let scored = eval.score(model, Some(&outcome.adapter), passage, None)?;
-    Ok(RunResult {
-        self_edit: self_edit.map(str::to_string),
-        sample,
-        repeat,
-        accuracy: scored.accuracy,
-        gain: scored.accuracy - base.accuracy,
-        results: scored.results,
-        sample_secs,
-        train_secs: outcome.secs,
-        answer_secs: scored.secs,
-        train_tokens: outcome.tokens,
-    })
+    trial: &Trial<'_>,
+) -> Result<Vec<RunResult>> {
+    (0..plan.repeats)
+        .map(|repeat| {
+            let cfg = TrainConfig {
+                seed: plan.train.seed.wrapping_add(repeat as u64),
+                ..plan.train.clone()
+            };
+            let outcome = train_on_texts(model, &trial.texts, &cfg, None, &mut |_| {})
+                .map_err(|e| anyhow!("finetune on passage {:?} failed: {e}", passage.title))?;
+            let scored = eval.score(model, Some(&outcome.adapter), passage, None)?;
+            Ok(RunResult {
+                self_edit: trial.self_edit.map(str::to_string),
+                sample: trial.sample,
+                repeat,
+                accuracy: scored.accuracy,
+                gain: scored.accuracy - base.accuracy,
+                results: scored.results,
+                sample_secs: trial.sample_secs,
+                train_secs: outcome.secs,
+                answer_secs: scored.secs,
+                train_tokens: outcome.tokens,
+            })
+        })
+        .collect()
 }
 
 /// The printed table: condition, accuracy, 95% interval, questions, seconds.
