@@ -1,11 +1,11 @@
-//! The ARC domain on the tiny model: test-time training and its evaluation, and the domain driven
-//! by the SEAL runner.
+//! The ARC domain on the tiny model: test-time training and its evaluation, the domain driven by
+//! the SEAL runner, and the `arc eval` table.
 
 mod common;
 
 use common::{scratch, tiny_gguf};
 use seal_tui::engine::train::{TrainConfig, TrainEvent};
-use seal_tui::engine::{Arch, LoraConfig, Quantize, Target};
+use seal_tui::engine::{peft, Arch, LoraConfig, Quantize, Target};
 use seal_tui::seal::config::{DomainKind, RunConfig};
 use seal_tui::seal::events::ContextBody;
 use seal_tui::seal::runner;
@@ -13,8 +13,9 @@ use seal_tui::seal::setup::standard_setup;
 use seal_tui::seal::state::EditStatus;
 use seal_tui::seal::{Command, EditId, Event, RunMode, RunState};
 use seal_tui::tasks::arc::ttt::{Ttt, TttSettings};
-use seal_tui::tasks::arc::{parse_answer, ArcTask, Grid};
+use seal_tui::tasks::arc::{parse_answer, ArcTask, Grid, SelfEditConfig};
 use std::path::{Path, PathBuf};
+use std::process::Command as Process;
 use std::time::Duration;
 
 /// A small task: swap the two columns of a 2x2 grid. Three demonstrations, two test inputs.
@@ -220,4 +221,87 @@ fn the_arc_domain_runs_through_the_seal_loop() {
     assert_eq!(e.gain, Some(reward));
     check_results(task, &e.evaluations[0].results);
     assert_eq!(c.kept, (reward == 1.0).then_some(0));
+}
+
+#[test]
+fn arc_eval_prints_the_table_and_writes_consistent_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = tiny_gguf(Arch::Qwen2);
+    // A policy adapter to merge for the SEAL row (any adapter of the right shape will do).
+    let model = common::load(&model_path, Quantize::Off);
+    let (adapter, _) = seal_tui::engine::LoraAdapter::init(
+        &small_lora(),
+        &model.transformer.projection_shapes(),
+        1,
+        &model.transformer.device,
+    )
+    .unwrap();
+    let policy = dir.path().join("round-0");
+    peft::save_adapter(&adapter, &policy, &model.info.name).unwrap();
+    let config = dir.path().join("arc.toml");
+    let mut cfg = arc_config(&task_file());
+    cfg.self_edit.max_tokens = 8;
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let out = dir.path().join("results.json");
+
+    let run = Process::new(env!("CARGO_BIN_EXE_seal-tui"))
+        .args(["arc", "eval", "--k", "2", "--quantize", "off", "--model"])
+        .arg(&model_path)
+        .arg("--data")
+        .arg(task_file())
+        .arg("--config")
+        .arg(&config)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let rows = [
+        "in-context learning (no training)",
+        "TTT + self-edit configs (no RL)",
+        "SEAL: TTT + self-edit configs after RL",
+        "TTT with the oracle config",
+    ];
+    for row in rows {
+        assert!(stdout.contains(&format!("| {row} |")), "{row}: {stdout}");
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["tasks"], serde_json::json!(["swapcols"]));
+    let conditions = json["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 4);
+    for (c, row) in conditions.iter().zip(rows) {
+        assert_eq!(c["label"], row);
+        let runs = c["runs"].as_array().unwrap();
+        let solved = runs.iter().filter(|r| r["solved"] == true).count();
+        assert_eq!(c["solved"], solved);
+        assert_eq!(c["trials"], runs.len());
+        let rate = c["rate"].as_f64().unwrap();
+        assert!((rate - solved as f64 / runs.len() as f64).abs() < 1e-12);
+        // The self-edit rows count (task, config) pairs; the others count tasks.
+        let per_task = if c["unit"] == "task" { 1 } else { 2 };
+        assert_eq!(runs.len(), per_task, "{}", c["label"]);
+        for r in runs {
+            // A trial with results graded every test case; one without failed before grading.
+            let results = r["results"].as_array().unwrap();
+            assert!(results.len() == 2 || r["failure"].is_string(), "{r}");
+        }
+    }
+    // The tiny model writes gibberish: its sampled configs are unusable and score 0.
+    let sampled = &conditions[1]["runs"][0];
+    assert!(sampled["self_edit"].is_string());
+    assert!(sampled["failure"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid self-edit"));
+    // The oracle config trains and is graded.
+    let oracle = &conditions[3]["runs"][0];
+    assert!(oracle["steps"].as_u64().unwrap() > 0, "{oracle}");
+    assert_eq!(oracle["results"].as_array().unwrap().len(), 2);
+    let _: SelfEditConfig = serde_json::from_value(json["oracle"].clone()).unwrap();
 }

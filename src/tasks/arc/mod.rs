@@ -9,9 +9,11 @@
 //!
 //! The task, grid, augmentation, prompt, self-edit, training-data and vote modules are pure (no
 //! model, no I/O beyond loading task files). On the engine: [`ttt`] (test-time training and its
-//! evaluation) and [`domain`] (the SEAL domain); [`fetch`] obtains arc1.json.
+//! evaluation), [`domain`] (the SEAL domain), [`conditions`] (the paper's table of baselines);
+//! [`fetch`] obtains arc1.json.
 
 pub mod augment;
+pub mod conditions;
 pub mod domain;
 pub mod fetch;
 pub mod grid;
