@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and the dispatch to each subcommand.
 
+mod arc;
 mod bench;
 mod eval;
 mod finetune;
@@ -42,6 +43,9 @@ pub enum Command {
     Finetune(Box<finetune::FinetuneArgs>),
     /// Knowledge-incorporation baselines (SEAL's table) on SQuAD-style passages.
     Eval(Box<eval::EvalArgs>),
+    /// ARC few-shot tasks: fetch them, or run the paper's few-shot table on them.
+    #[command(subcommand)]
+    Arc(arc::ArcCommand),
     /// Run SEAL (ReSTEM rounds) on a configuration.
     Run(run::RunArgs),
     /// Continue a session after a crash or a quit.
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),
         Some(Command::Finetune(args)) => finetune::run(*args),
+        Some(Command::Arc(cmd)) => arc::run(cmd),
         Some(Command::Run(args)) if args.headless => run::follow_headless(run::start_run(&args)?),
         Some(Command::Run(args)) => {
             workbench::prepare(&args)?;

@@ -4,6 +4,7 @@
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{LossOn, TrainConfig};
 use crate::engine::{LoraConfig, Target};
+use crate::tasks::arc::ttt::TttSettings;
 use crate::tasks::knowledge::Grader;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,8 @@ pub struct RunConfig {
     pub model: ModelSection,
     pub task: TaskSection,
     pub knowledge: KnowledgeSection,
+    /// ARC: the test-time-training budget, data cap and answer views.
+    pub arc: TttSettings,
     pub self_edit: SelfEditSection,
     /// The inner loop: the LoRA finetune that applies one self-edit.
     pub inner: TrainConfig,
@@ -248,6 +251,7 @@ impl RunConfig {
         self.sampling(0).validate().context("self_edit")?;
         self.inner.validate().context("inner")?;
         self.policy.train.validate().context("policy.train")?;
+        self.arc.validate().context("arc")?;
         if let Grader::F1 { threshold } = self.knowledge.grader {
             if !(0.0..=1.0).contains(&threshold) {
                 bail!("knowledge.grader: the F1 threshold must be between 0 and 1");
@@ -301,6 +305,18 @@ mod tests {
     fn the_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/seal.toml");
         RunConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn the_arc_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/arc.toml");
+        let cfg = RunConfig::load(&path).unwrap();
+        assert_eq!(cfg.task.domain, DomainKind::Arc);
+        let err = format!(
+            "{:#}",
+            RunConfig::from_toml("[arc]\nviews = 0\n", "x.toml").unwrap_err()
+        );
+        assert!(err.contains("arc") && err.contains("views"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub trait Domain: Send {
         0
     }
 
+    /// The gain an edit is kept for (see the outer loop's `min_gain`), from its reward and the
+    /// unadapted model's score: by default, the improvement the self-edit brought.
+    fn gain(&self, reward: f64, baseline: f64) -> f64 {
+        reward - baseline
+    }
+
     /// The unadapted model's score on a context.
     fn baseline(&self, model: &Model, index: usize, cancel: &AtomicBool) -> Result<Scored>;
 

@@ -326,7 +326,7 @@ pub fn select(state: &RunState, cfg: &RunConfig, id: CtxId) -> (Option<usize>, S
     }
 }
 
-fn round_metrics(state: &RunState, round: usize) -> RoundMetrics {
+fn round_metrics(state: &RunState, round: usize, domain: &dyn Domain) -> RoundMetrics {
     let Some(r) = state.rounds.get(round) else {
         return RoundMetrics::default();
     };
@@ -348,12 +348,12 @@ fn round_metrics(state: &RunState, round: usize) -> RoundMetrics {
             match (e.reward, e.status) {
                 (Some(reward), _) => {
                     rewards.push(reward);
-                    gains.push(e.gain.unwrap_or(reward - base));
+                    gains.push(e.gain.unwrap_or_else(|| domain.gain(reward, base)));
                 }
                 // A failed finetune (or an unusable self-edit) earns nothing.
                 (None, EditStatus::Failed) => {
                     rewards.push(0.0);
-                    gains.push(-base);
+                    gains.push(domain.gain(0.0, base));
                 }
                 _ => {}
             }
@@ -848,7 +848,7 @@ fn execute(
             emitter.emit(Event::EditScored {
                 id,
                 reward,
-                gain: reward - base,
+                gain: work.domain.gain(reward, base),
             })
         }
         Phase::Select { id } => {
@@ -884,7 +884,7 @@ fn execute(
         }
         Phase::PolicyUpdate { round } => policy_update(round, cfg, dir, emitter, control, work),
         Phase::FinishRound { round } => {
-            let metrics = emitter.with_state(|s| round_metrics(s, round));
+            let metrics = emitter.with_state(|s| round_metrics(s, round, work.domain.as_ref()));
             emitter.emit(Event::RoundFinished { round, metrics })
         }
         Phase::FinishRun => {

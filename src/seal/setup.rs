@@ -4,10 +4,12 @@
 use super::config::{DomainKind, RunConfig};
 use super::runner::{Setup, SetupFn};
 use crate::engine::{self, device, fetch, LoadOptions, Quantize};
+use crate::tasks::arc::domain::{ArcDomain, STRATEGY};
+use crate::tasks::arc::{self, ttt::Ttt};
 use crate::tasks::knowledge::domain::KnowledgeDomain;
 use crate::tasks::knowledge::inner::Grading;
 use crate::tasks::knowledge::{load_passages, AnswerTemplate, Grader, PromptTemplate};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -64,6 +66,9 @@ fn build(cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup> {
     say(&format!("loading {} ...", model_path.display()));
     let model = engine::load_model(&model_path, &load_options(cfg)?)?;
     let data = Path::new(&cfg.task.data);
+    if cfg.task.domain == DomainKind::Arc && data == arc::arc1_path() {
+        arc::fetch::ensure_arc_file(data, say)?;
+    }
     let data_sha256 = fetch::sha256_file(data)
         .with_context(|| format!("task.data: cannot read {}", data.display()))?;
     let (domain, template_source): (Box<dyn super::domain::Domain>, String) = match cfg.task.domain
@@ -95,7 +100,18 @@ fn build(cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup> {
                 source,
             )
         }
-        DomainKind::Arc => bail!("the ARC domain is not wired into runs yet"),
+        DomainKind::Arc => {
+            let tasks = arc::load_tasks(data, &cfg.task.tasks)?;
+            say(&format!("{} ARC task(s) selected", tasks.len()));
+            let ttt = Ttt::new(&model, cfg.arc.clone(), &cfg.inner, cfg.seed);
+            let domain = ArcDomain::new(&model, tasks, ttt)?;
+            // The self-edit prompt is built in; each edit's rendered prompt is in the log.
+            let source = format!(
+                "{STRATEGY}: the built-in ARC self-edit prompt of seal-tui {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            (Box::new(domain), source)
+        }
     };
     say("ready");
     Ok(Setup {

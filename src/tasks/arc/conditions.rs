@@ -1,0 +1,313 @@
+//! The rows of the SEAL paper's few-shot table (Table 1) on chosen ARC tasks: in-context learning
+//! without training, test-time training with configs the base model writes (no RL), the same
+//! with configs an RL-trained policy writes (SEAL), and test-time training with a fixed
+//! hand-written config (the oracle).
+//!
+//! The self-edit rows count (task, config) pairs, as the paper does: their rate is the fraction
+//! of sampled configs whose adapted model solves its task (an unusable config counts as a
+//! failure). The other rows count tasks.
+
+use super::domain::sample_config;
+use super::selfedit::SelfEditConfig;
+use super::task::ArcTask;
+use super::ttt::{Prepared, Ttt};
+use crate::engine::sample::SamplingParams;
+use crate::engine::train::TrainConfig;
+use crate::engine::Model;
+use crate::seal::events::QuestionResult;
+use crate::tasks::knowledge::conditions::wilson95;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    Icl,
+    SelfEdit,
+    Seal,
+    Oracle,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 4] = [
+        Condition::Icl,
+        Condition::SelfEdit,
+        Condition::Seal,
+        Condition::Oracle,
+    ];
+
+    pub fn parse(name: &str) -> Option<Condition> {
+        match name.trim() {
+            "icl" => Some(Condition::Icl),
+            "self-edit" => Some(Condition::SelfEdit),
+            "seal" => Some(Condition::Seal),
+            "oracle" => Some(Condition::Oracle),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Condition::Icl => "in-context learning (no training)",
+            Condition::SelfEdit => "TTT + self-edit configs (no RL)",
+            Condition::Seal => "SEAL: TTT + self-edit configs after RL",
+            Condition::Oracle => "TTT with the oracle config",
+        }
+    }
+
+    /// What one counted trial is.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Condition::SelfEdit | Condition::Seal => "task x config",
+            Condition::Icl | Condition::Oracle => "task",
+        }
+    }
+}
+
+/// One trial: a task answered in context, or a config trained and evaluated on it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trial {
+    pub task: String,
+    /// Which sampled config (0 for the one-per-task conditions).
+    pub sample: usize,
+    /// The raw self-edit text, for sampled configs.
+    pub self_edit: Option<String>,
+    /// The config trained with, when there was a usable one.
+    pub config: Option<SelfEditConfig>,
+    /// Why nothing was trained (an unusable self-edit, a refused or failed finetune).
+    pub failure: Option<String>,
+    pub solved: bool,
+    pub results: Vec<QuestionResult>,
+    pub examples: usize,
+    pub steps: usize,
+    /// Tokens trained on, over all epochs.
+    pub train_tokens: usize,
+    pub sample_secs: f64,
+    pub train_secs: f64,
+    pub answer_secs: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConditionReport {
+    pub condition: Condition,
+    pub label: String,
+    pub unit: String,
+    pub solved: usize,
+    pub trials: usize,
+    pub rate: f64,
+    pub ci95: (f64, f64),
+    pub secs: f64,
+    pub runs: Vec<Trial>,
+}
+
+pub struct EvalPlan {
+    pub conditions: Vec<Condition>,
+    /// Configs sampled per task for the self-edit rows.
+    pub k: usize,
+    pub sampling: SamplingParams,
+    /// The trainer's settings; each config replaces the learning rate, epochs and loss.
+    pub train: TrainConfig,
+    pub oracle: SelfEditConfig,
+}
+
+/// Runs the planned conditions over `tasks`. `policy` is the RL-trained model the SEAL row
+/// samples configs from and adapts; that row is skipped without it.
+pub fn run_conditions(
+    base: &Model,
+    policy: Option<&Model>,
+    ttt: &Ttt,
+    tasks: &[ArcTask],
+    plan: &EvalPlan,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ConditionReport>> {
+    let mut reports = Vec::new();
+    for &condition in &plan.conditions {
+        let start = Instant::now();
+        let mut runs = Vec::new();
+        for (t, task) in tasks.iter().enumerate() {
+            match condition {
+                Condition::Icl => {
+                    let scored = ttt.evaluate(base, None, task, None)?;
+                    runs.push(Trial {
+                        solved: scored.accuracy >= 1.0,
+                        results: scored.results,
+                        answer_secs: scored.secs,
+                        ..Trial::new(task, 0)
+                    });
+                }
+                Condition::SelfEdit | Condition::Seal => {
+                    let model = if condition == Condition::Seal {
+                        match policy {
+                            Some(p) => p,
+                            None => {
+                                progress("SEAL row skipped: it needs --policy");
+                                break;
+                            }
+                        }
+                    } else {
+                        base
+                    };
+                    for sample in 0..plan.k {
+                        let params = SamplingParams {
+                            seed: plan.sampling.seed ^ ((t as u64) << 32) ^ sample as u64,
+                            ..plan.sampling.clone()
+                        };
+                        let sampled = sample_config(model, ttt, task, &params, None)?;
+                        let mut trial = match sampled.prepared {
+                            Ok(prepared) => adapted(model, ttt, task, &prepared, plan, sample)?,
+                            Err(why) => failed(task, sample, format!("invalid self-edit: {why}")),
+                        };
+                        trial.self_edit = Some(sampled.text);
+                        trial.sample_secs = sampled.secs;
+                        runs.push(trial);
+                    }
+                }
+                Condition::Oracle => {
+                    // The hand-written config is the human upper bound, so the step budget
+                    // meant for the policy does not refuse it; its data is capped like any.
+                    let no_budget = Ttt {
+                        settings: super::ttt::TttSettings {
+                            max_steps: usize::MAX,
+                            ..ttt.settings.clone()
+                        },
+                        ..ttt.clone()
+                    };
+                    runs.push(match no_budget.check(task, plan.oracle) {
+                        Ok(prepared) => adapted(base, ttt, task, &prepared, plan, 0)?,
+                        Err(why) => failed(task, 0, why),
+                    });
+                }
+            }
+            for r in runs.iter().filter(|r| r.task == task.id) {
+                progress(&format!(
+                    "{}: task {} #{}: {} ({} examples, {} steps, {} tokens; sample {:.1} s, train {:.1} s, answer {:.1} s){}",
+                    condition.label(),
+                    r.task,
+                    r.sample,
+                    if r.solved { "solved" } else { "not solved" },
+                    r.examples,
+                    r.steps,
+                    r.train_tokens,
+                    r.sample_secs,
+                    r.train_secs,
+                    r.answer_secs,
+                    r.failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()
+                ));
+            }
+        }
+        if condition == Condition::Seal && policy.is_none() {
+            continue;
+        }
+        let solved = runs.iter().filter(|r| r.solved).count();
+        reports.push(ConditionReport {
+            condition,
+            label: condition.label().to_string(),
+            unit: condition.unit().to_string(),
+            solved,
+            trials: runs.len(),
+            rate: solved as f64 / runs.len().max(1) as f64,
+            ci95: wilson95(solved, runs.len()),
+            secs: start.elapsed().as_secs_f64(),
+            runs,
+        });
+    }
+    Ok(reports)
+}
+
+impl Trial {
+    fn new(task: &ArcTask, sample: usize) -> Trial {
+        Trial {
+            task: task.id.clone(),
+            sample,
+            self_edit: None,
+            config: None,
+            failure: None,
+            solved: false,
+            results: Vec::new(),
+            examples: 0,
+            steps: 0,
+            train_tokens: 0,
+            sample_secs: 0.0,
+            train_secs: 0.0,
+            answer_secs: 0.0,
+        }
+    }
+}
+
+fn failed(task: &ArcTask, sample: usize, why: String) -> Trial {
+    Trial {
+        failure: Some(why),
+        ..Trial::new(task, sample)
+    }
+}
+
+fn adapted(
+    model: &Model,
+    ttt: &Ttt,
+    task: &ArcTask,
+    prepared: &Prepared,
+    plan: &EvalPlan,
+    sample: usize,
+) -> Result<Trial> {
+    let train = TrainConfig {
+        seed: plan.train.seed.wrapping_add(sample as u64),
+        ..plan.train.clone()
+    };
+    let mut trial = Trial {
+        config: Some(prepared.config),
+        examples: prepared.data.pairs.len(),
+        steps: prepared.steps,
+        ..Trial::new(task, sample)
+    };
+    let outcome = match ttt.train(model, prepared, &train, None, &mut |_| {}) {
+        Ok(o) => o,
+        // A failed finetune (a diverging loss, say) scores 0, as it does in a run.
+        Err(e) => {
+            trial.failure = Some(format!("test-time training failed: {e}"));
+            return Ok(trial);
+        }
+    };
+    let scored = ttt.evaluate(model, Some(&outcome.adapter), task, None)?;
+    trial.solved = scored.accuracy >= 1.0;
+    trial.results = scored.results;
+    trial.train_secs = outcome.secs;
+    trial.train_tokens = outcome.tokens;
+    trial.answer_secs = scored.secs;
+    Ok(trial)
+}
+
+/// The printed table: one row per condition.
+pub fn format_table(reports: &[ConditionReport]) -> String {
+    let mut out = String::new();
+    out.push_str("| method | success | 95% interval | solved | counted | seconds |\n");
+    out.push_str("|---|---:|---:|---:|---|---:|\n");
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {:.1}% | {:.1}-{:.1}% | {}/{} | {} | {:.1} |\n",
+            r.label,
+            r.rate * 100.0,
+            r.ci95.0 * 100.0,
+            r.ci95.1 * 100.0,
+            r.solved,
+            r.trials,
+            r.unit,
+            r.secs
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_names_round_trip() {
+        for c in Condition::ALL {
+            let name = serde_json::to_value(c).unwrap();
+            assert_eq!(Condition::parse(name.as_str().unwrap()), Some(c));
+        }
+        assert_eq!(Condition::parse("baseline"), None);
+    }
+}
