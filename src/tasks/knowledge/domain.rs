@@ -2,11 +2,11 @@
 //! model writes about the passage, the inner loop finetunes on it, and the reward is how many of
 //! the passage's questions the adapted model then answers without seeing it.
 
-use super::inner::{chat_prompt, text_examples, Grading, KnowledgeEval};
+use super::inner::{chat_prompt, train_on_texts, Grading, KnowledgeEval};
 use super::passage::Passage;
 use super::templates::{AnswerTemplate, PromptTemplate};
 use crate::engine::sample::SamplingParams;
-use crate::engine::train::{train_lora, TrainConfig, TrainError, TrainEvent, TrainOutcome};
+use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{LoraAdapter, Model};
 use crate::seal::domain::{Domain, Scored};
 use crate::seal::events::{ContextBody, ContextView, QuestionView};
@@ -104,8 +104,7 @@ impl Domain for KnowledgeDomain {
         let texts = self
             .template
             .training_sequences(self.passage(index), self_edit);
-        let examples = text_examples(model, &texts)?;
-        train_lora(model, &examples, cfg, Some(cancel), on_event)
+        train_on_texts(model, &texts, cfg, Some(cancel), on_event)
     }
 
     fn evaluate(
