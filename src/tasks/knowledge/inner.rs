@@ -149,7 +149,7 @@ impl Grading {
                         model.tokenizer.encode(&chat_prompt(model, &text))
                     })
                     .collect::<Result<_>>()?;
-                let params = SamplingParams::greedy(template.max_tokens);
+                let params = SamplingParams::greedy(template.chat.max_tokens);
                 let mut verdicts = Vec::with_capacity(prompts.len());
                 for chunk in prompts.chunks(ANSWER_BATCH) {
                     for g in generate_batch(model, None, chunk, &params, None)? {
@@ -181,7 +181,7 @@ pub fn answer_questions(
         .collect::<Result<_>>()?;
     let params = SamplingParams {
         stop: vec!["\n".into()],
-        ..SamplingParams::greedy(template.max_tokens)
+        ..SamplingParams::greedy(template.chat.max_tokens)
     };
     let mut answers = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(ANSWER_BATCH) {

@@ -2,16 +2,14 @@
 //! behind any OpenAI-compatible `/v1/chat/completions` endpoint. A judge running on our own
 //! engine uses [`JudgeTemplate::render`] and [`verdict_from_reply`] around its own sampling.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::grading::{Grader, Verdict};
-use super::templates::{
-    parse_field, read_toml, PromptText, TemplateError, TemplateText, JUDGE_TEMPLATE_FILE,
-};
+use super::templates::{ChatPrompt, PromptText, TemplateError, JUDGE_TEMPLATE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeError {
@@ -40,42 +38,15 @@ pub enum JudgeError {
 /// The judge prompt: `{question}`, `{gold_answers}` (one per line, `- ` first) and `{answer}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeTemplate {
-    pub path: PathBuf,
-    pub source: String,
-    pub system: Option<TemplateText>,
-    pub prompt: TemplateText,
-    pub max_tokens: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JudgeFile {
-    system: Option<String>,
-    prompt: String,
-    max_tokens: usize,
+    pub chat: ChatPrompt,
 }
 
 const JUDGE_PLACEHOLDERS: &[&str] = &["question", "gold_answers", "answer"];
 
 impl JudgeTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let (file, source): (JudgeFile, String) = read_toml(path)?;
-        if file.max_tokens == 0 {
-            return Err(TemplateError::Invalid {
-                path: path.to_path_buf(),
-                problem: "field `max_tokens` must be positive".to_string(),
-            });
-        }
         Ok(Self {
-            path: path.to_path_buf(),
-            source,
-            system: file
-                .system
-                .as_deref()
-                .map(|s| parse_field(path, "system", s, JUDGE_PLACEHOLDERS))
-                .transpose()?,
-            prompt: parse_field(path, "prompt", &file.prompt, JUDGE_PLACEHOLDERS)?,
-            max_tokens: file.max_tokens,
+            chat: ChatPrompt::load(path, JUDGE_PLACEHOLDERS)?,
         })
     }
 
@@ -90,15 +61,11 @@ impl JudgeTemplate {
             .map(|g| format!("- {}", g.as_ref().trim()))
             .collect();
         let gold_answers = gold_answers.join("\n");
-        let values = [
+        self.chat.render(&[
             ("question", question.trim()),
             ("gold_answers", gold_answers.as_str()),
             ("answer", answer.trim()),
-        ];
-        PromptText {
-            system: self.system.as_ref().map(|s| s.render(&values)),
-            user: self.prompt.render(&values),
-        }
+        ])
     }
 }
 
@@ -221,7 +188,7 @@ impl HttpJudge {
             "model": self.config.model,
             "messages": messages,
             "temperature": 0.0,
-            "max_tokens": self.template.max_tokens,
+            "max_tokens": self.template.chat.max_tokens,
             "stream": false,
         });
         let mut attempt = 0;

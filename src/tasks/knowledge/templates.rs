@@ -139,7 +139,7 @@ impl TemplateText {
 }
 
 /// Reads and deserialises a TOML file, returning the value and the file's text.
-pub(crate) fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), TemplateError> {
+fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), TemplateError> {
     let source = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
         path: path.to_path_buf(),
         source,
@@ -152,7 +152,7 @@ pub(crate) fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String),
 }
 
 /// Parses a template field, naming the file and field on error.
-pub(crate) fn parse_field(
+fn parse_field(
     path: &Path,
     field: &str,
     source: &str,
@@ -613,10 +613,10 @@ fn qa_pairs(text: &str) -> Vec<String> {
     pairs
 }
 
-/// The template the adapted model answers questions with: the passage's title as topic, never
-/// the passage itself.
+/// A prompt file of the shape `answer.toml` and `judge.toml` share: an optional system part,
+/// the prompt, and how many tokens a reply may take.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AnswerTemplate {
+pub struct ChatPrompt {
     pub path: PathBuf,
     pub source: String,
     pub system: Option<TemplateText>,
@@ -626,17 +626,16 @@ pub struct AnswerTemplate {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AnswerFile {
+struct ChatPromptFile {
     system: Option<String>,
     prompt: String,
     max_tokens: usize,
 }
 
-const ANSWER_PLACEHOLDERS: &[&str] = &["title", "question"];
-
-impl AnswerTemplate {
-    pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let (file, source): (AnswerFile, String) = read_toml(path)?;
+impl ChatPrompt {
+    /// Loads the file, allowing only `placeholders` in its system part and prompt.
+    pub(crate) fn load(path: &Path, placeholders: &[&str]) -> Result<Self, TemplateError> {
+        let (file, source): (ChatPromptFile, String) = read_toml(path)?;
         if file.max_tokens == 0 {
             return Err(invalid(path, "field `max_tokens` must be positive"));
         }
@@ -646,10 +645,34 @@ impl AnswerTemplate {
             system: file
                 .system
                 .as_deref()
-                .map(|s| parse_field(path, "system", s, ANSWER_PLACEHOLDERS))
+                .map(|s| parse_field(path, "system", s, placeholders))
                 .transpose()?,
-            prompt: parse_field(path, "prompt", &file.prompt, ANSWER_PLACEHOLDERS)?,
+            prompt: parse_field(path, "prompt", &file.prompt, placeholders)?,
             max_tokens: file.max_tokens,
+        })
+    }
+
+    pub(crate) fn render(&self, values: &[(&str, &str)]) -> PromptText {
+        PromptText {
+            system: self.system.as_ref().map(|s| s.render(values)),
+            user: self.prompt.render(values),
+        }
+    }
+}
+
+/// The template the adapted model answers questions with: the passage's title as topic, never
+/// the passage itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerTemplate {
+    pub chat: ChatPrompt,
+}
+
+const ANSWER_PLACEHOLDERS: &[&str] = &["title", "question"];
+
+impl AnswerTemplate {
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        Ok(Self {
+            chat: ChatPrompt::load(path, ANSWER_PLACEHOLDERS)?,
         })
     }
 
@@ -659,11 +682,8 @@ impl AnswerTemplate {
     }
 
     pub fn render(&self, title: &str, question: &str) -> PromptText {
-        let values = [("title", title), ("question", question)];
-        PromptText {
-            system: self.system.as_ref().map(|s| s.render(&values)),
-            user: self.prompt.render(&values),
-        }
+        self.chat
+            .render(&[("title", title), ("question", question)])
     }
 }
 
