@@ -1,10 +1,11 @@
 //! `seal-tui eval` end to end: every condition on the tiny model, and the real SmolLM2 on two
-//! shared SQuAD passages.
+//! shared SQuAD passages; and the loaders on both shared SQuAD formats.
 
 mod common;
 
 use common::{scratch, shared_data, tiny_gguf};
 use seal_tui::engine::Arch;
+use seal_tui::tasks::knowledge::{load_passages, Question};
 use std::path::Path;
 use std::process::Command;
 
@@ -157,4 +158,55 @@ fn smollm2_on_two_shared_squad_passages() {
     let passages = seal_tui::tasks::knowledge::load_passages(&data).unwrap();
     let questions = passages[0].questions.len() + passages[1].questions.len();
     check_consistency(&json, &conditions, questions);
+}
+
+#[test]
+fn loads_the_seal_flattened_dev_set() {
+    let Some(path) = shared_data("squad/squad_v1.1_dev_seal_format.json") else {
+        return;
+    };
+    let passages = load_passages(&path).unwrap();
+    assert_eq!(passages.len(), 1505);
+    let questions: usize = passages.iter().map(|p| p.questions.len()).sum();
+    assert_eq!(questions, 7793);
+    let first = &passages[0];
+    assert_eq!(first.title, "Super Bowl 50");
+    assert!(first
+        .context
+        .starts_with("Super Bowl 50 was an American football game"));
+    assert_eq!(
+        first.questions[0],
+        Question {
+            question: "Which NFL team represented the AFC at Super Bowl 50?".to_string(),
+            answers: vec!["Denver Broncos".to_string()],
+        }
+    );
+    assert!(passages
+        .iter()
+        .flat_map(|p| &p.questions)
+        .all(|q| q.answers.len() == 1));
+}
+
+#[test]
+fn loads_the_official_format_keeping_every_distinct_gold_answer() {
+    let Some(path) = shared_data("squad/official_v1.1_format_sample.json") else {
+        return;
+    };
+    let passages = load_passages(&path).unwrap();
+    assert_eq!(passages.len(), 2);
+    assert!(passages
+        .iter()
+        .all(|p| p.title == "University_of_Notre_Dame"));
+    assert!(passages[0]
+        .context
+        .starts_with("Architecturally, the school"));
+    let second = &passages[0].questions[1];
+    // Three gold answers in the file, two of them identical.
+    assert_eq!(second.answers.len(), 2);
+    assert_eq!(second.answers[0], "a golden statue of the Virgin Mary");
+    assert!(second.answers[1].starts_with("Architecturally,"));
+    assert_eq!(
+        passages[0].questions[0].answers,
+        ["Saint Bernadette Soubirous"]
+    );
 }

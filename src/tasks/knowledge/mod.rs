@@ -14,8 +14,6 @@ pub mod inner;
 pub mod judge;
 pub mod passage;
 pub mod templates;
-#[cfg(test)]
-mod testdata;
 
 pub use grading::{
     exact_match, f1, grade_em, grade_f1, normalize_answer, Grader, Verdict, DEFAULT_F1_THRESHOLD,
