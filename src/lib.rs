@@ -1,18 +1,27 @@
 //! seal-tui: a terminal workbench for SEAL (Self-Adapting Language Models).
 //!
-//! The crate is split by responsibility: `engine` loads models and runs candle (sampling, LoRA
-//! training, evaluation) and knows nothing of SEAL; `tasks` holds the two SEAL domains
-//! (knowledge incorporation and ARC few-shot learning); `seal` runs the two loops and speaks in
-//! events and commands; `session` records events durably; `tui` draws and steers.
+//! The crate is split into rooms, each with one job (see ARCHITECTURE.md for the arrows between
+//! them, which `tests/architecture.rs` keeps):
+//! - `record`: the vocabulary of what is recorded (events, commands, the run configuration,
+//!   the session header), the fold of events into a run's state, and the round figures;
+//! - `engine`: candle: loading, sampling, LoRA training; knows nothing of SEAL;
+//! - `seal`: the two loops, speaking in events and obeying commands;
+//! - `tasks`: the SEAL domains (knowledge incorporation, ARC);
+//! - `setup`: a run's model and domain built from its configuration;
+//! - `session`: the durable log and the session folder;
+//! - `text`: text for terminals and files (the sanitiser, progress lines, reports);
+//! - `tui`: the screen, which draws the fold and sends commands.
 
 pub mod engine;
+pub mod record;
 pub mod seal;
 pub mod session;
+pub mod setup;
 pub mod tasks;
+pub mod text;
 pub mod tui;
 
-/// candle allocates a fresh buffer for every tensor; with glibc's allocator each large one is a
-/// new mapping whose pages fault in and are zeroed by the kernel. mimalloc keeps freed memory
-/// for reuse, which made a LoRA training step markedly faster on CPU.
+/// The unit tests' allocator is the binary's (see main.rs), so timings in them mean the same.
+#[cfg(test)]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

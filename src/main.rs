@@ -4,12 +4,30 @@ mod cli;
 
 use clap::Parser;
 
+/// candle allocates a fresh buffer for every tensor; with glibc's allocator each large one is a
+/// new mapping whose pages fault in and are zeroed by the kernel. mimalloc keeps freed memory
+/// for reuse, which made a LoRA training step markedly faster on CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     pin_thread_count();
+    default_sigpipe();
     let args = cli::Cli::parse();
+    cli::diag::init(!args.opens_screen());
     if let Err(err) = cli::run(args) {
-        eprintln!("error: {err:#}");
+        tracing::error!("{err:#}");
+        eprintln!("error: {}", seal_tui::text::sanitize(&format!("{err:#}")));
         std::process::exit(1);
+    }
+}
+
+/// Output piped into a program that stops reading (`| head`) ends this one quietly, as it does
+/// other command-line tools, instead of a write error at every print.
+fn default_sigpipe() {
+    // Safety: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -6,12 +6,12 @@ mod common;
 use common::{scratch, tiny_gguf};
 use seal_tui::engine::train::{TrainConfig, TrainEvent};
 use seal_tui::engine::{peft, Arch, LoraConfig, Quantize, Target};
-use seal_tui::seal::config::{DomainKind, RunConfig};
-use seal_tui::seal::events::ContextBody;
+use seal_tui::record::config::{DomainKind, LoraSettings, LoraTarget, RunConfig};
+use seal_tui::record::state::EditStatus;
+use seal_tui::record::ContextBody;
+use seal_tui::record::{Command, EditId, Event, RunMode, RunState};
 use seal_tui::seal::runner;
-use seal_tui::seal::setup::standard_setup;
-use seal_tui::seal::state::EditStatus;
-use seal_tui::seal::{Command, EditId, Event, RunMode, RunState};
+use seal_tui::setup;
 use seal_tui::tasks::arc::ttt::{Ttt, TttSettings};
 use seal_tui::tasks::arc::{parse_answer, ArcTask, Grid, SelfEditConfig};
 use std::path::{Path, PathBuf};
@@ -65,13 +65,27 @@ fn settings() -> TttSettings {
     }
 }
 
-/// Every test case has one result, in order, whose verdict agrees with its answer.
-fn check_results(task: &ArcTask, results: &[seal_tui::seal::events::QuestionResult]) {
-    assert_eq!(results.len(), task.test.len());
-    for (i, (r, case)) in results.iter().zip(&task.test).enumerate() {
+fn small_lora_settings() -> LoraSettings {
+    LoraSettings {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec![LoraTarget::Q, LoraTarget::V],
+    }
+}
+
+/// Every test case has one result, in order, whose verdict agrees with its answer, and whose
+/// recorded grid is the one read from the answer.
+fn check_results(expected: &[Vec<Vec<u8>>], results: &[seal_tui::record::QuestionResult]) {
+    assert_eq!(results.len(), expected.len());
+    for (i, (r, output)) in results.iter().zip(expected).enumerate() {
         assert_eq!(r.question, i);
         assert_eq!(r.verdict.grader, "exact");
-        let matches = parse_answer(&r.answer).is_ok_and(|g| g == case.output);
+        let read = parse_answer(&r.answer).ok().map(|g| g.rows().to_vec());
+        if let Some(grid) = &r.grid {
+            assert_eq!(Some(&grid.0), read.as_ref(), "{r:?}");
+        }
+        let matches = read.as_ref() == Some(output);
         // A solved case shows the matching attempt; an unsolved one never shows the answer.
         assert_eq!(r.verdict.correct, matches, "{r:?}");
         assert!(!r.verdict.raw.is_empty());
@@ -118,28 +132,32 @@ fn test_time_training_on_the_tiny_model_end_to_end() {
         .evaluate(&model, Some(&outcome.adapter), &task, None)
         .unwrap();
     assert!(scored.accuracy == 0.0 || scored.accuracy == 1.0);
-    check_results(&task, &scored.results);
+    check_results(&outputs(&task), &scored.results);
     let all_correct = scored.results.iter().all(|r| r.verdict.correct);
     assert_eq!(scored.accuracy == 1.0, all_correct);
 
     let icl = ttt.evaluate(&model, None, &task, None).unwrap();
-    check_results(&task, &icl.results);
+    check_results(&outputs(&task), &icl.results);
+}
+
+fn outputs(task: &ArcTask) -> Vec<Vec<Vec<u8>>> {
+    task.test.iter().map(|c| c.output.rows().to_vec()).collect()
 }
 
 fn arc_config(data: &Path) -> RunConfig {
     let mut cfg = RunConfig::default();
-    cfg.model.path = tiny_gguf(Arch::Qwen2).display().to_string();
+    cfg.model.path = Some(tiny_gguf(Arch::Qwen2));
     cfg.task.domain = DomainKind::Arc;
-    cfg.task.data = data.display().to_string();
+    cfg.task.data = data.to_path_buf();
     cfg.task.contexts_per_round = 1;
     cfg.arc = settings();
     cfg.self_edit.k = 2;
     cfg.self_edit.max_tokens = 16;
-    cfg.inner.lora = small_lora();
+    cfg.inner.lora = small_lora_settings();
     cfg.outer.rounds = 1;
     cfg.outer.min_gain = 0.5;
     cfg.policy.train.epochs = 1;
-    cfg.policy.train.lora = small_lora();
+    cfg.policy.train.lora = small_lora_settings();
     cfg
 }
 
@@ -148,7 +166,7 @@ fn the_arc_domain_runs_through_the_seal_loop() {
     let root = scratch().join("sessions-arc");
     std::fs::create_dir_all(&root).unwrap();
     let cfg = arc_config(&task_file());
-    let handle = runner::start(cfg, &root, standard_setup(), Some(RunMode::Step)).unwrap();
+    let handle = runner::start(cfg, &root, setup::standard(), Some(RunMode::Step)).unwrap();
     // Two steps: the in-context baseline and edit 0's sampling. The tiny model writes
     // gibberish, so edit 0 fails; a human then replaces it with a usable config.
     handle.commands.send(Command::Step).unwrap();
@@ -165,7 +183,7 @@ fn the_arc_domain_runs_through_the_seal_loop() {
         state.apply(&record.event);
         match &record.event {
             Event::Warning { message } if message.contains("is unusable") => unusable += 1,
-            Event::TrainFailed { id, message } if *id == e0 && !edited => {
+            Event::TrainFailed { id, message, .. } if *id == e0 && !edited => {
                 assert!(message.starts_with("invalid self-edit"), "{message}");
                 edited = true;
                 handle
@@ -198,7 +216,8 @@ fn the_arc_domain_runs_through_the_seal_loop() {
     };
     assert_eq!(task.id, "swapcols");
     assert_eq!(c.view.questions.len(), 2);
-    check_results(task, &c.baseline.as_ref().unwrap().results);
+    let expected: Vec<Vec<Vec<u8>>> = task.test.iter().map(|c| c.output.0.clone()).collect();
+    check_results(&expected, &c.baseline.as_ref().unwrap().results);
 
     // Each gibberish edit was drawn 1 + max_resamples times, then scored 0 untrained.
     assert_eq!(unusable, 2 * 2);
@@ -219,7 +238,7 @@ fn the_arc_domain_runs_through_the_seal_loop() {
     let reward = e.reward.unwrap();
     assert!(reward == 0.0 || reward == 1.0);
     assert_eq!(e.gain, Some(reward));
-    check_results(task, &e.evaluations[0].results);
+    check_results(&expected, &e.evaluations[0].results);
     assert_eq!(c.kept, (reward == 1.0).then_some(0));
 }
 

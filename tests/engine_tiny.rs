@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{load, max_abs_diff, tiny_gguf, tiny_hf};
+use common::{load, max_abs_diff, scratch, tiny_gguf, tiny_hf};
 use seal_tui::engine::{
     generate, generate_batch, Arch, Mode, Model, Positions, Quantize, SamplingParams, StopReason,
 };
@@ -87,9 +87,59 @@ fn gguf_and_hf_folder_give_the_same_logits_for_both_architectures() {
             "{arch:?}: {}",
             max_abs_diff(&a, &b)
         );
-        assert_eq!(g.chat.name(), "chatml");
-        assert_eq!(h.chat.name(), "chatml");
+        assert_eq!(g.chat.describe(), "jinja");
+        assert_eq!(h.chat.describe(), "jinja");
     }
+}
+
+/// A folder as current transformers' `save_pretrained` writes it: the chat template in
+/// `chat_template.jinja`, not in `tokenizer_config.json`.
+#[test]
+fn a_folder_with_chat_template_jinja_gets_its_template() {
+    use seal_tui::engine::tiny::CHAT_TEMPLATE;
+    use seal_tui::engine::Prompt;
+    let dir = scratch().join("tiny-jinja-hf");
+    seal_tui::engine::tiny::write_hf_folder(
+        &dir,
+        &seal_tui::engine::tiny::TinySpec::new(Arch::Qwen2),
+        false,
+    )
+    .unwrap();
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    std::fs::write(dir.join("chat_template.jinja"), CHAT_TEMPLATE).unwrap();
+
+    let model = load(&dir, Quantize::Off);
+    assert_eq!(model.chat.describe(), "jinja");
+    assert!(model.info.notices.is_empty(), "{:?}", model.info.notices);
+    let prompt = model.chat.prompt(&Prompt::user("Hi")).unwrap();
+    // What the template itself produces for this conversation.
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The same prompt, token for token, as the GGUF of the same model (template in metadata).
+    let gguf = load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
+    assert_eq!(
+        model.prompt_ids(&Prompt::user("Hi")).unwrap(),
+        gguf.prompt_ids(&Prompt::user("Hi")).unwrap()
+    );
+
+    // Without any template, the built-in format is used and said aloud.
+    std::fs::remove_file(dir.join("chat_template.jinja")).unwrap();
+    let bare = load(&dir, Quantize::Off);
+    assert_eq!(bare.chat.describe(), "built-in chatml");
+    assert!(
+        bare.info
+            .notices
+            .iter()
+            .any(|n| n.contains("no chat template")),
+        "{:?}",
+        bare.info.notices
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{load, real_model_path};
-use seal_tui::engine::{generate, Message, Mode, Positions, Quantize, SamplingParams};
+use seal_tui::engine::{generate, Mode, Positions, Prompt, Quantize, SamplingParams};
 
 #[test]
 fn tokenizer_matches_known_ids() {
@@ -13,7 +13,8 @@ fn tokenizer_matches_known_ids() {
     // Ids produced by Hugging Face's own tokenizer for SmolLM2's chat template.
     let prompt = model
         .chat
-        .render(&[Message::user("What is the capital of France?")], true);
+        .prompt(&Prompt::user("What is the capital of France?"))
+        .unwrap();
     let expected: Vec<u32> = vec![
         1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
         407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
@@ -40,7 +41,8 @@ fn logits_agree_with_candle_quantized_llama() {
         .encode(
             &ours
                 .chat
-                .render(&[Message::user("Name three colours.")], true),
+                .prompt(&Prompt::user("Name three colours."))
+                .unwrap(),
         )
         .unwrap();
     let input = Tensor::new(ids.as_slice(), &Device::Cpu)
@@ -114,7 +116,8 @@ fn greedy_chat_answer_knows_paris() {
     let model = load(&real_model_path(), Quantize::Auto);
     let prompt = model
         .chat
-        .render(&[Message::user("What is the capital of France?")], true);
+        .prompt(&Prompt::user("What is the capital of France?"))
+        .unwrap();
     let ids = model.tokenizer.encode(&prompt).unwrap();
     let gen = generate(
         &model,
@@ -160,7 +163,8 @@ fn finetuning_on_an_invented_fact_puts_it_in_the_model() {
     let ask = |m: &seal_tui::engine::Model, adapter: Option<&seal_tui::engine::LoraAdapter>| {
         let prompt = m
             .chat
-            .render(&[Message::user("Who founded the town of Varnholt?")], true);
+            .prompt(&Prompt::user("Who founded the town of Varnholt?"))
+            .unwrap();
         let ids = m.tokenizer.encode(&prompt).unwrap();
         generate(
             m,

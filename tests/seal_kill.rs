@@ -5,7 +5,7 @@ mod common;
 
 use common::{scratch, tiny_gguf};
 use seal_tui::engine::Arch;
-use seal_tui::seal::{Decision, Event, RunState};
+use seal_tui::record::{Decision, Event, RunState};
 use seal_tui::session;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -6,22 +6,26 @@ mod common;
 use common::{scratch, tiny_gguf};
 use seal_tui::engine::train::{sequence_logprob, train_lora, Example, TrainConfig};
 use seal_tui::engine::{Arch, LoraConfig, LossOn, Quantize, Target};
-use seal_tui::seal::config::RunConfig;
+use seal_tui::record::config::{LoraSettings, LoraTarget, RunConfig};
+use seal_tui::record::state::EditStatus;
+use seal_tui::record::{Command, Decision, EditId, Event, Record, RunMode, RunState};
 use seal_tui::seal::runner::{self, RunHandle};
-use seal_tui::seal::setup::standard_setup;
-use seal_tui::seal::state::EditStatus;
-use seal_tui::seal::{Command, Decision, EditId, Event, Record, RunMode, RunState};
 use seal_tui::session;
+use seal_tui::setup;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A template that trains on the passage and the whole sample: the tiny model writes
 /// gibberish, which line-based strategies would discard.
 pub fn tiny_template() -> PathBuf {
-    let path = scratch().join("tiny-whole.toml");
-    std::fs::write(
-        &path,
-        r#"name = "tiny-whole"
+    // Written once: tests run in parallel, and a file rewritten while another test reads it
+    // reads as empty.
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = scratch().join("tiny-whole.toml");
+        std::fs::write(
+            &path,
+            r#"name = "tiny-whole"
 description = "test strategy: the passage plus the whole sample"
 prompt = "Notes on {title}: {passage}"
 max_tokens = 16
@@ -29,44 +33,40 @@ split = "whole"
 prefix_title = true
 include_passage = true
 "#,
-    )
-    .unwrap();
-    path
+        )
+        .unwrap();
+        path
+    })
+    .clone()
 }
 
 pub fn tiny_config(rounds: usize, approval: bool) -> RunConfig {
     let mut cfg = RunConfig::default();
     // The Qwen2 variant has its own output head; the tied Llama one echoes its input.
-    cfg.model.path = tiny_gguf(Arch::Qwen2).display().to_string();
-    cfg.task.data = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets/passages.json")
-        .display()
-        .to_string();
-    cfg.knowledge.prompts_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("prompts")
-        .display()
-        .to_string();
+    cfg.model.path = Some(tiny_gguf(Arch::Qwen2));
+    cfg.task.data = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/passages.json");
+    cfg.knowledge.prompts_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
     cfg.knowledge.template = tiny_template().display().to_string();
     cfg.self_edit.k = 2;
     cfg.self_edit.max_tokens = 16;
     cfg.task.contexts_per_round = 2;
     cfg.inner.epochs = 2;
-    cfg.inner.lora = LoraConfig {
+    cfg.inner.lora = LoraSettings {
         rank: 4,
         alpha: 8.0,
         dropout: 0.0,
-        targets: vec![Target::Q, Target::V],
+        targets: vec![LoraTarget::Q, LoraTarget::V],
     };
     cfg.outer.rounds = rounds;
     // Random weights gain nothing on purpose; keep the best anyway so policy updates happen.
     cfg.outer.min_gain = -1.0;
     cfg.outer.approval_required = approval;
     cfg.policy.train.epochs = 1;
-    cfg.policy.train.lora = LoraConfig {
+    cfg.policy.train.lora = LoraSettings {
         rank: 4,
         alpha: 8.0,
         dropout: 0.0,
-        targets: vec![Target::Q, Target::V],
+        targets: vec![LoraTarget::Q, LoraTarget::V],
     };
     cfg
 }
@@ -107,7 +107,7 @@ fn a_headless_run_folds_from_its_log_to_the_live_state() {
     let handle = runner::start(
         cfg,
         &sessions_root("fold"),
-        standard_setup(),
+        setup::standard(),
         Some(RunMode::Auto),
     )
     .unwrap();
@@ -147,26 +147,26 @@ fn a_headless_run_folds_from_its_log_to_the_live_state() {
             .collect();
         panic!("the log's fold differs from the live state: {diff:#?}");
     }
-    assert_eq!(header.format_version, session::FORMAT_VERSION);
+    assert_eq!(header.format_version, seal_tui::record::FORMAT_VERSION);
     assert_eq!(header.model_sha256.len(), 64);
     assert!(session::policy_dir(&dir, 1)
         .join("adapter_config.json")
         .exists());
-    assert!(dir.join("adapters/r0-c0-e0").exists() || dir.join("adapters/r0-c0-e1").exists());
+    assert!(dir.join("adapters/r1-c1-e1").exists() || dir.join("adapters/r1-c1-e2").exists());
 
     // Resuming a finished session does nothing more and changes nothing.
-    let again = runner::resume(&dir, standard_setup(), None).unwrap();
+    let again = runner::resume(&dir, setup::standard(), None).unwrap();
     let (resumed, _) = follow(again, |_, _| {});
     assert!(resumed.finished);
     assert_eq!(resumed.rounds, live.rounds);
 
     // The report has a row per round and per question, and writes CSV.
-    let md = session::report::markdown_report(&folded);
+    let md = seal_tui::text::report::markdown_report(&folded);
     assert!(
         md.contains("## Rounds") && md.contains("Who founded Varnholt?"),
         "{md}"
     );
-    let files = session::report::write_csv(&folded, &dir.join("report")).unwrap();
+    let files = seal_tui::text::report::write_csv(&folded, &dir.join("report")).unwrap();
     let rounds_csv = std::fs::read_to_string(&files[0]).unwrap();
     assert_eq!(rounds_csv.lines().count(), 3);
 }
@@ -177,7 +177,7 @@ fn approval_required_mode_waits_for_the_human_and_honours_rejections() {
     let handle = runner::start(
         cfg,
         &sessions_root("approval"),
-        standard_setup(),
+        setup::standard(),
         Some(RunMode::Auto),
     )
     .unwrap();
@@ -212,21 +212,31 @@ fn step_mode_runs_one_phase_per_step_and_edits_are_reevaluated() {
     let handle = runner::start(
         cfg,
         &sessions_root("step"),
-        standard_setup(),
+        setup::standard(),
         Some(RunMode::Step),
     )
     .unwrap();
-    // Nothing model-bound happens until a step arrives.
-    std::thread::sleep(Duration::from_millis(500));
+    // The loop gets as far as it may without a step: the model is loaded and the first context
+    // started (phases that run no model need no step). Only then is "nothing more" meaningful.
     let mut state = RunState::default();
+    loop {
+        let r = handle
+            .events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run reached its first context");
+        state.apply(&r.event);
+        if matches!(r.event, Event::ContextStarted { .. }) {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
     while let Ok(r) = handle.events.try_recv() {
         state.apply(&r.event);
     }
-    let c = state.context(seal_tui::seal::CtxId { round: 0, ctx: 0 });
-    assert!(
-        c.is_none_or(|c| c.baseline.is_none()),
-        "work ran without a step"
-    );
+    let c = state
+        .context(seal_tui::record::CtxId { round: 0, ctx: 0 })
+        .expect("the first context started");
+    assert!(c.baseline.is_none(), "work ran without a step");
     // One step: the baseline, and nothing after it.
     handle.commands.send(Command::Step).unwrap();
     let mut baseline_seen = false;
@@ -286,10 +296,10 @@ fn step_mode_runs_one_phase_per_step_and_edits_are_reevaluated() {
 #[test]
 fn the_policy_update_raises_the_likelihood_of_the_kept_self_edit() {
     let model = common::load(&tiny_gguf(Arch::Llama), Quantize::Off);
-    let prompt = model.chat.render(
-        &[seal_tui::engine::Message::user("Write notes on Varnholt.")],
-        true,
-    );
+    let prompt = model
+        .chat
+        .prompt(&seal_tui::engine::Prompt::user("Write notes on Varnholt."))
+        .unwrap();
     let example = Example {
         prompt: model.tokenizer.encode(&prompt).unwrap(),
         completion: model
@@ -332,7 +342,7 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
     let handle = runner::start(
         cfg,
         &sessions_root("damaged"),
-        standard_setup(),
+        setup::standard(),
         Some(RunMode::Auto),
     )
     .unwrap();
@@ -354,7 +364,7 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
     let (_, records, issues) = session::open(&dir).unwrap();
     assert_eq!(issues.len(), 2, "{issues:?}");
     assert_eq!(records.len(), lines.len() - 1);
-    let again = runner::resume(&dir, standard_setup(), None).unwrap();
+    let again = runner::resume(&dir, setup::standard(), None).unwrap();
     let (resumed, _) = follow(again, |_, _| {});
     assert!(resumed.finished);
     assert!(
@@ -370,9 +380,9 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
     let header_path = dir.join(session::HEADER_FILE);
     let mut h: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&header_path).unwrap()).unwrap();
-    h["format_version"] = serde_json::json!(session::FORMAT_VERSION + 1);
+    h["format_version"] = serde_json::json!(seal_tui::record::FORMAT_VERSION + 1);
     std::fs::write(&header_path, h.to_string()).unwrap();
-    let err = runner::resume(&dir, standard_setup(), None)
+    let err = runner::resume(&dir, setup::standard(), None)
         .err()
         .unwrap()
         .to_string();

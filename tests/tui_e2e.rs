@@ -167,14 +167,15 @@ fn step_approve_quit_then_replay_shows_the_approval() {
 }
 
 /// Runs `command` in tmux followed by `stty -a`, so the screen shows whether the terminal came
-/// back in canonical (non-raw) mode and without the alternate screen.
+/// back in canonical (non-raw) mode and without the alternate screen. `EXIT=` is printed last,
+/// so a screen that shows it shows the mode too.
 fn terminal_after(name: &str, command: &str, kill_after: Option<Duration>) -> String {
     let t = Tmux::start(
         name,
         80,
         24,
         &format!(
-            "{command}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 30"
+            "{command}; code=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; echo EXIT=$code; sleep 30"
         ),
     );
     if let Some(d) = kill_after {

@@ -7,17 +7,15 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
-use seal_tui::seal::events::{ContextView, QuestionView, RunInfo};
-use seal_tui::seal::{Command, ContextBody, CtxId, EditId, Event, Record};
+use seal_tui::record::{Command, ContextBody, CtxId, EditId, Event, Record};
+use seal_tui::record::{ContextView, QuestionView, RunInfo};
 use seal_tui::tui::app::{Pane, QuitState};
 use seal_tui::tui::draw::draw;
 use seal_tui::tui::{update, Action, App, KeyMap, Theme};
 
-fn fixture(name: &str) -> Vec<Record> {
-    let path = format!(
-        "{}/tests/fixtures/{name}/events.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
+/// A recorded session's log, by its folder under the repository root.
+fn fixture(folder: &str) -> Vec<Record> {
+    let path = format!("{}/{folder}/events.jsonl", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .enumerate()
@@ -25,8 +23,10 @@ fn fixture(name: &str) -> Vec<Record> {
         .collect()
 }
 
+/// The example session: the default model on the sample passages, recorded by the real
+/// writer (see sessions/README.md).
 fn knowledge() -> Vec<Record> {
-    fixture("session-demo")
+    fixture("sessions/example")
 }
 
 fn eid(round: usize, ctx: usize, edit: usize) -> EditId {
@@ -155,7 +155,7 @@ fn finetune_pane_mid_training() {
     let app = app_until(
         &knowledge(),
         Theme::dark(),
-        |e| matches!(e, Event::TrainStep { id, progress } if *id == eid(0, 1, 0) && progress.step == 6),
+        |e| matches!(e, Event::TrainStep { id, progress, .. } if *id == eid(0, 1, 0) && progress.step == 6),
     );
     insta::assert_snapshot!(text(&focused(app, Pane::Finetune), 80, 24));
 }
@@ -165,7 +165,7 @@ fn finetune_pane_during_the_policy_update() {
     let app = app_until(
         &knowledge(),
         Theme::dark(),
-        |e| matches!(e, Event::PolicyStep { round: 0, progress } if progress.step == 4),
+        |e| matches!(e, Event::PolicyStep { round: 0, progress } if progress.step == 1),
     );
     insta::assert_snapshot!(text(&focused(app, Pane::Finetune), 80, 24));
 }
@@ -178,8 +178,16 @@ fn rewards_pane_after_scoring() {
         |e| matches!(e, Event::EditScored { id, .. } if *id == eid(0, 1, 0)),
     );
     let screen = text(&focused(app, Pane::Rewards), 80, 24);
-    assert!(screen.contains("✓ Central America"), "{screen}");
-    assert!(screen.contains("✓ in its liver"), "{screen}");
+    // Both answers to each question, graded: the base model's and the adapted one's.
+    assert!(
+        screen.contains("gold") && screen.contains("base") && screen.contains("adapted"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("2031"),
+        "the first question's gold answer: {screen}"
+    );
+    assert!(screen.matches('✗').count() >= 2, "{screen}");
     insta::assert_snapshot!(screen);
 }
 
@@ -211,7 +219,7 @@ fn mid_training(theme: Theme) -> App {
     app_until(
         &knowledge(),
         theme,
-        |e| matches!(e, Event::TrainStep { id, progress } if *id == eid(1, 0, 0) && progress.step == 5),
+        |e| matches!(e, Event::TrainStep { id, progress, .. } if *id == eid(1, 0, 0) && progress.step == 5),
     )
 }
 
@@ -429,7 +437,7 @@ fn replay_plays_with_time() {
 
 fn arc(theme: Theme) -> App {
     let mut app = App::live("arc-demo", theme, KeyMap::default());
-    for r in fixture("arc-demo") {
+    for r in fixture("tests/fixtures/arc-demo") {
         app.apply_record(&r);
     }
     app.focus = Pane::Context;
@@ -446,8 +454,10 @@ fn arc_context_draws_grids() {
 #[test]
 fn arc_context_wide_shows_predictions_against_expected() {
     let screen = text(&arc(Theme::dark()), 200, 60);
-    assert!(screen.contains("e1 ✗ 1 cell differs"), "{screen}");
-    assert!(screen.contains("e1 ✓ exact match"), "{screen}");
+    // The adapted model wrote a grid of the right shape with four cells wrong; the unadapted
+    // one wrote prose.
+    assert!(screen.contains("e1 ✗ 4 cells differ"), "{screen}");
+    assert!(screen.contains("base ✗ no readable grid"), "{screen}");
     assert!(screen.contains("××"), "differing cell marked: {screen}");
     insta::assert_snapshot!(screen);
 }
@@ -509,6 +519,7 @@ fn escape_sequences_in_model_text_render_inert() {
                     k: 1,
                     repeats: 1,
                     approval_required: false,
+                    gain_rule: Default::default(),
                 },
             },
         },

@@ -3,8 +3,9 @@
 use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use seal_tui::engine::{peft, SamplingParams};
-use seal_tui::seal::config::RunConfig;
+use seal_tui::engine::peft;
+use seal_tui::record::config::RunConfig;
+use seal_tui::seal::settings;
 use seal_tui::tasks::arc::conditions::{format_table, run_conditions, Condition, EvalPlan};
 use seal_tui::tasks::arc::ttt::{oracle_config, Ttt};
 use seal_tui::tasks::arc::{self, fetch, parse_self_edit};
@@ -115,18 +116,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         }
         Some(merged)
     };
-    let ttt = Ttt::new(&model, cfg.arc.clone(), &cfg.inner, cfg.seed);
+    let train = settings::train_config(&cfg.inner);
+    let ttt = Ttt::new(&model, cfg.arc.clone(), &train, cfg.seed);
     let plan = EvalPlan {
         conditions,
         k: args.k,
-        sampling: SamplingParams {
-            temperature: cfg.self_edit.temperature,
-            top_p: cfg.self_edit.top_p,
-            max_tokens: cfg.self_edit.max_tokens,
-            seed: cfg.seed,
-            stop: Vec::new(),
-        },
-        train: cfg.inner.clone(),
+        sampling: settings::self_edit_sampling(&cfg, cfg.seed),
+        train,
         oracle,
     };
     eprintln!(

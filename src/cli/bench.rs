@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use seal_tui::engine::{self, Message, SamplingParams};
+use seal_tui::engine::{self, Prompt, SamplingParams};
 use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
@@ -90,7 +90,7 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
     );
     let text = "Write a short story about a lighthouse keeper who finds a message in a bottle. \
                 Describe the sea, the weather and what the message says.";
-    let prompt = model.chat.render(&[Message::user(text)], true);
+    let prompt = model.chat.prompt(&Prompt::user(text))?;
     let ids = model.tokenizer.encode(&prompt)?;
     // Run the full length: no EOS or stop strings end a bench run early.
     let mut params = SamplingParams::greedy(args.tokens);
@@ -239,7 +239,8 @@ fn bench_tui(args: BenchTuiArgs) -> Result<()> {
     use seal_tui::engine::{
         train_lora, Example, LoraConfig, LossOn, Target, TrainConfig, TrainEvent,
     };
-    use seal_tui::seal::{EditId, Event, Record};
+    use seal_tui::record::{EditId, Event, Record};
+    use seal_tui::seal::execute::progress;
     use seal_tui::tui::{self, Action, App, KeyMap, Theme};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -290,7 +291,8 @@ fn bench_tui(args: BenchTuiArgs) -> Result<()> {
                             t: start.elapsed().as_secs_f64(),
                             event: Event::TrainStep {
                                 id,
-                                progress: p.clone(),
+                                rev: 0,
+                                progress: progress(p),
                             },
                         });
                     }

@@ -5,13 +5,12 @@ use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use seal_tui::engine::SamplingParams;
+use seal_tui::record::config::{Grader, HttpJudge};
 use seal_tui::tasks::knowledge::conditions::{
     format_table, run_conditions, Condition, EvalPlan, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
-use seal_tui::tasks::knowledge::{
-    load_passages, AnswerTemplate, Grader, HttpJudgeConfig, PromptTemplate,
-};
+use seal_tui::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -36,9 +35,9 @@ pub struct EvalArgs {
     /// Finetune-and-answer repeats per self-edit.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// em, f1, judge-local or judge-http.
-    #[arg(long, default_value = "em")]
-    pub grader: String,
+    /// How answers are graded.
+    #[arg(long, value_enum, default_value_t = GraderKind::Em)]
+    pub grader: GraderKind,
     /// Minimum token F1 counted correct by the f1 grader.
     #[arg(long, default_value_t = 0.5)]
     pub f1_threshold: f64,
@@ -88,27 +87,38 @@ fn parse_conditions(list: &str) -> Result<Vec<Condition>> {
         .collect()
 }
 
-pub fn grader_from_args(
-    name: &str,
-    f1_threshold: f64,
-    url: Option<&String>,
-    model: Option<&String>,
-    key_env: Option<&String>,
-) -> Result<Grader> {
-    Ok(match name {
-        "em" => Grader::Em,
-        "f1" => Grader::F1 {
-            threshold: f1_threshold,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraderKind {
+    /// SQuAD exact match.
+    Em,
+    /// Token F1 at or above --f1-threshold.
+    F1,
+    /// An LLM judge on a local model.
+    JudgeLocal,
+    /// An LLM judge behind an OpenAI-compatible endpoint.
+    JudgeHttp,
+}
+
+fn grader_from_args(args: &EvalArgs) -> Result<Grader> {
+    Ok(match args.grader {
+        GraderKind::Em => Grader::Em,
+        GraderKind::F1 => Grader::F1 {
+            threshold: args.f1_threshold,
         },
-        "judge-local" => Grader::JudgeLocal,
-        "judge-http" => Grader::JudgeHttp(HttpJudgeConfig {
-            url: url.context("judge-http needs --judge-url")?.clone(),
-            model: model.context("judge-http needs --judge-model")?.clone(),
-            api_key_env: key_env.cloned(),
+        GraderKind::JudgeLocal => Grader::JudgeLocal,
+        GraderKind::JudgeHttp => Grader::JudgeHttp(HttpJudge {
+            url: args
+                .judge_url
+                .clone()
+                .context("judge-http needs --judge-url")?,
+            model: args
+                .judge_model
+                .clone()
+                .context("judge-http needs --judge-model")?,
+            api_key_env: args.judge_key_env.clone(),
             timeout_secs: 60,
             max_retries: 2,
         }),
-        other => bail!("unknown grader {other:?}; use em, f1, judge-local or judge-http"),
     })
 }
 
@@ -132,13 +142,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let answer = AnswerTemplate::find(&args.prompts_dir)?;
     let synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
     let model = args.model.load()?;
-    let grader = grader_from_args(
-        &args.grader,
-        args.f1_threshold,
-        args.judge_url.as_ref(),
-        args.judge_model.as_ref(),
-        args.judge_key_env.as_ref(),
-    )?;
+    let grader = grader_from_args(&args)?;
     let judge_model = match (&grader, &args.judge_local_model) {
         (Grader::JudgeLocal, Some(path)) => {
             Some(seal_tui::engine::load_model(path, &args.model.options()?)?)

@@ -5,7 +5,7 @@ use super::ModelArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use seal_tui::engine::train::{train_lora, Example, TrainEvent};
-use seal_tui::engine::{peft, Message, Model};
+use seal_tui::engine::{peft, Model, Prompt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -53,8 +53,8 @@ pub fn read_examples(path: &Path, model: &Model, chat: bool) -> Result<Vec<Examp
                 completion: tok.encode_document(&t)?,
             },
             (None, Some(p), Some(c)) if chat => Example {
-                prompt: tok.encode(&model.chat.render(&[Message::user(p)], true))?,
-                completion: tok.encode(&format!("{c}{}", model.chat.end_of_turn()))?,
+                prompt: model.prompt_ids(&Prompt::user(p))?,
+                completion: model.reply_ids(&c)?,
             },
             (None, Some(p), Some(c)) => Example {
                 prompt: tok.encode_document(&p)?,

@@ -2,9 +2,11 @@
 
 mod arc;
 mod bench;
+pub mod diag;
 mod eval;
 mod finetune;
 mod model_args;
+mod record;
 mod run;
 mod sample;
 mod train_args;
@@ -77,6 +79,8 @@ pub enum DevCommand {
         #[arg(long)]
         hf: bool,
     },
+    /// Record a real run through the real writer (test fixtures, the example session).
+    Record(record::RecordArgs),
 }
 
 fn dev(cmd: DevCommand) -> Result<()> {
@@ -91,6 +95,20 @@ fn dev(cmd: DevCommand) -> Result<()> {
             } else {
                 write_gguf(&out, &spec)
             }
+        }
+        DevCommand::Record(args) => record::run(args),
+    }
+}
+
+impl Cli {
+    /// Whether this command opens the workbench (the terminal then belongs to the screen).
+    pub fn opens_screen(&self) -> bool {
+        match &self.command {
+            None => true,
+            Some(Command::Run(a)) => !a.headless,
+            Some(Command::Resume(a)) => !a.headless,
+            Some(Command::Replay(a)) => !a.headless,
+            _ => false,
         }
     }
 }
@@ -119,7 +137,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Resume(args)) if args.headless => {
             run::follow_headless(run::resume_run(&args)?)
         }
-        Some(Command::Resume(args)) => workbench::live(run::resume_run(&args)?, &cli.screen),
+        Some(Command::Resume(args)) => {
+            workbench::need_terminal()?;
+            workbench::live(run::resume_run(&args)?, &cli.screen)
+        }
         Some(Command::Replay(args)) if args.headless => run::replay_headless(&args),
         Some(Command::Replay(args)) => workbench::replay(&args, &cli.screen),
         Some(Command::Report(args)) => run::report(&args),

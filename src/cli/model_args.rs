@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use seal_tui::engine::{self, device, fetch, LoadOptions, Model, Quantize};
+use seal_tui::engine::{self, fetch, LoadOptions, Model};
+use seal_tui::record::config::{Device, Dtype, ModelSection, Quantize};
+use seal_tui::seal::settings;
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
@@ -13,13 +15,13 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Weight precision: f32, bf16 or f16 (default: f32 on CPU, bf16 on GPU).
-    #[arg(long)]
-    pub dtype: Option<String>,
-    /// Keep a quantized copy of the weights for sampling: auto (q8 on CPU), off or q8.
-    #[arg(long, default_value = "auto")]
-    pub quantize: String,
+    pub device: Device,
+    /// Weight precision (default: f32 on CPU, bf16 on GPU).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// Keep a quantized copy of the weights for sampling (auto: q8 on CPU).
+    #[arg(long, value_enum, default_value_t = Quantize::Auto)]
+    pub quantize: Quantize,
 }
 
 impl ModelArgs {
@@ -30,16 +32,31 @@ impl ModelArgs {
         }
     }
 
+    /// The model section these flags describe, as a run configuration would hold it.
+    pub fn section(&self) -> ModelSection {
+        ModelSection {
+            path: self.model.clone(),
+            device: self.device,
+            dtype: self.dtype,
+            quantize: self.quantize,
+        }
+    }
+
+    /// Load options; a device fallback is said on stderr.
     pub fn options(&self) -> Result<LoadOptions> {
-        Ok(LoadOptions {
-            device: device::select_device(&self.device)?,
-            dtype: self.dtype.as_deref().map(device::parse_dtype).transpose()?,
-            quantize: Quantize::parse(&self.quantize)?,
-        })
+        let (options, notice) = settings::load_options(&self.section())?;
+        if let Some(n) = notice {
+            eprintln!("warning: {n}");
+        }
+        Ok(options)
     }
 
     pub fn load(&self) -> Result<Model> {
         let path = self.path()?;
-        engine::load_model(&path, &self.options()?)
+        let model = engine::load_model(&path, &self.options()?)?;
+        for notice in &model.info.notices {
+            eprintln!("warning: {notice}");
+        }
+        Ok(model)
     }
 }

@@ -1,11 +1,12 @@
 //! `seal-tui run`, `resume`, `replay` and `report`: sessions from the command line.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
+use seal_tui::record::{Command, RunConfig, RunMode, RunState};
 use seal_tui::seal::runner::{self, RunHandle};
-use seal_tui::seal::setup::standard_setup;
-use seal_tui::seal::{story, Command, RunConfig, RunMode, RunState};
 use seal_tui::session;
+use seal_tui::setup;
+use seal_tui::text::story;
 use std::io::BufRead;
 use std::path::PathBuf;
 
@@ -15,12 +16,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Run without the terminal UI, printing progress lines. Commands (JSON, one per line, e.g.
-    /// {"command":"approve","id":{"round":0,"ctx":0,"edit":1}}) may be given on stdin.
+    /// {"command":"approve","id":"r1 c1 e2"}) may be given on stdin.
     #[arg(long)]
     pub headless: bool,
-    /// auto, step or paused (default: the config's start_mode).
-    #[arg(long)]
-    pub mode: Option<String>,
+    /// How the run starts (default: the config's start_mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<RunMode>,
     /// Use this model instead of the config's.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -32,8 +33,9 @@ pub struct ResumeArgs {
     pub session: String,
     #[arg(long)]
     pub headless: bool,
-    #[arg(long)]
-    pub mode: Option<String>,
+    /// How the run continues (default: auto).
+    #[arg(long, value_enum)]
+    pub mode: Option<RunMode>,
 }
 
 #[derive(Args, Debug)]
@@ -54,36 +56,32 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn parse_mode(s: &str) -> Result<RunMode> {
-    match s {
-        "auto" => Ok(RunMode::Auto),
-        "step" => Ok(RunMode::Step),
-        "paused" | "pause" => Ok(RunMode::Paused),
-        other => bail!("unknown mode {other:?}; use auto, step or paused"),
-    }
-}
-
 pub fn load_config(path: Option<&PathBuf>, model: Option<&PathBuf>) -> Result<RunConfig> {
-    let default = PathBuf::from("assets/seal.toml");
+    let default = seal_tui::record::config::resolve_path(
+        std::path::Path::new("assets/seal.toml"),
+        std::path::Path::new("."),
+    );
     let path = path.unwrap_or(&default);
     let mut cfg = RunConfig::load(path)?;
     if let Some(m) = model {
-        cfg.model.path = m.display().to_string();
+        cfg.model.path = Some(std::path::absolute(m).unwrap_or_else(|_| m.clone()));
     }
     Ok(cfg)
 }
 
 pub fn start_run(args: &RunArgs) -> Result<RunHandle> {
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
-    let mode = args.mode.as_deref().map(parse_mode).transpose()?;
     let root = session::sessions_dir();
-    runner::start(cfg, &root, standard_setup(), mode)
+    let handle = runner::start(cfg, &root, setup::standard(), args.mode)?;
+    super::diag::to_file(&handle.session_dir.join(session::DIAG_FILE));
+    Ok(handle)
 }
 
 pub fn resume_run(args: &ResumeArgs) -> Result<RunHandle> {
     let dir = session::resolve(&args.session)?;
-    let mode = args.mode.as_deref().map(parse_mode).transpose()?;
-    runner::resume(&dir, standard_setup(), mode)
+    let handle = runner::resume(&dir, setup::standard(), args.mode)?;
+    super::diag::to_file(&handle.session_dir.join(session::DIAG_FILE));
+    Ok(handle)
 }
 
 /// Prints the story of a live run until it ends; stdin lines are forwarded as commands.
@@ -155,9 +153,9 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         eprintln!("warning: {issue}");
     }
     let state = RunState::from_events(records.iter().map(|r| &r.event));
-    println!("{}", session::report::markdown_report(&state));
+    println!("{}", seal_tui::text::report::markdown_report(&state));
     let out = args.out.clone().unwrap_or_else(|| dir.join("report"));
-    for path in session::report::write_csv(&state, &out).context("writing the CSV report")? {
+    for path in seal_tui::text::report::write_csv(&state, &out).context("writing the CSV report")? {
         eprintln!("wrote {}", path.display());
     }
     Ok(())

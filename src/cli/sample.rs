@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use anyhow::Result;
 use clap::Args;
-use seal_tui::engine::{self, Message, SamplingParams};
+use seal_tui::engine::{self, Prompt, SamplingParams};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,12 +37,10 @@ pub struct SampleArgs {
 pub fn run(args: SampleArgs) -> Result<()> {
     let model = args.model.load()?;
     let text = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(Message::system(s.clone()));
-        }
-        messages.push(Message::user(args.prompt.clone()));
-        model.chat.render(&messages, true)
+        model.chat.prompt(&Prompt {
+            system: args.system.clone(),
+            user: args.prompt.clone(),
+        })?
     } else {
         args.prompt.clone()
     };

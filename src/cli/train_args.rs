@@ -1,6 +1,6 @@
 //! Finetuning flags shared by `finetune` and `eval`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use seal_tui::engine::{LoraConfig, LossOn, Schedule, Target, TrainConfig};
 
@@ -25,17 +25,16 @@ pub struct TrainArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    /// constant, linear or cosine.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    pub schedule: Schedule,
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: usize,
     /// Gradient clipping norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// all or completion.
-    #[arg(long, default_value = "all")]
-    pub loss: String,
+    /// Which tokens the loss is taken over.
+    #[arg(long, value_enum, default_value_t = LossOn::All)]
+    pub loss: LossOn,
     #[arg(long, default_value_t = 0)]
     pub train_seed: u64,
     #[arg(long, default_value_t = 1024)]
@@ -52,23 +51,14 @@ impl TrainArgs {
                 targets: Target::parse_list(&self.targets)?,
             },
             learning_rate: self.lr,
-            schedule: match self.schedule.as_str() {
-                "constant" => Schedule::Constant,
-                "linear" => Schedule::Linear,
-                "cosine" => Schedule::Cosine,
-                other => bail!("unknown schedule {other:?}; use constant, linear or cosine"),
-            },
+            schedule: self.schedule,
             warmup_steps: self.warmup_steps,
             epochs: self.epochs,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
             max_grad_norm: self.max_grad_norm,
             weight_decay: 0.0,
-            loss: match self.loss.as_str() {
-                "all" => LossOn::All,
-                "completion" => LossOn::Completion,
-                other => bail!("unknown loss {other:?}; use all or completion"),
-            },
+            loss: self.loss,
             seed: self.train_seed,
             max_seq_len: self.max_seq_len,
         };

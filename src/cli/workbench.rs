@@ -29,7 +29,7 @@ fn options(screen: &ScreenArgs) -> TuiOptions {
     }
 }
 
-fn need_terminal() -> Result<()> {
+pub fn need_terminal() -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("the workbench needs a terminal; use --headless to run without one");
     }
@@ -40,7 +40,7 @@ fn need_terminal() -> Result<()> {
 pub fn prepare(args: &RunArgs) -> Result<()> {
     need_terminal()?;
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
-    if cfg.model_path().is_none() && !fetch::default_model_path().exists() {
+    if cfg.model.path.is_none() && !fetch::default_model_path().exists() {
         fetch::ensure_default_model(&mut |m| eprintln!("{m}"))?;
     }
     Ok(())

@@ -3,41 +3,76 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
-/// `auto` (CUDA or Metal when built in and present, else CPU), `cpu`, `cuda`, `cuda:N`, `metal`.
-pub fn select_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim().to_ascii_lowercase();
-    match spec.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "auto" | "" => {
+/// Where a person asked candle to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    /// A GPU when the build has one and the machine offers one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+/// The device chosen for a request, with a notice when it is not what was asked for (a CUDA
+/// build on a machine without a usable GPU falls back to the CPU, and says so).
+pub fn select_device(request: DeviceRequest) -> Result<(Device, Option<String>)> {
+    match request {
+        DeviceRequest::Cpu => Ok((Device::Cpu, None)),
+        DeviceRequest::Auto => {
             if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0).context("CUDA is built in but no GPU could be opened")
-            } else if candle_core::utils::metal_is_available() {
-                Device::new_metal(0).context("Metal is built in but no GPU could be opened")
-            } else {
-                Ok(Device::Cpu)
+                match Device::new_cuda(0) {
+                    Ok(d) => return Ok((d, None)),
+                    Err(e) => {
+                        let first = e.to_string();
+                        let first = first.lines().next().unwrap_or("");
+                        return Ok((
+                            Device::Cpu,
+                            Some(format!(
+                                "this build has CUDA but no GPU could be opened ({first}); running on the CPU"
+                            )),
+                        ));
+                    }
+                }
             }
+            if candle_core::utils::metal_is_available() {
+                match Device::new_metal(0) {
+                    Ok(d) => return Ok((d, None)),
+                    Err(e) => {
+                        return Ok((
+                            Device::Cpu,
+                            Some(format!(
+                                "this build has Metal but no GPU could be opened ({e}); running on the CPU"
+                            )),
+                        ))
+                    }
+                }
+            }
+            Ok((Device::Cpu, None))
         }
-        "metal" => {
+        DeviceRequest::Metal => {
             if !candle_core::utils::metal_is_available() {
                 bail!("this build has no Metal support; rebuild with `--features metal` on macOS");
             }
-            Device::new_metal(0).context("cannot open the Metal device")
+            Ok((
+                Device::new_metal(0).context("cannot open the Metal device")?,
+                None,
+            ))
         }
-        s if s == "cuda" || s.starts_with("cuda:") => {
+        DeviceRequest::Cuda(ordinal) => {
             if !candle_core::utils::cuda_is_available() {
                 bail!(
-                    "this build has no CUDA support; rebuild with `--features cuda` (needs nvcc)"
+                    "this build has no CUDA support; rebuild with `--features cuda` (see the README's GPU section)"
                 );
             }
-            let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .with_context(|| format!("bad CUDA device ordinal in {s:?}"))?,
-                None => 0,
-            };
-            Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+            let device = Device::new_cuda(ordinal).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open CUDA device {ordinal}: {}; `nvidia-smi -L` lists this machine's GPUs (numbered from 0)",
+                    e.to_string().lines().next().unwrap_or("")
+                )
+            })?;
+            Ok((device, None))
         }
-        other => bail!("unknown device {other:?}; use auto, cpu, cuda, cuda:N or metal"),
     }
 }
 
@@ -46,15 +81,6 @@ pub fn default_dtype(device: &Device) -> DType {
     match device {
         Device::Cpu => DType::F32,
         _ => DType::BF16,
-    }
-}
-
-pub fn parse_dtype(name: &str) -> Result<DType> {
-    match name.to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => bail!("unknown dtype {other:?}; use f32, bf16 or f16"),
     }
 }
 
@@ -71,12 +97,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_always_works_and_unknown_is_an_error() {
-        assert!(select_device("cpu").unwrap().is_cpu());
-        assert!(select_device("auto").is_ok());
-        let err = select_device("tpu").unwrap_err().to_string();
-        assert!(err.contains("tpu"));
-        assert!(parse_dtype("bf16").is_ok());
-        assert!(parse_dtype("f8").is_err());
+    fn cpu_always_works() {
+        assert!(select_device(DeviceRequest::Cpu).unwrap().0.is_cpu());
+        let (device, notice) = select_device(DeviceRequest::Auto).unwrap();
+        if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available() {
+            assert!(device.is_cpu() && notice.is_none());
+        }
+    }
+
+    #[test]
+    fn a_missing_gpu_is_a_clear_error_or_a_visible_fallback() {
+        if candle_core::utils::cuda_is_available() {
+            // A CUDA build: a GPU number no machine has is refused by name.
+            let err = select_device(DeviceRequest::Cuda(999)).unwrap_err();
+            assert!(err.to_string().contains("CUDA device 999"), "{err}");
+            // Auto either finds a GPU or says it fell back.
+            let (device, notice) = select_device(DeviceRequest::Auto).unwrap();
+            assert!(!device.is_cpu() || notice.is_some());
+        } else {
+            let err = select_device(DeviceRequest::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("--features cuda"), "{err}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Loading a model: a GGUF file (weights and tokenizer in one) or a Hugging Face model folder.
 
-use super::chat::ChatFormat;
+use super::chat::{BuiltinFormat, ChatTemplate, Prompt, SpecialTokens};
 use super::config::{Arch, ModelConfig};
 use super::device::default_dtype;
 use super::model::Transformer;
@@ -23,17 +23,6 @@ pub enum Quantize {
     Auto,
     Off,
     Q8,
-}
-
-impl Quantize {
-    pub fn parse(s: &str) -> Result<Quantize> {
-        match s {
-            "auto" => Ok(Quantize::Auto),
-            "off" | "none" | "f32" => Ok(Quantize::Off),
-            "q8" | "q8_0" => Ok(Quantize::Q8),
-            other => bail!("unknown quantization {other:?}; use auto, off or q8"),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,16 +60,17 @@ pub struct ModelInfo {
     pub chat: String,
     pub dtype: String,
     pub quantized: bool,
+    /// Things the loader did that a person should know of (a built-in chat format stood in
+    /// for a missing template, say).
+    pub notices: Vec<String>,
 }
 
-/// A loaded model: the transformer, its tokenizer and its chat format.
+/// A loaded model: the transformer, its tokenizer and its chat template.
 #[derive(Clone)]
 pub struct Model {
     pub transformer: Arc<Transformer>,
     pub tokenizer: Arc<Tokenizer>,
-    pub chat: ChatFormat,
-    /// The chat template as the model shipped it, kept for saving merged models.
-    pub chat_template: Option<String>,
+    pub chat: ChatTemplate,
     pub info: ModelInfo,
 }
 
@@ -91,10 +81,31 @@ impl Model {
             transformer: Arc::new(transformer),
             tokenizer: self.tokenizer.clone(),
             chat: self.chat.clone(),
-            chat_template: self.chat_template.clone(),
             info: self.info.clone(),
         }
     }
+
+    /// The token ids of a prompt in this model's chat markup, ending where the reply begins.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        self.tokenizer.encode(&self.chat.prompt(prompt)?)
+    }
+
+    /// The token ids of a reply as trained on: the text, then what ends the model's turn (or
+    /// its end-of-sequence token, for a model without turns), so it learns to stop.
+    pub fn reply_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let eot = self.chat.end_of_turn();
+        let mut ids = self.tokenizer.encode(&format!("{text}{eot}"))?;
+        if eot.is_empty() {
+            ids.extend(self.tokenizer.eos_ids.first());
+        }
+        Ok(ids)
+    }
+}
+
+/// Where a model's chat template was found, with its text.
+struct FoundTemplate {
+    source: String,
+    origin: String,
 }
 
 /// Loads a GGUF file or a Hugging Face model folder.
@@ -112,7 +123,7 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
 fn finish(
     mut transformer: Transformer,
     tokenizer: Tokenizer,
-    chat_template: Option<String>,
+    chat_template: Option<FoundTemplate>,
     path: &Path,
     format: ModelFormat,
     name: String,
@@ -127,7 +138,25 @@ fn finish(
             transformer.config.vocab_size
         );
     }
-    let chat = ChatFormat::from_template(chat_template.as_deref());
+    let mut notices = Vec::new();
+    let name_of = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    let special = SpecialTokens {
+        bos: name_of(tokenizer.bos_id),
+        eos: name_of(tokenizer.eos_ids.first().copied()),
+    };
+    let chat = match chat_template {
+        Some(found) => ChatTemplate::from_jinja(&found.source, special, &found.origin)?,
+        None => {
+            let format =
+                BuiltinFormat::from_vocabulary(&|t: &str| tokenizer.token_to_id(t).is_some());
+            notices.push(format!(
+                "{}: the model ships no chat template; using the built-in {} format",
+                path.display(),
+                format.name()
+            ));
+            ChatTemplate::builtin(format)
+        }
+    };
     let quantize = match opts.quantize {
         Quantize::Auto => opts.device.is_cpu(),
         Quantize::Q8 => true,
@@ -142,15 +171,18 @@ fn finish(
         name,
         arch: transformer.config.arch,
         parameters: transformer.num_parameters(),
-        chat: chat.name().to_string(),
+        chat: chat.describe(),
         dtype: format!("{:?}", transformer.dtype).to_lowercase(),
         quantized: transformer.is_quantized(),
+        notices,
     };
+    for notice in &info.notices {
+        tracing::warn!("{notice}");
+    }
     Ok(Model {
         transformer: Arc::new(transformer),
         tokenizer: Arc::new(tokenizer),
         chat,
-        chat_template,
         info,
     })
 }
@@ -362,7 +394,12 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
             .and_then(|v| v.to_bool().ok()),
     })
     .with_context(|| format!("{shown}: bad tokenizer metadata"))?;
-    let template = meta.string("tokenizer.chat_template").map(str::to_string);
+    let template = meta
+        .string("tokenizer.chat_template")
+        .map(|t| FoundTemplate {
+            source: t.to_string(),
+            origin: format!("{shown}: tokenizer.chat_template"),
+        });
     let name = meta
         .string("general.name")
         .map(str::to_string)
@@ -474,27 +511,44 @@ fn safetensors_files(dir: &Path) -> Result<(Vec<PathBuf>, String)> {
     }
 }
 
-fn chat_template(dir: &Path) -> Result<Option<String>> {
+/// A folder's chat template: `tokenizer_config.json`'s `chat_template` (a string, or a list of
+/// named templates whose `default` one chat uses), else `chat_template.jinja` beside it, where
+/// transformers saves it now.
+fn chat_template(dir: &Path) -> Result<Option<FoundTemplate>> {
     let path = dir.join("tokenizer_config.json");
-    if !path.exists() {
-        return Ok(None);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed JSON", path.display()))?;
+        let found = match value.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .find(|i| i.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .or(items.first())
+                .and_then(|i| i.get("template"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        if let Some(source) = found {
+            return Ok(Some(FoundTemplate {
+                source,
+                origin: format!("{}: chat_template", path.display()),
+            }));
+        }
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed JSON", path.display()))?;
-    Ok(match value.get("chat_template") {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        // Newer configs list named templates; the default one is what chat uses.
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .find(|i| i.get("name").and_then(|n| n.as_str()) == Some("default"))
-            .or(items.first())
-            .and_then(|i| i.get("template"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string),
-        _ => None,
-    })
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        let source = std::fs::read_to_string(&jinja)
+            .with_context(|| format!("cannot read {}", jinja.display()))?;
+        return Ok(Some(FoundTemplate {
+            source,
+            origin: jinja.display().to_string(),
+        }));
+    }
+    Ok(None)
 }
 
 fn file_stem(path: &Path) -> String {
@@ -521,16 +575,19 @@ pub fn save_hf_folder(model: &Model, dir: &Path) -> Result<()> {
     model.tokenizer.save_json(&dir.join("tokenizer.json"))?;
     let tok = &model.tokenizer;
     let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
-    let mut cfg = serde_json::json!({
+    let cfg = serde_json::json!({
         "add_bos_token": tok.add_bos,
         "bos_token": name(tok.bos_id),
         "eos_token": name(tok.eos_ids.first().copied()),
         "pad_token": name(tok.pad_id),
     });
-    if let Some(template) = &model.chat_template {
-        cfg["chat_template"] = serde_json::Value::String(template.to_string());
-    }
     write_json(&dir.join("tokenizer_config.json"), &cfg)?;
+    if let Some(template) = model.chat.source() {
+        // Where current transformers saves it, so the folder loads the same in both.
+        let path = dir.join("chat_template.jinja");
+        std::fs::write(&path, template)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     write_json(
         &dir.join("generation_config.json"),
         &serde_json::json!({ "eos_token_id": tok.eos_ids }),

@@ -17,7 +17,7 @@ pub mod tiny;
 pub mod tokenizer;
 pub mod train;
 
-pub use chat::{ChatFormat, Message, Role};
+pub use chat::{BuiltinFormat, ChatTemplate, Message, Prompt, Role};
 pub use config::{Arch, ModelConfig};
 pub use load::{load_model, LoadOptions, Model, ModelInfo, Quantize};
 pub use lora::{LoraAdapter, LoraConfig, Target};

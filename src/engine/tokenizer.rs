@@ -88,7 +88,14 @@ impl Tokenizer {
             }
             _ if llama3 => split_then_byte_level(LLAMA3_PATTERN, byte_level_only)?,
             // GPT-2's own regex, which ByteLevel applies when use_regex is on.
-            _ => ByteLevel::new(false, true, true).into(),
+            "default" | "gpt2" | "gpt-2" => ByteLevel::new(false, true, true).into(),
+            // Another family's rules would split text differently from how the model was
+            // trained; a guess would give plausible but wrong token ids.
+            other => bail!(
+                "pre-tokenizer {other:?} (tokenizer.ggml.pre) is not supported; seal-tui knows \
+                 smollm, qwen2, llama-bpe/llama3/smaug-bpe and gpt2. A Hugging Face folder of the \
+                 same model (tokenizer.json) works"
+            ),
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));

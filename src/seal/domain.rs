@@ -1,10 +1,10 @@
 //! What the loop needs from a SEAL domain. Knowledge incorporation and ARC each implement it;
 //! the loop itself never looks inside a context.
 
-use super::events::{ContextView, QuestionResult};
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{LoraAdapter, Model};
+use crate::record::{ContextView, GainRule, QuestionResult};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
 
@@ -45,10 +45,10 @@ pub trait Domain: Send {
         0
     }
 
-    /// The gain an edit is kept for (see the outer loop's `min_gain`), from its reward and the
-    /// unadapted model's score: by default, the improvement the self-edit brought.
-    fn gain(&self, reward: f64, baseline: f64) -> f64 {
-        reward - baseline
+    /// How an edit's gain (what the outer loop's `min_gain` is compared with) follows from its
+    /// reward and the unadapted model's score: by default, the improvement the self-edit brought.
+    fn gain_rule(&self) -> GainRule {
+        GainRule::OverBaseline
     }
 
     /// The unadapted model's score on a context.

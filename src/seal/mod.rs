@@ -1,18 +1,22 @@
 //! The SEAL loops. The outer loop (ReSTEM) samples self-edits, applies each with a fresh LoRA
 //! finetune (the inner loop), rewards it by the adapted model's accuracy, keeps the best, and
-//! finetunes the policy on what it kept. It speaks only in [`events::Event`]s and obeys
-//! [`events::Command`]s; it knows nothing of the terminal.
+//! finetunes the policy on what it kept. It speaks only in events and obeys commands (both in
+//! [`crate::record`]); it knows nothing of the terminal, and of the domains only the
+//! [`domain::Domain`] trait they implement.
+//!
+//! - `plan`: the next phase and the selection rule, from the state alone (pure);
+//! - `execute`: one phase on the model;
+//! - `emitter`: events to the log, the fold and the watcher, under one lock;
+//! - `control`: commands, mode and step credits;
+//! - `runner`: starting, resuming and the runner thread;
+//! - `settings`: the recorded configuration turned into the engine's settings.
 
-pub mod config;
+pub mod control;
 pub mod domain;
-pub mod events;
+pub mod emitter;
+pub mod execute;
+pub mod plan;
 pub mod runner;
-pub mod setup;
-pub mod state;
-pub mod story;
+pub mod settings;
 
-pub use config::RunConfig;
-pub use events::{
-    Command, ContextBody, ContextView, CtxId, Decision, EditId, Event, Record, RunMode,
-};
-pub use state::RunState;
+pub use runner::{Prepare, RunHandle, Setup};

@@ -2,7 +2,7 @@
 //! record and fsync'd after each record that closes a phase, so a killed process loses at most
 //! the phase in flight. Reading tolerates a torn last line and reports corrupt ones.
 
-use crate::seal::{Event, Record};
+use crate::record::Record;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -159,7 +159,7 @@ impl SessionLog {
             .write_all(&line)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.file.flush()?;
-        if record.event.ends_phase() || matches!(record.event, Event::Failed { .. }) {
+        if record.event.ends_phase() {
             self.file
                 .sync_data()
                 .with_context(|| format!("cannot sync {}", self.path.display()))?;
@@ -171,7 +171,7 @@ impl SessionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::events::RunMode;
+    use crate::record::{Event, RunMode};
 
     fn rec(t: f64) -> Record {
         Record {

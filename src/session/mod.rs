@@ -2,18 +2,19 @@
 //! versions, start time), the append-only `events.jsonl`, the adapters and policy checkpoints of
 //! each round, and reports. The event log is the truth; everything else can be rebuilt from it.
 
-pub mod header;
 pub mod log;
-pub mod report;
 
-pub use header::{Header, FORMAT_VERSION};
 pub use log::{read_log, LogIssue, LogReader, SessionLog};
+
+use crate::record::{EditId, Header, Record};
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 pub const HEADER_FILE: &str = "header.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
+/// The diagnostic log (what the program did, for debugging), beside the event log.
+pub const DIAG_FILE: &str = "seal.log";
 
 /// Where sessions live: `$SEAL_SESSIONS_DIR`, else `sessions/` under the current directory.
 pub fn sessions_dir() -> PathBuf {
@@ -27,10 +28,16 @@ pub fn new_id() -> String {
     let now = chrono::Utc::now();
     let nanos = now.timestamp_subsec_nanos() as u64 ^ std::process::id() as u64;
     let suffix: String = {
-        let mut rng =
-            crate::engine::rng::SplitMix64::new(nanos.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        // A few letters from the clock and the pid: enough to tell apart two runs started in
+        // the same second.
+        let mut x = nanos.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
         (0..4)
-            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (b'a' + (x % 26) as u8) as char
+            })
             .collect()
     };
     format!("{}-{suffix}", now.format("%Y%m%d-%H%M%S"))
@@ -58,20 +65,23 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
     )
 }
 
-/// The folder for a round's policy adapter.
+/// The folder for a round's policy adapter; named by the round's number from 1, as shown.
 pub fn policy_dir(session: &Path, round: usize) -> PathBuf {
-    session.join("policy").join(format!("round-{round}"))
+    session.join("policy").join(format!("round-{}", round + 1))
 }
 
-/// The folder for a self-edit's adapter.
-pub fn edit_adapter_dir(session: &Path, id: crate::seal::EditId) -> PathBuf {
-    session
-        .join("adapters")
-        .join(format!("r{}-c{}-e{}", id.round, id.ctx, id.edit))
+/// The folder for a self-edit's adapter, named by its label (`r1-c2-e1`).
+pub fn edit_adapter_dir(session: &Path, id: EditId) -> PathBuf {
+    session.join("adapters").join(format!(
+        "r{}-c{}-e{}",
+        id.round + 1,
+        id.ctx + 1,
+        id.edit + 1
+    ))
 }
 
 /// Reads a session: its header and every intact record, with any problems found in the log.
-pub fn open(dir: &Path) -> Result<(Header, Vec<crate::seal::Record>, Vec<LogIssue>)> {
+pub fn open(dir: &Path) -> Result<(Header, Vec<Record>, Vec<LogIssue>)> {
     let header = Header::read(&dir.join(HEADER_FILE))?;
     let (records, issues) = read_log(&dir.join(EVENTS_FILE))
         .with_context(|| format!("cannot read the log of {}", dir.display()))?;

@@ -7,10 +7,10 @@ use super::highlight::HighlightCache;
 use super::keys::{Action, KeyMap};
 use super::labels;
 use super::replay::Replay;
-use super::sanitize::sanitize_line;
 use super::theme::Theme;
-use crate::seal::state::{ContextState, EditState, EditStatus, RoundState};
-use crate::seal::{Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState};
+use crate::record::state::{ContextState, EditState, EditStatus, RoundState};
+use crate::record::{Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState};
+use crate::text::sanitize::sanitize_line;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -275,7 +275,7 @@ impl App {
                     format!("{} {kept}: {}", labels::ctx(*id), sanitize_line(reason)),
                 )
             }
-            Event::TrainFailed { id, message } => (
+            Event::TrainFailed { id, message, .. } => (
                 LogKind::Error,
                 format!(
                     "{} training failed: {}",
@@ -610,9 +610,9 @@ pub fn update(app: &mut App, action: Action) -> Vec<Command> {
             app.follow = true;
             if let Some(id) = app.state.current_context() {
                 let edit = match &app.state.activity {
-                    crate::seal::state::Activity::Sampling { id }
-                    | crate::seal::state::Activity::Training { id }
-                    | crate::seal::state::Activity::Evaluating { id } => id.edit,
+                    crate::record::state::Activity::Sampling { id }
+                    | crate::record::state::Activity::Training { id }
+                    | crate::record::state::Activity::Evaluating { id } => id.edit,
                     _ => app
                         .state
                         .context(id)
@@ -704,7 +704,7 @@ fn update_quit(app: &mut App, at_once: bool) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::events::{ContextBody, ContextView, RunInfo};
+    use crate::record::{ContextBody, ContextView, RunInfo};
 
     fn rec(t: f64, event: Event) -> Record {
         Record { t, event }
@@ -745,6 +745,7 @@ mod tests {
                         k: 2,
                         repeats: 1,
                         approval_required: true,
+                        gain_rule: Default::default(),
                     },
                 },
             ),
@@ -787,6 +788,7 @@ mod tests {
             4.0,
             Event::TrainStarted {
                 id: eid(1, 0),
+                rev: 0,
                 total_steps: 10,
                 examples: 3,
                 tokens: 100,
@@ -874,6 +876,7 @@ mod tests {
             6.0,
             Event::TrainFailed {
                 id: eid(1, 0),
+                rev: 0,
                 message: "oom".into(),
             },
         ));

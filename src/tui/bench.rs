@@ -7,10 +7,10 @@ use super::app::App;
 use super::draw::draw;
 use super::keys::KeyMap;
 use super::theme::Theme;
-use crate::engine::train::StepProgress;
-use crate::seal::events::{ContextView, QuestionResult, QuestionView, RoundMetrics, RunInfo};
-use crate::seal::{ContextBody, CtxId, Decision, EditId, Event, Record};
-use crate::tasks::knowledge::Verdict;
+use crate::record::{
+    ContextBody, ContextView, CtxId, Decision, EditId, Event, GainRule, QuestionResult,
+    QuestionView, Record, RoundMetrics, RunInfo, TrainProgress, Verdict,
+};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::fmt;
@@ -133,6 +133,7 @@ pub fn heavy_records() -> Vec<Record> {
                 k,
                 repeats: 3,
                 approval_required: false,
+                gain_rule: GainRule::OverBaseline,
             },
         },
     )];
@@ -147,6 +148,7 @@ pub fn heavy_records() -> Vec<Record> {
             .map(|q| QuestionResult {
                 question: q,
                 answer: words(seed + q, 12),
+                grid: None,
                 verdict: verdict((seed + q).is_multiple_of(3)),
             })
             .collect()
@@ -220,6 +222,7 @@ pub fn heavy_records() -> Vec<Record> {
             out.push(rec(
                 t,
                 Event::TrainStarted {
+                    rev: 0,
                     id: eid,
                     total_steps: steps,
                     examples: 40,
@@ -231,8 +234,9 @@ pub fn heavy_records() -> Vec<Record> {
                 out.push(rec(
                     t,
                     Event::TrainStep {
+                        rev: 0,
                         id: eid,
-                        progress: StepProgress {
+                        progress: TrainProgress {
                             step,
                             total_steps: steps,
                             epoch: step as f64 / 100.0,
@@ -249,6 +253,7 @@ pub fn heavy_records() -> Vec<Record> {
             out.push(rec(
                 t,
                 Event::TrainFinished {
+                    rev: 0,
                     id: eid,
                     steps,
                     final_loss: 0.3,
@@ -259,6 +264,7 @@ pub fn heavy_records() -> Vec<Record> {
                 out.push(rec(
                     t,
                     Event::EditEvaluated {
+                        rev: 0,
                         id: eid,
                         repeat,
                         results: results(edit + repeat),
@@ -270,6 +276,7 @@ pub fn heavy_records() -> Vec<Record> {
             out.push(rec(
                 t,
                 Event::EditScored {
+                    rev: 0,
                     id: eid,
                     reward: 0.4,
                     gain: 0.1,
@@ -289,10 +296,10 @@ pub fn heavy_records() -> Vec<Record> {
             Event::RoundFinished {
                 round,
                 metrics: RoundMetrics {
-                    accuracy_before: 0.3,
-                    accuracy_after: 0.3 + round as f64 * 0.02,
-                    mean_reward: 0.3 + round as f64 * 0.02,
-                    mean_gain: round as f64 * 0.02,
+                    accuracy_before: Some(0.3),
+                    accuracy_after: Some(0.3 + round as f64 * 0.02),
+                    mean_reward: Some(0.3 + round as f64 * 0.02),
+                    mean_gain: Some(round as f64 * 0.02),
                     edits_evaluated: k,
                     edits_kept: 1,
                     contexts: 1,

@@ -5,9 +5,9 @@ use super::app::{App, LogKind, Pane, QuitState};
 use super::keys::Action;
 use super::labels;
 use super::layout::tab_label;
-use super::sanitize::sanitize_line;
 use super::wrap::fit;
-use crate::seal::state::Activity;
+use crate::record::state::Activity;
+use crate::text::sanitize::sanitize_line;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
@@ -43,9 +43,9 @@ fn badge(app: &App) -> (String, ratatui::style::Color) {
         _ if app.loop_ended => (" ENDED ".into(), theme.mode_paused),
         _ => {
             let colour = match app.state.mode {
-                crate::seal::RunMode::Step => theme.mode_step,
-                crate::seal::RunMode::Auto => theme.mode_auto,
-                crate::seal::RunMode::Paused => theme.mode_paused,
+                crate::record::RunMode::Step => theme.mode_step,
+                crate::record::RunMode::Auto => theme.mode_auto,
+                crate::record::RunMode::Paused => theme.mode_paused,
             };
             (format!(" {} ", labels::mode(app.state.mode)), colour)
         }

@@ -2,8 +2,8 @@
 //! writes are caches and the scroll bookkeeping the next key press starts from.
 
 use super::app::{App, QuitState};
-use super::sanitize::scrub_buffer;
 use super::{chrome, layout, overlay, panes};
+use ratatui::buffer::Buffer;
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
@@ -45,4 +45,27 @@ pub fn draw(app: &App, frame: &mut Frame) {
         overlay::help(app, frame, area);
     }
     scrub_buffer(frame.buffer_mut());
+}
+
+/// Replaces any cell whose symbol still holds a control character. Widgets receive sanitised
+/// text, so this only fires on a bug; it keeps such a bug from ever reaching the terminal.
+pub fn scrub_buffer(buffer: &mut Buffer) {
+    for cell in buffer.content.iter_mut() {
+        if cell.symbol().chars().any(|c| c.is_control()) {
+            cell.set_symbol("\u{fffd}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_control_symbols() {
+        let mut buffer = Buffer::empty(ratatui::layout::Rect::new(0, 0, 3, 1));
+        buffer[(1, 0)].set_symbol("\x1b");
+        scrub_buffer(&mut buffer);
+        assert_eq!(buffer[(1, 0)].symbol(), "\u{fffd}");
+    }
 }

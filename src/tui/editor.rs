@@ -5,9 +5,9 @@
 //! stand-ins (`␛`); saving keeps those stand-ins as ordinary characters rather than restoring
 //! the raw bytes.
 
-use super::sanitize::sanitize;
 use super::theme::Theme;
-use crate::seal::EditId;
+use crate::record::EditId;
+use crate::text::sanitize::sanitize;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::style::{Modifier, Style};
 use ratatui_textarea::TextArea;

@@ -4,7 +4,7 @@
 use super::app::{update, App, QuitState};
 use super::keys::{Action, Key, KeyCodeOrd, NamedKey};
 use super::layout;
-use crate::seal::Command;
+use crate::record::Command;
 use crossterm::event::{Event, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 

@@ -1,8 +1,8 @@
 //! How ids, numbers and durations are written on screen. Ids are shown 1-based ("r1 c2 e1"),
 //! as a person counts; events and commands keep their 0-based indices.
 
-use crate::seal::state::{Activity, EditStatus};
-use crate::seal::{CtxId, EditId, RunMode};
+use crate::record::state::{Activity, EditStatus};
+use crate::record::{CtxId, EditId, RunMode};
 
 pub fn ctx(id: CtxId) -> String {
     format!("r{} c{}", id.round + 1, id.ctx + 1)
@@ -13,20 +13,18 @@ pub fn edit(id: EditId) -> String {
 }
 
 /// A fraction as a whole percentage: 0.333 -> "33%".
-pub fn pct(x: f64) -> String {
-    if x.is_finite() {
-        format!("{:.0}%", x * 100.0)
-    } else {
-        "–".into()
+pub fn pct(x: impl Into<Option<f64>>) -> String {
+    match x.into().filter(|x| x.is_finite()) {
+        Some(x) => format!("{:.0}%", x * 100.0),
+        None => "–".into(),
     }
 }
 
 /// A signed difference of fractions in percentage points: 0.25 -> "+25pp".
-pub fn gain(x: f64) -> String {
-    if x.is_finite() {
-        format!("{:+.0}pp", x * 100.0)
-    } else {
-        "–".into()
+pub fn gain(x: impl Into<Option<f64>>) -> String {
+    match x.into().filter(|x| x.is_finite()) {
+        Some(x) => format!("{:+.0}pp", x * 100.0),
+        None => "–".into(),
     }
 }
 

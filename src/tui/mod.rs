@@ -1,8 +1,8 @@
 //! The terminal workbench: watches a SEAL run (live, or replayed from its log) and steers it.
 //!
-//! The screen is a fold over the run's events ([`crate::seal::RunState`]) plus UI state
+//! The screen is a fold over the run's events ([`crate::record::RunState`]) plus UI state
 //! ([`app::App`]); [`draw::draw`] is a pure function of that; keys become [`keys::Action`]s
-//! (TOML-configurable), and [`app::update`] turns actions into [`crate::seal::Command`]s for the
+//! (TOML-configurable), and [`app::update`] turns actions into [`crate::record::Command`]s for the
 //! loop. The main loop never waits on model work: it drains the event channel without
 //! blocking, polls input with a short timeout, and redraws at most ~30 times a second, only
 //! when something changed. No model code runs here.
@@ -20,7 +20,6 @@ pub mod layout;
 pub mod overlay;
 pub mod panes;
 pub mod replay;
-pub mod sanitize;
 pub mod terminal;
 pub mod theme;
 pub mod wrap;
@@ -30,7 +29,7 @@ pub use bench::{bench_draw, DrawBench};
 pub use keys::{Action, KeyMap};
 pub use theme::Theme;
 
-use crate::seal::{Command, Record};
+use crate::record::{Command, Record};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};

@@ -3,9 +3,9 @@
 
 use super::app::App;
 use super::labels;
-use super::sanitize::sanitize_line;
 use super::wrap::hanging;
-use crate::seal::state::Activity;
+use crate::record::state::Activity;
+use crate::text::sanitize::sanitize_line;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{

@@ -2,7 +2,7 @@
 //! playback speed, and jumps to the next round or context. It hands out index ranges; the app
 //! folds those records into its state exactly as it folds live ones.
 
-use crate::seal::{Event, Record};
+use crate::record::{Event, Record};
 use std::ops::Range;
 
 /// Playback speeds, slowest first.
@@ -152,7 +152,7 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::RunMode;
+    use crate::record::RunMode;
 
     fn rec(t: f64, event: Event) -> Record {
         Record { t, event }

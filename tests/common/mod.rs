@@ -6,6 +6,10 @@ use seal_tui::engine::{load_model, Arch, LoadOptions, Model, Quantize};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The binary's allocator, so the tests' timings and memory behave as the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A folder that lives as long as the test process.
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

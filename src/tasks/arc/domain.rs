@@ -10,10 +10,8 @@ use super::ttt::{Ttt, GRADER};
 use crate::engine::sample::generate;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{LoraAdapter, Model, SamplingParams};
+use crate::record::{ContextBody, ContextView, GainRule, QuestionView};
 use crate::seal::domain::{Domain, Scored};
-use crate::seal::events::{ContextBody, ContextView, QuestionView};
-use crate::tasks::knowledge::inner::chat_prompt;
-use crate::tasks::knowledge::PromptText;
 use anyhow::{anyhow, bail, Result};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -28,15 +26,8 @@ pub struct ArcDomain {
 }
 
 /// The self-edit prompt for `task` in `model`'s chat format.
-pub fn self_edit_chat_prompt(model: &Model, task: &ArcTask, limits: &Limits) -> String {
-    let prompt = self_edit_prompt(task, limits);
-    chat_prompt(
-        model,
-        &PromptText {
-            system: Some(prompt.system),
-            user: prompt.user,
-        },
-    )
+pub fn self_edit_chat_prompt(model: &Model, task: &ArcTask, limits: &Limits) -> Result<String> {
+    model.chat.prompt(&self_edit_prompt(task, limits))
 }
 
 /// One sampled self-edit: the text of the last sample drawn, and the config it prepared or why
@@ -60,7 +51,7 @@ pub fn sample_config(
     let start = Instant::now();
     let ids = model
         .tokenizer
-        .encode(&self_edit_chat_prompt(model, task, &ttt.limits))?;
+        .encode(&self_edit_chat_prompt(model, task, &ttt.limits)?)?;
     let mut reasons = Vec::new();
     let attempts = 1 + ttt.settings.max_resamples;
     for attempt in 0..attempts {
@@ -104,7 +95,7 @@ impl ArcDomain {
         }
         let context = ttt.format.context();
         for task in &tasks {
-            let prompt = self_edit_chat_prompt(model, task, &ttt.limits);
+            let prompt = self_edit_chat_prompt(model, task, &ttt.limits)?;
             let len = model.tokenizer.encode(&prompt)?.len();
             if len >= context {
                 bail!(
@@ -144,7 +135,7 @@ impl Domain for ArcDomain {
         ContextView {
             id: task.id.clone(),
             title: format!("ARC {}", task.id),
-            body: ContextBody::Arc { task: task.clone() },
+            body: ContextBody::Arc { task: task.view() },
             questions: task
                 .test
                 .iter()
@@ -158,11 +149,7 @@ impl Domain for ArcDomain {
     }
 
     fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>> {
-        Ok(Some(self_edit_chat_prompt(
-            model,
-            self.task(index),
-            &self.ttt.limits,
-        )))
+        self_edit_chat_prompt(model, self.task(index), &self.ttt.limits).map(Some)
     }
 
     fn check_self_edit(&self, index: usize, text: &str) -> std::result::Result<(), String> {
@@ -176,8 +163,8 @@ impl Domain for ArcDomain {
     /// ARC's reward is pass/fail against the task's fixed answer, and ReSTEM (as in SEAL)
     /// reinforces every config that makes the model solve the task, whether or not in-context
     /// learning solved it too; so the gain a config is kept for is its reward itself.
-    fn gain(&self, reward: f64, _baseline: f64) -> f64 {
-        reward
+    fn gain_rule(&self) -> GainRule {
+        GainRule::Reward
     }
 
     fn baseline(&self, model: &Model, index: usize, cancel: &AtomicBool) -> Result<Scored> {

@@ -46,6 +46,11 @@ pub enum GridError {
 }
 
 impl Grid {
+    /// The grid as the log records it.
+    pub fn view(&self) -> crate::record::Grid {
+        crate::record::Grid(self.rows().to_vec())
+    }
+
     /// Builds a grid from rows of colours, checking shape and colour range.
     pub fn new(rows: Vec<Vec<u8>>) -> Result<Grid, GridError> {
         check_shape(rows.len(), rows.iter().map(Vec::len))?;

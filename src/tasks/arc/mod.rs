@@ -28,7 +28,7 @@ pub use augment::{
     AugmentError, Augmentation, AugmentationPlan, Family, Geometric, Pipeline, Resize, Side,
 };
 pub use grid::{Grid, GridError, MAX_COLOUR, MAX_SIDE};
-pub use prompt::{parse_answer, self_edit_prompt, solver_prompt, ChatPrompt};
+pub use prompt::{parse_answer, self_edit_prompt, solver_prompt};
 pub use selfedit::{
     first_valid, parse_self_edit, Budget, DataGeneration, Limits, Resampled, SelfEditConfig,
     SelfEditError, Strategy, TrainingSettings,

@@ -9,6 +9,7 @@ use super::augment::Family;
 use super::grid::{Grid, GridError};
 use super::selfedit::{Limits, SelfEditConfig, Strategy, FAMILY_KEYS, OPTION_KEYS};
 use super::task::{ArcTask, Example};
+use crate::engine::Prompt;
 use std::fmt::Write;
 
 const SOLVER_PREAMBLE: &str = "Each example shows an input grid and the output grid one hidden \
@@ -59,16 +60,9 @@ pub fn parse_answer(text: &str) -> Result<Grid, GridError> {
     Grid::parse_text(&block.join("\n"))
 }
 
-/// A prompt in chat form; the engine applies its model's chat template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatPrompt {
-    pub system: String,
-    pub user: String,
-}
-
 /// The prompt asking the policy model for a self-edit for `task`: its demonstrations (never the
 /// test cases), the tools it may switch on, and the exact JSON shape to answer with.
-pub fn self_edit_prompt(task: &ArcTask, limits: &Limits) -> ChatPrompt {
+pub fn self_edit_prompt(task: &ArcTask, limits: &Limits) -> Prompt {
     let system = "You set up test-time training for a model that must learn a grid puzzle from a \
 few examples. You answer with one JSON object and nothing else."
         .to_string();
@@ -105,7 +99,10 @@ Answer with a JSON object of exactly this shape (the values are only an example)
         limits.max_epochs,
         SelfEditConfig::example(),
     );
-    ChatPrompt { system, user }
+    Prompt {
+        system: Some(system),
+        user,
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,26 @@ pub struct ArcTask {
     pub test: Vec<Example>,
 }
 
+impl ArcTask {
+    /// The task as the log records it and the screen shows it.
+    pub fn view(&self) -> crate::record::ArcTaskView {
+        let pairs = |examples: &[Example]| {
+            examples
+                .iter()
+                .map(|e| crate::record::GridPair {
+                    input: e.input.view(),
+                    output: e.output.view(),
+                })
+                .collect()
+        };
+        crate::record::ArcTaskView {
+            id: self.id.clone(),
+            train: pairs(&self.train),
+            test: pairs(&self.test),
+        }
+    }
+}
+
 /// The two halves of ARC-AGI-1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -17,12 +17,10 @@ use super::vote::{reward, vote, Prediction, ATTEMPTS};
 use crate::engine::sample::{generate_batch, SamplingParams};
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::train::{self, train_lora, LossOn, TrainConfig, TrainError, TrainEvent};
-use crate::engine::{ChatFormat, LoraAdapter, Message, Model};
+use crate::engine::{ChatTemplate, LoraAdapter, Message, Model};
+use crate::record::{QuestionResult, Verdict};
 use crate::seal::domain::Scored;
-use crate::seal::events::QuestionResult;
-use crate::tasks::knowledge::Verdict;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,46 +45,7 @@ const VIEWS: [Option<Geometric>; 8] = [
 ];
 
 /// Test-time-training settings of a run (the `[arc]` section of a run configuration).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TttSettings {
-    /// Configs whose training would take more optimiser steps than this are refused.
-    pub max_steps: usize,
-    /// At most this many training pairs per config.
-    pub max_examples: usize,
-    /// Also hold out every pair of demonstrations (leave-one-out is always used).
-    pub leave_two_out: bool,
-    /// Views each test input is answered under (1 = as given; up to 8, the square's symmetries).
-    pub views: usize,
-    /// Extra samples an unusable self-edit gets before it is scored 0.
-    pub max_resamples: usize,
-}
-
-impl Default for TttSettings {
-    fn default() -> Self {
-        // SEAL's few-shot setting: a 375-step budget, leave-one-out and leave-two-out data
-        // capped at 250 pairs, every symmetry voted on.
-        TttSettings {
-            max_steps: 375,
-            max_examples: 250,
-            leave_two_out: true,
-            views: VIEWS.len(),
-            max_resamples: 2,
-        }
-    }
-}
-
-impl TttSettings {
-    pub fn validate(&self) -> Result<()> {
-        if self.max_steps == 0 || self.max_examples == 0 {
-            bail!("max_steps and max_examples must be at least 1");
-        }
-        if !(1..=VIEWS.len()).contains(&self.views) {
-            bail!("views must be between 1 and {}", VIEWS.len());
-        }
-        Ok(())
-    }
-}
+pub use crate::record::config::ArcSection as TttSettings;
 
 /// The views answers are asked under: the identity first, then `n - 1` symmetries.
 pub fn answer_views(n: usize) -> Vec<Pipeline> {
@@ -101,7 +60,7 @@ pub fn answer_views(n: usize) -> Vec<Pipeline> {
 /// chat format (a base model gets the bare text), measured with its tokenizer.
 #[derive(Clone)]
 pub struct SolverFormat {
-    chat: ChatFormat,
+    chat: ChatTemplate,
     tokenizer: Arc<Tokenizer>,
     context: usize,
     /// Tokens of a full 30x30 grid, the longest answer ARC allows.
@@ -128,7 +87,7 @@ impl SolverFormat {
     pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
         if self.chat.is_chat() {
             self.tokenizer
-                .encode(&self.chat.render(&[Message::user(text)], true))
+                .encode(&self.chat.render(&[Message::user(text)], true)?)
         } else {
             self.tokenizer.encode_document(text)
         }
@@ -427,6 +386,7 @@ impl Ttt {
             results.push(QuestionResult {
                 question: case,
                 answer,
+                grid: tries.get(hit.unwrap_or(0)).map(Grid::view),
                 verdict: Verdict {
                     grader: GRADER.to_string(),
                     correct: hit.is_some(),

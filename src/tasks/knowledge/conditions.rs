@@ -8,8 +8,9 @@ use super::templates::PromptTemplate;
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::TrainConfig;
 use crate::engine::Model;
+use crate::record::metrics::wilson95;
+use crate::record::QuestionResult;
 use crate::seal::domain::Scored;
-use crate::seal::events::QuestionResult;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -70,20 +71,6 @@ pub struct ConditionReport {
     pub questions: usize,
     pub secs: f64,
     pub passages: Vec<PassageResult>,
-}
-
-/// Wilson score interval for a binomial proportion at 95%.
-pub fn wilson95(correct: usize, n: usize) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 0.0);
-    }
-    let z = 1.959964f64;
-    let n = n as f64;
-    let p = correct as f64 / n;
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 /// Synthetic training texts per passage, from a JSON or JSONL file whose rows are
@@ -431,17 +418,6 @@ pub fn format_table(reports: &[ConditionReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wilson_interval_brackets_the_proportion() {
-        let (lo, hi) = wilson95(30, 100);
-        assert!(lo < 0.3 && hi > 0.3);
-        assert!((lo - 0.219).abs() < 0.005 && (hi - 0.396).abs() < 0.005);
-        assert_eq!(wilson95(0, 0), (0.0, 0.0));
-        let (lo, hi) = wilson95(0, 10);
-        assert_eq!(lo, 0.0);
-        assert!(hi > 0.2 && hi < 0.35);
-    }
 
     #[test]
     fn synthetic_files_in_both_shapes() {

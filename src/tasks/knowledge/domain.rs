@@ -2,14 +2,14 @@
 //! model writes about the passage, the inner loop finetunes on it, and the reward is how many of
 //! the passage's questions the adapted model then answers without seeing it.
 
-use super::inner::{chat_prompt, train_on_texts, Grading, KnowledgeEval};
+use super::inner::{train_on_texts, Grading, KnowledgeEval};
 use super::passage::Passage;
 use super::templates::{AnswerTemplate, PromptTemplate};
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{LoraAdapter, Model};
+use crate::record::{ContextBody, ContextView, QuestionView};
 use crate::seal::domain::{Domain, Scored};
-use crate::seal::events::{ContextBody, ContextView, QuestionView};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
 
@@ -53,7 +53,7 @@ impl Domain for KnowledgeDomain {
     fn view(&self, index: usize) -> ContextView {
         let p = self.passage(index);
         ContextView {
-            id: format!("passage {index}"),
+            id: format!("passage {}", index + 1),
             title: p.title.clone(),
             body: ContextBody::Passage {
                 text: p.context.clone(),
@@ -70,10 +70,10 @@ impl Domain for KnowledgeDomain {
     }
 
     fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>> {
-        Ok(self
-            .template
+        self.template
             .render(self.passage(index))
-            .map(|text| chat_prompt(model, &text)))
+            .map(|prompt| model.chat.prompt(&prompt))
+            .transpose()
     }
 
     fn self_edit_sampling(&self, run: &SamplingParams) -> SamplingParams {

@@ -3,60 +3,8 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::judge::HttpJudgeConfig;
-
-/// How answers are graded.
-///
-/// In TOML: `grader = { kind = "em" }`, `{ kind = "f1", threshold = 0.5 }`, `{ kind = "judge-local" }`
-/// or `{ kind = "judge-http", url = "...", model = "...", api_key_env = "MY_KEY" }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Grader {
-    /// Exact match after SQuAD normalisation, against any gold answer.
-    Em,
-    /// Token F1 (best over gold answers); correct when it reaches `threshold`.
-    F1 {
-        #[serde(default = "default_f1_threshold")]
-        threshold: f64,
-    },
-    /// An LLM judge running on our own engine.
-    JudgeLocal,
-    /// An LLM judge behind an OpenAI-compatible chat-completions endpoint.
-    JudgeHttp(HttpJudgeConfig),
-}
-
-pub const DEFAULT_F1_THRESHOLD: f64 = 0.5;
-
-fn default_f1_threshold() -> f64 {
-    DEFAULT_F1_THRESHOLD
-}
-
-impl Grader {
-    /// The name written into each [`Verdict`], so a log says which rule produced it.
-    pub fn label(&self) -> String {
-        match self {
-            Grader::Em => "em".to_string(),
-            Grader::F1 { threshold } => format!("f1>={threshold}"),
-            Grader::JudgeLocal => "judge-local".to_string(),
-            Grader::JudgeHttp(config) => format!("judge-http:{}", config.model),
-        }
-    }
-}
-
-/// The outcome of grading one answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    /// [`Grader::label`] of the grader that produced it.
-    pub grader: String,
-    pub correct: bool,
-    /// EM: 0 or 1; F1: the best token F1; judge: 1 for yes, 0 otherwise.
-    pub score: f64,
-    /// What the grader actually compared or said: the normalised strings for EM/F1, the
-    /// judge's reply text for a judge. Kept so a human can audit a surprising verdict.
-    pub raw: String,
-}
+pub use crate::record::config::{Grader, DEFAULT_F1_THRESHOLD};
+pub use crate::record::Verdict;
 
 /// Grades `prediction` by exact match against any of `golds`.
 pub fn grade_em<S: AsRef<str>>(prediction: &str, golds: &[S]) -> Verdict {

@@ -4,14 +4,14 @@
 use super::grading::{grade_em, grade_f1, Grader, Verdict};
 use super::judge::{verdict_from_reply, HttpJudge, JudgeTemplate};
 use super::passage::Passage;
-use super::templates::{AnswerTemplate, PromptTemplate, PromptText};
+use super::templates::{AnswerTemplate, PromptTemplate};
 use crate::engine::sample::{generate, generate_batch, Generation, SamplingParams};
 use crate::engine::train::{
     train_lora, Example, TrainConfig, TrainError, TrainEvent, TrainOutcome,
 };
-use crate::engine::{LoraAdapter, Message, Model};
+use crate::engine::{LoraAdapter, Model};
+use crate::record::QuestionResult;
 use crate::seal::domain::Scored;
-use crate::seal::events::QuestionResult;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -19,24 +19,6 @@ use std::time::Instant;
 
 /// Questions answered in one batch; bounds the KV cache's memory.
 const ANSWER_BATCH: usize = 32;
-
-/// The model's chat rendering of a template's system and user text, ending where the reply
-/// begins.
-pub fn chat_prompt(model: &Model, text: &PromptText) -> String {
-    let mut messages = Vec::new();
-    if let Some(system) = &text.system {
-        messages.push(Message::system(system.clone()));
-    }
-    messages.push(Message::user(text.user.clone()));
-    if model.chat.is_chat() {
-        model.chat.render(&messages, true)
-    } else {
-        // A base model continues text: give it the prompt and a line to write on.
-        let mut s = model.chat.render(&messages, false);
-        s.push('\n');
-        s
-    }
-}
 
 /// Samples one self-edit for `passage`; `None` for a template that samples nothing.
 pub fn sample_self_edit(
@@ -51,7 +33,7 @@ pub fn sample_self_edit(
     else {
         return Ok(None);
     };
-    let prompt = chat_prompt(model, &text);
+    let prompt = model.chat.prompt(&text)?;
     let ids = model.tokenizer.encode(&prompt)?;
     let params = SamplingParams {
         temperature: sampling.temperature.unwrap_or(base.temperature),
@@ -146,7 +128,7 @@ impl Grading {
                 let prompts: Vec<Vec<u32>> = pairs
                     .map(|(q, a)| {
                         let text = template.render(&q.question, &q.answers, a);
-                        model.tokenizer.encode(&chat_prompt(model, &text))
+                        model.prompt_ids(&text)
                     })
                     .collect::<Result<_>>()?;
                 let params = SamplingParams::greedy(template.chat.max_tokens);
@@ -176,7 +158,7 @@ pub fn answer_questions(
         .iter()
         .map(|q| {
             let text = template.render(&passage.title, &q.question);
-            model.tokenizer.encode(&chat_prompt(model, &text))
+            model.prompt_ids(&text)
         })
         .collect::<Result<_>>()?;
     let params = SamplingParams {
@@ -217,6 +199,7 @@ impl KnowledgeEval<'_> {
             .map(|(question, (answer, verdict))| QuestionResult {
                 question,
                 answer,
+                grid: None,
                 verdict,
             })
             .collect::<Vec<_>>();

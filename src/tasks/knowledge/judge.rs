@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::grading::{Grader, Verdict};
-use super::templates::{ChatPrompt, PromptText, TemplateError, JUDGE_TEMPLATE_FILE};
+use super::templates::{PromptFile, TemplateError, JUDGE_TEMPLATE_FILE};
+use crate::engine::Prompt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeError {
@@ -38,7 +38,7 @@ pub enum JudgeError {
 /// The judge prompt: `{question}`, `{gold_answers}` (one per line, `- ` first) and `{answer}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeTemplate {
-    pub chat: ChatPrompt,
+    pub chat: PromptFile,
 }
 
 const JUDGE_PLACEHOLDERS: &[&str] = &["question", "gold_answers", "answer"];
@@ -46,7 +46,7 @@ const JUDGE_PLACEHOLDERS: &[&str] = &["question", "gold_answers", "answer"];
 impl JudgeTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         Ok(Self {
-            chat: ChatPrompt::load(path, JUDGE_PLACEHOLDERS)?,
+            chat: PromptFile::load(path, JUDGE_PLACEHOLDERS)?,
         })
     }
 
@@ -55,7 +55,7 @@ impl JudgeTemplate {
         Self::load(&dir.join(JUDGE_TEMPLATE_FILE))
     }
 
-    pub fn render<S: AsRef<str>>(&self, question: &str, golds: &[S], answer: &str) -> PromptText {
+    pub fn render<S: AsRef<str>>(&self, question: &str, golds: &[S], answer: &str) -> Prompt {
         let gold_answers: Vec<String> = golds
             .iter()
             .map(|g| format!("- {}", g.as_ref().trim()))
@@ -105,31 +105,7 @@ pub fn verdict_from_reply(grader: &str, reply: &str) -> Verdict {
     }
 }
 
-/// Where and how to reach an HTTP judge. It holds the *name* of the variable with the API key,
-/// never the key, so the config can be saved and logged freely.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpJudgeConfig {
-    /// The full chat-completions URL, e.g. `http://127.0.0.1:8000/v1/chat/completions`.
-    pub url: String,
-    pub model: String,
-    /// Environment variable holding the API key, sent as a bearer token; none: no key sent.
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// Limit for one request, reply included (at least 1 s).
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-    /// Further attempts after a timeout, a failed connection, HTTP 429 or a 5xx.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-}
-
-fn default_timeout_secs() -> u64 {
-    60
-}
-
-fn default_max_retries() -> u32 {
-    2
-}
+pub use crate::record::config::HttpJudge as HttpJudgeConfig;
 
 /// Longest stretch of an error body kept in an error message.
 const ERROR_BODY_LIMIT: usize = 500;
@@ -178,7 +154,7 @@ impl HttpJudge {
     }
 
     /// Sends one chat completion, retrying transient failures, and returns the reply text.
-    pub fn complete(&self, prompt: &PromptText) -> Result<String, JudgeError> {
+    pub fn complete(&self, prompt: &Prompt) -> Result<String, JudgeError> {
         let mut messages = Vec::new();
         if let Some(system) = &prompt.system {
             messages.push(json!({"role": "system", "content": system}));

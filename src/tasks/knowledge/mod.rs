@@ -23,6 +23,6 @@ pub use judge::{
 };
 pub use passage::{load_passages, LoadError, Passage, Question};
 pub use templates::{
-    list_templates, AnswerTemplate, PromptTemplate, PromptText, Sampling, Split, TemplateError,
+    list_templates, AnswerTemplate, PromptFile, PromptTemplate, Sampling, Split, TemplateError,
     TemplateText, ANSWER_TEMPLATE_FILE, JUDGE_TEMPLATE_FILE,
 };

@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::passage::Passage;
+use crate::engine::Prompt;
 
 /// File name of the answer template inside a prompts directory.
 pub const ANSWER_TEMPLATE_FILE: &str = "answer.toml";
@@ -38,13 +39,6 @@ pub enum TemplateError {
         dir: PathBuf,
         available: Vec<String>,
     },
-}
-
-/// A rendered prompt, ready for a chat template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PromptText {
-    pub system: Option<String>,
-    pub user: String,
 }
 
 /// Template text whose placeholders were checked against the names allowed where it is used.
@@ -398,13 +392,13 @@ impl PromptTemplate {
     }
 
     /// The prompt asking for a self-edit about `passage`; `None` when this template samples nothing.
-    pub fn render(&self, passage: &Passage) -> Option<PromptText> {
+    pub fn render(&self, passage: &Passage) -> Option<Prompt> {
         let sampling = self.sampling.as_ref()?;
         let values = [
             ("title", passage.title.as_str()),
             ("passage", passage.context.as_str()),
         ];
-        Some(PromptText {
+        Some(Prompt {
             system: sampling.system.as_ref().map(|s| s.render(&values)),
             user: sampling.prompt.render(&values),
         })
@@ -616,7 +610,7 @@ fn qa_pairs(text: &str) -> Vec<String> {
 /// A prompt file of the shape `answer.toml` and `judge.toml` share: an optional system part,
 /// the prompt, and how many tokens a reply may take.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatPrompt {
+pub struct PromptFile {
     pub path: PathBuf,
     pub source: String,
     pub system: Option<TemplateText>,
@@ -626,16 +620,16 @@ pub struct ChatPrompt {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChatPromptFile {
+struct PromptFileToml {
     system: Option<String>,
     prompt: String,
     max_tokens: usize,
 }
 
-impl ChatPrompt {
+impl PromptFile {
     /// Loads the file, allowing only `placeholders` in its system part and prompt.
     pub(crate) fn load(path: &Path, placeholders: &[&str]) -> Result<Self, TemplateError> {
-        let (file, source): (ChatPromptFile, String) = read_toml(path)?;
+        let (file, source): (PromptFileToml, String) = read_toml(path)?;
         if file.max_tokens == 0 {
             return Err(invalid(path, "field `max_tokens` must be positive"));
         }
@@ -652,8 +646,8 @@ impl ChatPrompt {
         })
     }
 
-    pub(crate) fn render(&self, values: &[(&str, &str)]) -> PromptText {
-        PromptText {
+    pub(crate) fn render(&self, values: &[(&str, &str)]) -> Prompt {
+        Prompt {
             system: self.system.as_ref().map(|s| s.render(values)),
             user: self.prompt.render(values),
         }
@@ -664,7 +658,7 @@ impl ChatPrompt {
 /// the passage itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerTemplate {
-    pub chat: ChatPrompt,
+    pub chat: PromptFile,
 }
 
 const ANSWER_PLACEHOLDERS: &[&str] = &["title", "question"];
@@ -672,7 +666,7 @@ const ANSWER_PLACEHOLDERS: &[&str] = &["title", "question"];
 impl AnswerTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         Ok(Self {
-            chat: ChatPrompt::load(path, ANSWER_PLACEHOLDERS)?,
+            chat: PromptFile::load(path, ANSWER_PLACEHOLDERS)?,
         })
     }
 
@@ -681,7 +675,7 @@ impl AnswerTemplate {
         Self::load(&dir.join(ANSWER_TEMPLATE_FILE))
     }
 
-    pub fn render(&self, title: &str, question: &str) -> PromptText {
+    pub fn render(&self, title: &str, question: &str) -> Prompt {
         self.chat
             .render(&[("title", title), ("question", question)])
     }

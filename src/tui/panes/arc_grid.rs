@@ -2,7 +2,7 @@
 //! colour), labelled tiles laid out side by side as the width allows, and predicted grids with
 //! the cells that differ from the expected grid marked.
 
-use crate::tasks::arc::Grid;
+use crate::record::Grid;
 use crate::tui::theme::Theme;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -51,7 +51,7 @@ pub fn grid(grid: &Grid, expected: Option<&Grid>, theme: &Theme) -> Tile {
                 .iter()
                 .enumerate()
                 .map(|(c, &v)| {
-                    let wrong = same_shape.is_some_and(|e| e.get(r, c) != v);
+                    let wrong = same_shape.is_some_and(|e| e.get(r, c) != Some(v));
                     cell(v, wrong, theme)
                 })
                 .collect();
@@ -99,9 +99,10 @@ pub fn difference(predicted: &Grid, expected: &Grid) -> String {
             expected.width()
         );
     }
-    let wrong = predicted
-        .cells()
-        .zip(expected.cells())
+    let cells = |g: &Grid| g.rows().iter().flatten().copied().collect::<Vec<u8>>();
+    let wrong = cells(predicted)
+        .iter()
+        .zip(cells(expected).iter())
         .filter(|(a, b)| a != b)
         .count();
     match wrong {
@@ -179,7 +180,11 @@ mod tests {
     use super::*;
 
     fn g(text: &str) -> Grid {
-        Grid::parse_text(text).unwrap()
+        Grid(
+            text.lines()
+                .map(|l| l.bytes().map(|b| b - b'0').collect())
+                .collect(),
+        )
     }
 
     fn text(lines: &[Line]) -> Vec<String> {

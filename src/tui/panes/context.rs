@@ -4,13 +4,12 @@
 
 use super::arc_grid::{self, Tile};
 use super::{frame_pane, placeholder, scrolled};
-use crate::seal::state::ContextState;
-use crate::seal::ContextBody;
-use crate::tasks::arc::{parse_answer, ArcTask};
+use crate::record::state::ContextState;
+use crate::record::{ArcTaskView, ContextBody};
+use crate::text::sanitize::{sanitize, sanitize_line};
 use crate::tui::app::{App, Pane};
 use crate::tui::highlight;
 use crate::tui::labels;
-use crate::tui::sanitize::{sanitize, sanitize_line};
 use crate::tui::wrap::hanging;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -99,7 +98,7 @@ fn passage(app: &App, ctx: &ContextState, text: &str, width: usize, lines: &mut 
     }
 }
 
-fn arc(app: &App, ctx: &ContextState, task: &ArcTask, width: usize, lines: &mut Vec<Line<'_>>) {
+fn arc(app: &App, ctx: &ContextState, task: &ArcTaskView, width: usize, lines: &mut Vec<Line<'_>>) {
     let theme = &app.theme;
     let label = theme.muted();
     lines.push(Line::styled(
@@ -140,19 +139,19 @@ fn arc(app: &App, ctx: &ContextState, task: &ArcTask, width: usize, lines: &mut 
                 continue;
             };
             let mark = if result.verdict.correct { "✓" } else { "✗" };
-            match parse_answer(&result.answer) {
-                Ok(predicted) => {
+            match &result.grid {
+                Some(predicted) => {
                     notes.push(format!(
                         "{who} {mark} {}",
-                        arc_grid::difference(&predicted, &case.output)
+                        arc_grid::difference(predicted, &case.output)
                     ));
                     tiles.push(
-                        arc_grid::grid(&predicted, Some(&case.output), theme)
+                        arc_grid::grid(predicted, Some(&case.output), theme)
                             .labelled(format!("{who} {mark}"), label),
                     );
                 }
-                Err(err) => {
-                    notes.push(format!("{who} {mark} unreadable answer: {err}"));
+                None => {
+                    notes.push(format!("{who} {mark} no readable grid in the answer"));
                     let first = result.answer.lines().next().unwrap_or("");
                     let shown: String = sanitize_line(first).chars().take(24).collect();
                     tiles.push(

@@ -3,12 +3,12 @@
 //! self-edit's text, growing as tokens stream in.
 
 use super::{frame_pane, placeholder, scrolled};
-use crate::seal::state::{ContextState, EditState, EditStatus};
-use crate::seal::Decision;
+use crate::record::state::{ContextState, EditState, EditStatus};
+use crate::record::Decision;
+use crate::text::sanitize::{sanitize, sanitize_line};
 use crate::tui::app::{App, Pane};
 use crate::tui::highlight;
 use crate::tui::labels;
-use crate::tui::sanitize::{sanitize, sanitize_line};
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;

@@ -2,11 +2,11 @@
 //! progress and loss curve, and the round's policy update (ReSTEM) when that runs.
 
 use super::{frame_pane, placeholder};
-use crate::engine::train::StepProgress;
-use crate::seal::state::{Activity, EditStatus, PolicyState, PolicyStatus};
+use crate::record::state::{Activity, EditStatus, PolicyState, PolicyStatus};
+use crate::record::TrainProgress;
+use crate::text::sanitize::sanitize_line;
 use crate::tui::app::{App, Pane};
 use crate::tui::labels;
-use crate::tui::sanitize::sanitize_line;
 use crate::tui::theme::Theme;
 use crate::tui::wrap::reflow;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -20,7 +20,7 @@ struct Training<'a> {
     heading: String,
     facts: String,
     total_steps: usize,
-    steps: &'a [StepProgress],
+    steps: &'a [TrainProgress],
     outcome: Option<Line<'static>>,
 }
 
@@ -190,7 +190,7 @@ fn draw_training(app: &App, frame: &mut Frame, area: Rect, t: &Training) {
     }
 }
 
-fn loss_chart(theme: &Theme, frame: &mut Frame, area: Rect, steps: &[StepProgress], total: usize) {
+fn loss_chart(theme: &Theme, frame: &mut Frame, area: Rect, steps: &[TrainProgress], total: usize) {
     let points: Vec<(f64, f64)> = steps
         .iter()
         .filter(|s| s.loss.is_finite())

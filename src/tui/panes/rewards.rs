@@ -3,11 +3,11 @@
 //! the reward.
 
 use super::{frame_pane, placeholder, scrolled};
-use crate::seal::events::QuestionResult;
-use crate::seal::state::ContextState;
+use crate::record::state::ContextState;
+use crate::record::QuestionResult;
+use crate::text::sanitize::sanitize_line;
 use crate::tui::app::{App, Pane};
 use crate::tui::labels;
-use crate::tui::sanitize::sanitize_line;
 use crate::tui::theme::Theme;
 use crate::tui::wrap::hanging;
 use ratatui::layout::Rect;

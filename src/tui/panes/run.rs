@@ -3,8 +3,9 @@
 //! selections, warnings).
 
 use super::frame_pane;
-use crate::seal::events::RoundMetrics;
-use crate::seal::state::{EditStatus, PolicyStatus, RoundState};
+use crate::record::metrics::shown_metrics;
+use crate::record::state::PolicyStatus;
+use crate::record::RoundMetrics;
 use crate::tui::app::{App, LogKind, Pane};
 use crate::tui::labels;
 use crate::tui::theme::Theme;
@@ -14,48 +15,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
-/// A round's figures: final when the loop reported them, else worked out from what is done.
-pub fn metrics(round: &RoundState) -> (RoundMetrics, bool) {
-    if let Some(m) = &round.metrics {
-        return (m.clone(), true);
-    }
-    let mean = |xs: &[f64]| {
-        if xs.is_empty() {
-            f64::NAN
-        } else {
-            xs.iter().sum::<f64>() / xs.len() as f64
-        }
-    };
-    let before: Vec<f64> = round
-        .contexts
-        .iter()
-        .filter_map(|c| c.baseline.as_ref().map(|b| b.accuracy))
-        .collect();
-    let scored: Vec<_> = round
-        .contexts
-        .iter()
-        .flat_map(|c| c.edits.iter())
-        .filter(|e| e.status == EditStatus::Scored)
-        .collect();
-    let after: Vec<f64> = scored
-        .iter()
-        .filter(|e| !e.evaluations.is_empty())
-        .map(|e| mean(&e.evaluations.iter().map(|v| v.accuracy).collect::<Vec<_>>()))
-        .collect();
-    let rewards: Vec<f64> = scored.iter().filter_map(|e| e.reward).collect();
-    let gains: Vec<f64> = scored.iter().filter_map(|e| e.gain).collect();
-    let metrics = RoundMetrics {
-        accuracy_before: mean(&before),
-        accuracy_after: mean(&after),
-        mean_reward: mean(&rewards),
-        mean_gain: mean(&gains),
-        edits_evaluated: scored.len(),
-        edits_kept: round.contexts.iter().filter(|c| c.kept.is_some()).count(),
-        contexts: round.contexts.len(),
-    };
-    (metrics, false)
-}
-
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
     let theme = &app.theme;
     let planned = app.state.info.as_ref().map_or(0, |i| i.rounds);
@@ -64,12 +23,18 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
         n => format!("round {n}/{}", planned.max(n)),
     };
     let inner = frame_pane(app, frame, Pane::Run, area, focused, &subtitle);
+    let rule = app
+        .state
+        .info
+        .as_ref()
+        .map(|i| i.gain_rule)
+        .unwrap_or_default();
     let rows: Vec<(usize, RoundMetrics, bool, PolicyStatus)> = app
         .state
         .rounds
         .iter()
         .map(|r| {
-            let (m, done) = metrics(r);
+            let (m, done) = shown_metrics(r, rule);
             (r.index, m, done, r.policy.status.clone())
         })
         .collect();
@@ -97,10 +62,9 @@ fn chart(
     rows: &[(usize, RoundMetrics, bool, PolicyStatus)],
     planned: usize,
 ) {
-    let series = |f: fn(&RoundMetrics) -> f64| -> Vec<(f64, f64)> {
+    let series = |f: fn(&RoundMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         rows.iter()
-            .map(|(i, m, _, _)| ((i + 1) as f64, f(m) * 100.0))
-            .filter(|(_, y)| y.is_finite())
+            .filter_map(|(i, m, _, _)| f(m).map(|y| ((i + 1) as f64, y * 100.0)))
             .collect()
     };
     let before = series(|m| m.accuracy_before);
@@ -206,11 +170,7 @@ fn table(
             m.contexts,
             labels::pct(m.accuracy_before),
             labels::pct(m.accuracy_after),
-            if m.mean_reward.is_finite() {
-                format!("{:.2}", m.mean_reward)
-            } else {
-                "–".into()
-            },
+            labels::reward(m.mean_reward),
             labels::gain(m.mean_gain),
             m.edits_kept,
             policy

@@ -1,37 +1,14 @@
 //! What a SEAL run says happened, and what a human may ask of it.
 //!
-//! Every step of the loop is an [`Event`]; the session log is a sequence of them and the screen
-//! is a fold over them ([`super::state::RunState`]), so a live run, a replay and a resume share
-//! one code path. Human decisions are events too.
+//! Every step of the loop is an [`Event`]; the session log is a sequence of [`Record`]s and the
+//! screen is a fold over them ([`super::state::RunState`]), so a live run, a replay and a resume
+//! share one code path. Human decisions are events too.
+//!
+//! Every type here is written to `events.jsonl`: changing one changes the file format, which the
+//! format test in `record/mod.rs` catches (bump [`super::FORMAT_VERSION`] with it).
 
-use crate::engine::train::StepProgress;
-use crate::tasks::arc::ArcTask;
-use crate::tasks::knowledge::Verdict;
+use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
-
-/// Identifies a context within a run: its round and its position among the round's contexts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CtxId {
-    pub round: usize,
-    pub ctx: usize,
-}
-
-/// Identifies one self-edit: its context and its index among the k samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct EditId {
-    pub round: usize,
-    pub ctx: usize,
-    pub edit: usize,
-}
-
-impl EditId {
-    pub fn ctx_id(self) -> CtxId {
-        CtxId {
-            round: self.round,
-            ctx: self.ctx,
-        }
-    }
-}
 
 /// Facts about the run fixed at its start, for display.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +24,68 @@ pub struct RunInfo {
     pub k: usize,
     pub repeats: usize,
     pub approval_required: bool,
+    /// How a self-edit's gain is reckoned in this domain.
+    #[serde(default)]
+    pub gain_rule: GainRule,
+}
+
+/// A self-edit's gain, the number the selection threshold is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GainRule {
+    /// The improvement over the unadapted model (knowledge: questions it did not know).
+    #[default]
+    OverBaseline,
+    /// The reward itself (ARC: the unadapted model cannot be scored the same way).
+    Reward,
+}
+
+impl GainRule {
+    pub fn gain(self, reward: f64, baseline: f64) -> f64 {
+        match self {
+            GainRule::OverBaseline => reward - baseline,
+            GainRule::Reward => reward,
+        }
+    }
+}
+
+/// An ARC grid: rows of colour indices 0-9.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Grid(pub Vec<Vec<u8>>);
+
+impl Grid {
+    pub fn height(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn width(&self) -> usize {
+        self.0.first().map_or(0, Vec::len)
+    }
+
+    /// The cell, or `None` outside the grid (a recorded grid may be ragged).
+    pub fn get(&self, row: usize, col: usize) -> Option<u8> {
+        self.0.get(row)?.get(col).copied()
+    }
+
+    pub fn rows(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+/// An input grid and the output the task's rule turns it into.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridPair {
+    pub input: Grid,
+    pub output: Grid,
+}
+
+/// An ARC task as the screen shows it: demonstrations and test cases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArcTaskView {
+    pub id: String,
+    pub train: Vec<GridPair>,
+    pub test: Vec<GridPair>,
 }
 
 /// What a context holds, as the screen shows it.
@@ -54,7 +93,7 @@ pub struct RunInfo {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ContextBody {
     Passage { text: String },
-    Arc { task: ArcTask },
+    Arc { task: ArcTaskView },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,12 +111,42 @@ pub struct ContextView {
     pub questions: Vec<QuestionView>,
 }
 
+/// The outcome of grading one answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The label of the grader that produced it (`em`, `f1>=0.5`, `judge-local`, ...).
+    pub grader: String,
+    pub correct: bool,
+    /// EM: 0 or 1; F1: the best token F1; judge: 1 for yes, 0 otherwise.
+    pub score: f64,
+    /// What the grader actually compared or said: the normalised strings for EM/F1, the
+    /// judge's reply text for a judge. Kept so a human can audit a surprising verdict.
+    pub raw: String,
+}
+
 /// One graded answer: which question, what the model said, and the grader's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuestionResult {
     pub question: usize,
     pub answer: String,
+    /// ARC: the grid read from the answer, when one could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Grid>,
     pub verdict: Verdict,
+}
+
+/// Progress of a finetune after one optimizer step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainProgress {
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub elapsed_secs: f64,
+    pub eta_secs: f64,
 }
 
 /// A human decision about a self-edit.
@@ -93,7 +162,7 @@ pub enum Decision {
 }
 
 /// How the loop advances.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunMode {
     /// Runs one phase, then waits.
@@ -105,16 +174,27 @@ pub enum RunMode {
     Paused,
 }
 
+impl RunMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunMode::Step => "step",
+            RunMode::Auto => "auto",
+            RunMode::Paused => "paused",
+        }
+    }
+}
+
+/// A round's figures; see [`super::metrics::round_metrics`] for how they are reckoned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct RoundMetrics {
-    /// Mean over contexts of the unadapted model's accuracy.
-    pub accuracy_before: f64,
-    /// Mean over evaluated self-edits of the adapted model's accuracy.
-    pub accuracy_after: f64,
-    /// Mean over evaluated self-edits of the reward (adapted accuracy).
-    pub mean_reward: f64,
-    /// Mean over evaluated self-edits of the gain over the unadapted model.
-    pub mean_gain: f64,
+    /// Mean over contexts of the unadapted model's accuracy (none: nothing measured yet).
+    pub accuracy_before: Option<f64>,
+    /// Mean over finished self-edits of the adapted model's accuracy (a failed one counts 0).
+    pub accuracy_after: Option<f64>,
+    /// Mean over finished self-edits of the reward.
+    pub mean_reward: Option<f64>,
+    /// Mean over finished self-edits of the gain.
+    pub mean_gain: Option<f64>,
     pub edits_evaluated: usize,
     pub edits_kept: usize,
     pub contexts: usize,
@@ -156,41 +236,56 @@ pub enum Event {
         tokens: usize,
         secs: f64,
     },
+    /// A human decision. An `Edited` decision starts a new revision of the edit's text; work
+    /// events carry the revision they were done on, and the fold ignores superseded ones.
     EditDecision {
         id: EditId,
         decision: Decision,
     },
     TrainStarted {
         id: EditId,
+        #[serde(default)]
+        rev: u32,
         total_steps: usize,
         examples: usize,
         tokens: usize,
     },
     TrainStep {
         id: EditId,
-        progress: StepProgress,
+        #[serde(default)]
+        rev: u32,
+        progress: TrainProgress,
     },
     TrainFinished {
         id: EditId,
+        #[serde(default)]
+        rev: u32,
         steps: usize,
         final_loss: f64,
         secs: f64,
     },
+    /// The finetune failed, or the self-edit was unusable: the edit earns nothing.
     TrainFailed {
         id: EditId,
+        #[serde(default)]
+        rev: u32,
         message: String,
     },
     /// One evaluation (of `repeats`) of the adapted model on the context's questions.
     EditEvaluated {
         id: EditId,
+        #[serde(default)]
+        rev: u32,
         repeat: usize,
         results: Vec<QuestionResult>,
         accuracy: f64,
         secs: f64,
     },
-    /// The self-edit's reward: mean adapted accuracy, and its gain over the baseline.
+    /// The self-edit's reward: mean adapted accuracy, and its gain (see [`GainRule`]).
     EditScored {
         id: EditId,
+        #[serde(default)]
+        rev: u32,
         reward: f64,
         gain: f64,
     },
@@ -207,7 +302,7 @@ pub enum Event {
     },
     PolicyStep {
         round: usize,
-        progress: StepProgress,
+        progress: TrainProgress,
     },
     PolicyUpdated {
         round: usize,
@@ -259,6 +354,7 @@ impl Event {
                 | Event::RoundFinished { .. }
                 | Event::RunFinished { .. }
                 | Event::ModeChanged { .. }
+                | Event::Failed { .. }
         )
     }
 
@@ -280,9 +376,10 @@ pub struct Record {
     pub event: Event,
 }
 
-/// What a human (or a script) asks of a running loop.
+/// What a human (or a script) asks of a running loop. Ids may be written as labels a person
+/// reads (`"r1 c1 e2"`) or in the stored 0-based form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     Approve {
         id: EditId,
@@ -300,6 +397,7 @@ pub enum Command {
     Step,
     /// Run until paused, or until `rounds` more rounds are done.
     Auto {
+        #[serde(default)]
         rounds: Option<usize>,
     },
     /// Finish the current context now with what has been evaluated so far.
@@ -331,7 +429,31 @@ mod tests {
             r#"{"t":1.5,"type":"edit_token","id":{"round":0,"ctx":1,"edit":2},"piece":"he"}"#
         );
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+    }
+
+    #[test]
+    fn commands_take_labels_or_stored_ids() {
         let c: Command = serde_json::from_str(r#"{"command":"auto","rounds":2}"#).unwrap();
         assert_eq!(c, Command::Auto { rounds: Some(2) });
+        let c: Command = serde_json::from_str(r#"{"command":"auto"}"#).unwrap();
+        assert_eq!(c, Command::Auto { rounds: None });
+        let id = EditId {
+            round: 0,
+            ctx: 0,
+            edit: 1,
+        };
+        let a: Command = serde_json::from_str(r#"{"command":"approve","id":"r1 c1 e2"}"#).unwrap();
+        let b: Command =
+            serde_json::from_str(r#"{"command":"approve","id":{"round":0,"ctx":0,"edit":1}}"#)
+                .unwrap();
+        assert_eq!(a, Command::Approve { id });
+        assert_eq!(a, b);
+        assert!(serde_json::from_str::<Command>(r#"{"command":"aprove"}"#).is_err());
+    }
+
+    #[test]
+    fn gain_rules() {
+        assert_eq!(GainRule::OverBaseline.gain(0.75, 0.5), 0.25);
+        assert_eq!(GainRule::Reward.gain(0.75, 0.5), 0.75);
     }
 }

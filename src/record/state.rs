@@ -2,9 +2,9 @@
 //! build it the same way: `for e in events { state.apply(&e) }`.
 
 use super::events::{
-    ContextView, CtxId, Decision, EditId, Event, QuestionResult, RoundMetrics, RunInfo, RunMode,
+    ContextView, Decision, Event, QuestionResult, RoundMetrics, RunInfo, RunMode, TrainProgress,
 };
-use crate::engine::train::StepProgress;
+use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
 
 /// Where a self-edit is in its life.
@@ -26,14 +26,14 @@ pub struct TrainState {
     pub total_steps: usize,
     pub examples: usize,
     pub tokens: usize,
-    pub steps: Vec<StepProgress>,
+    pub steps: Vec<TrainProgress>,
     pub final_loss: Option<f64>,
     pub secs: Option<f64>,
     pub error: Option<String>,
 }
 
 impl TrainState {
-    pub fn last(&self) -> Option<&StepProgress> {
+    pub fn last(&self) -> Option<&TrainProgress> {
         self.steps.last()
     }
 }
@@ -49,6 +49,9 @@ pub struct Evaluation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct EditState {
     pub index: usize,
+    /// The revision of the text: 0 as sampled, one more for each human edit. Work done on an
+    /// older revision is ignored.
+    pub revision: u32,
     pub prompt: String,
     pub text: String,
     pub tokens: usize,
@@ -108,7 +111,7 @@ pub struct PolicyState {
     pub status: PolicyStatus,
     pub pairs: usize,
     pub total_steps: usize,
-    pub steps: Vec<StepProgress>,
+    pub steps: Vec<TrainProgress>,
     pub adapter: Option<String>,
     pub note: Option<String>,
     pub secs: Option<f64>,
@@ -205,6 +208,11 @@ impl RunState {
         ctx.edits.get_mut(id.edit)
     }
 
+    /// The edit, if `rev` is its current revision: work on a superseded text is not folded.
+    fn current_edit_mut(&mut self, id: EditId, rev: u32) -> Option<&mut EditState> {
+        self.edit_mut(id).filter(|e| e.revision == rev)
+    }
+
     /// The most recent context, which the screen follows by default.
     pub fn current_context(&self) -> Option<CtxId> {
         self.rounds
@@ -299,6 +307,7 @@ impl RunState {
                     e.decision = Some(decision.clone());
                     if let Decision::Edited { text } = decision {
                         // The replaced text is evaluated from scratch.
+                        e.revision += 1;
                         e.text = text.clone();
                         e.status = EditStatus::Queued;
                         e.train = TrainState::default();
@@ -310,11 +319,12 @@ impl RunState {
             }
             Event::TrainStarted {
                 id,
+                rev,
                 total_steps,
                 examples,
                 tokens,
             } => {
-                if let Some(e) = self.edit_mut(*id) {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.status = EditStatus::Training;
                     // Earlier repeats' evaluations stay: the reward is their mean.
                     e.train = TrainState {
@@ -326,26 +336,27 @@ impl RunState {
                 }
                 self.activity = Activity::Training { id: *id };
             }
-            Event::TrainStep { id, progress } => {
-                if let Some(e) = self.edit_mut(*id) {
+            Event::TrainStep { id, rev, progress } => {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.train.steps.push(progress.clone());
                 }
             }
             Event::TrainFinished {
                 id,
+                rev,
                 final_loss,
                 secs,
                 ..
             } => {
-                if let Some(e) = self.edit_mut(*id) {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.train.final_loss = Some(*final_loss);
                     e.train.secs = Some(*secs);
                     e.status = EditStatus::Evaluating;
+                    self.activity = Activity::Evaluating { id: *id };
                 }
-                self.activity = Activity::Evaluating { id: *id };
             }
-            Event::TrainFailed { id, message } => {
-                if let Some(e) = self.edit_mut(*id) {
+            Event::TrainFailed { id, rev, message } => {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.train.error = Some(message.clone());
                     e.status = EditStatus::Failed;
                 }
@@ -353,12 +364,13 @@ impl RunState {
             }
             Event::EditEvaluated {
                 id,
+                rev,
                 repeat,
                 results,
                 accuracy,
                 secs,
             } => {
-                if let Some(e) = self.edit_mut(*id) {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.evaluations.push(Evaluation {
                         repeat: *repeat,
                         results: results.clone(),
@@ -367,8 +379,13 @@ impl RunState {
                     });
                 }
             }
-            Event::EditScored { id, reward, gain } => {
-                if let Some(e) = self.edit_mut(*id) {
+            Event::EditScored {
+                id,
+                rev,
+                reward,
+                gain,
+            } => {
+                if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.reward = Some(*reward);
                     e.gain = Some(*gain);
                     e.status = EditStatus::Scored;

@@ -1,9 +1,8 @@
-//! Model output and recorded text are untrusted: a self-edit can contain terminal escape
-//! sequences that would clear the screen, retitle the window or reorder text. Everything drawn
-//! passes through [`sanitize`], which shows such characters inert and visibly, and
-//! [`scrub_buffer`] is a last line of defence over the finished frame.
+//! Model output and recorded text are untrusted: a self-edit, a passage title or a judge's reply
+//! can contain terminal escape sequences that would clear the screen, retitle the window or
+//! reorder text. Everything a terminal may show (the screen, progress lines, reports, CSV)
+//! passes through [`sanitize`], which shows such characters inert and visibly.
 
-use ratatui::buffer::Buffer;
 use std::borrow::Cow;
 
 /// Columns between tab stops when expanding tabs.
@@ -87,16 +86,6 @@ pub fn sanitize_line(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Replaces any cell whose symbol still holds a control character. Widgets receive sanitised
-/// text, so this only fires on a bug; it keeps such a bug from ever reaching the terminal.
-pub fn scrub_buffer(buffer: &mut Buffer) {
-    for cell in buffer.content.iter_mut() {
-        if cell.symbol().chars().any(|c| c.is_control()) {
-            cell.set_symbol("�");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,13 +120,5 @@ mod tests {
     fn single_line_form_shows_newlines() {
         assert_eq!(sanitize_line("a\nb\x1b"), "a⏎b␛");
         assert!(matches!(sanitize_line("plain"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn scrub_replaces_control_symbols() {
-        let mut buffer = Buffer::empty(ratatui::layout::Rect::new(0, 0, 3, 1));
-        buffer[(1, 0)].set_symbol("\x1b");
-        scrub_buffer(&mut buffer);
-        assert_eq!(buffer[(1, 0)].symbol(), "�");
     }
 }

@@ -1,13 +1,10 @@
 //! A session's header: what was run, on what, by which version.
 
-use crate::seal::config::RunConfig;
+use super::config::RunConfig;
+use super::FORMAT_VERSION;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// The layout of sessions this build writes. A session with a larger number was written by a
-/// newer seal-tui and is refused rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
@@ -34,8 +31,13 @@ impl Header {
             .with_context(|| format!("{}: malformed JSON", path.display()))?;
         let version = raw
             .get("format_version")
-            .and_then(|v| v.as_u64())
             .with_context(|| format!("{}: `format_version` is missing", path.display()))?;
+        let version = version.as_u64().with_context(|| {
+            format!(
+                "{}: `format_version` must be a whole number, not {version}",
+                path.display()
+            )
+        })?;
         if version > FORMAT_VERSION as u64 {
             bail!(
                 "{}: this session was written by a newer seal-tui (session format {version}); \

@@ -1,6 +1,11 @@
 //! Reports on a session: per-round and per-question tables in Markdown, and the same as CSV.
+//! Rounds, contexts and self-edits are numbered from 1; recorded text is sanitised, so a
+//! report printed to a terminal or opened in a spreadsheet cannot run anything.
 
-use crate::seal::state::{ContextState, EditState, RunState};
+use super::sanitize::sanitize_line;
+use crate::record::metrics::shown_metrics;
+use crate::record::state::{ContextState, EditState, RunState};
+use crate::record::Decision;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -30,26 +35,39 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(String::new, pct)
+}
+
+fn opt_num(x: Option<f64>, signed: bool) -> String {
+    match (x, signed) {
+        (None, _) => String::new(),
+        (Some(x), true) => format!("{x:+.3}"),
+        (Some(x), false) => format!("{x:.3}"),
+    }
+}
+
 /// Text safe inside a Markdown table cell.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    sanitize_line(s).replace('|', "\\|").replace('⏎', " ")
 }
 
 pub fn round_rows(state: &RunState) -> Vec<Vec<String>> {
+    let rule = state.info.as_ref().map(|i| i.gain_rule).unwrap_or_default();
     state
         .rounds
         .iter()
         .map(|r| {
-            let m = r.metrics.clone().unwrap_or_default();
+            let (m, _) = shown_metrics(r, rule);
             vec![
-                r.index.to_string(),
+                (r.index + 1).to_string(),
                 r.contexts.len().to_string(),
                 m.edits_evaluated.to_string(),
                 m.edits_kept.to_string(),
-                pct(m.accuracy_before),
-                pct(m.accuracy_after),
-                format!("{:.3}", m.mean_reward),
-                format!("{:+.3}", m.mean_gain),
+                opt_pct(m.accuracy_before),
+                opt_pct(m.accuracy_after),
+                opt_num(m.mean_reward, false),
+                opt_num(m.mean_gain, true),
                 format!("{:?}", r.policy.status).to_lowercase(),
             ]
         })
@@ -95,10 +113,10 @@ pub fn question_rows(state: &RunState) -> Vec<Vec<String>> {
                     .and_then(|b| b.results.iter().find(|x| x.question == qi));
                 let ad = adapted.and_then(|a| a.results.iter().find(|x| x.question == qi));
                 rows.push(vec![
-                    r.index.to_string(),
-                    c.id.ctx.to_string(),
+                    (r.index + 1).to_string(),
+                    (c.id.ctx + 1).to_string(),
                     c.view.title.clone(),
-                    edit.map(|e| e.index.to_string()).unwrap_or_default(),
+                    edit.map(|e| (e.index + 1).to_string()).unwrap_or_default(),
                     q.question.clone(),
                     q.answers.join(" / "),
                     base.map(|b| b.answer.clone()).unwrap_or_default(),
@@ -109,9 +127,9 @@ pub fn question_rows(state: &RunState) -> Vec<Vec<String>> {
                         .unwrap_or_default(),
                     edit.and_then(|e| e.decision.as_ref())
                         .map(|d| match d {
-                            crate::seal::Decision::Approved => "approved".to_string(),
-                            crate::seal::Decision::Rejected => "rejected".to_string(),
-                            crate::seal::Decision::Edited { .. } => "edited".to_string(),
+                            Decision::Approved => "approved".to_string(),
+                            Decision::Rejected => "rejected".to_string(),
+                            Decision::Edited { .. } => "edited".to_string(),
                         })
                         .unwrap_or_default(),
                 ]);
@@ -131,11 +149,20 @@ fn markdown(columns: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+/// One CSV cell: sanitised, quoted where it holds a delimiter, and with a leading `'` where a
+/// spreadsheet would read it as a formula (`=`, `+`, `-`, `@`, tab, carriage return).
+pub fn csv_field(s: &str) -> String {
+    let clean = super::sanitize::sanitize(s);
+    let clean =
+        if clean.starts_with(['=', '+', '-', '@', '\t', '\r']) && clean.parse::<f64>().is_err() {
+            format!("'{clean}")
+        } else {
+            clean.into_owned()
+        };
+    if clean.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", clean.replace('"', "\"\""))
     } else {
-        s.to_string()
+        clean
     }
 }
 
@@ -162,9 +189,14 @@ fn csv(columns: &[&str], rows: &[Vec<String>]) -> String {
 pub fn markdown_report(state: &RunState) -> String {
     let mut out = String::new();
     if let Some(info) = &state.info {
+        let line = format!(
+            "model {}, domain {}, template {}, grader {}, k={}, rounds {}",
+            info.model, info.domain, info.template, info.grader, info.k, info.rounds
+        );
         out.push_str(&format!(
-            "# Session {}\n\nmodel {}, domain {}, template {}, grader {}, k={}, rounds {}\n\n",
-            info.session, info.model, info.domain, info.template, info.grader, info.k, info.rounds
+            "# Session {}\n\n{}\n\n",
+            sanitize_line(&info.session),
+            sanitize_line(&line)
         ));
     }
     out.push_str("## Rounds\n\n");
@@ -196,5 +228,8 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-0.25"), "-0.25");
+        assert_eq!(csv_field("\x1b[2J"), "␛[2J");
     }
 }

@@ -1,0 +1,741 @@
+//! The run configuration: a TOML file, read into typed sections (a typo in an enum is an error
+//! naming the field and the allowed values), pinned into every session's header so a resume
+//! runs exactly what was started.
+//!
+//! These are plain data owned by the log's vocabulary; the engine's and the domains' own
+//! settings types are built from them where they are used. Rules about training settings live
+//! with the trainer (`engine::train`) and are checked before a session folder is made.
+
+use super::events::RunMode;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where candle runs: `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Device {
+    /// A GPU when the build has one and the machine offers one, else the CPU (said aloud).
+    #[default]
+    Auto,
+    Cpu,
+    /// A CUDA device by ordinal (`cuda` is `cuda:0`).
+    Cuda(usize),
+    Metal,
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Device, String> {
+        let spec = s.trim().to_ascii_lowercase();
+        match spec.as_str() {
+            "auto" | "" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            "metal" => Ok(Device::Metal),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device {s:?}; use auto, cpu, cuda, cuda:N (N a GPU number) or metal"
+                )),
+            },
+        }
+    }
+}
+
+/// Serialised through the text form a person writes.
+macro_rules! text_serde {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+text_serde!(Device);
+
+/// The weights' precision; none picks per device (f32 on CPU, bf16 on a GPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+/// A quantized copy of the weights for sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// Q8_0 on CPU, where decoding is bound by memory bandwidth; none on a GPU.
+    #[default]
+    Auto,
+    Off,
+    Q8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A GGUF file or Hugging Face folder; none for the default model (fetched if missing).
+    #[serde(with = "optional_path")]
+    pub path: Option<PathBuf>,
+    pub device: Device,
+    #[serde(with = "optional_dtype")]
+    pub dtype: Option<Dtype>,
+    pub quantize: Quantize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainKind {
+    Knowledge,
+    Arc,
+}
+
+impl DomainKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DomainKind::Knowledge => "knowledge",
+            DomainKind::Arc => "arc",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSection {
+    pub domain: DomainKind,
+    /// Knowledge: passages (SQuAD or SEAL format). ARC: arc1.json or a single-task file.
+    pub data: PathBuf,
+    /// ARC: which tasks (a preset such as seal-eval, or comma-separated ids).
+    pub tasks: String,
+    /// Contexts (passages or tasks) per round.
+    pub contexts_per_round: usize,
+    /// Draw each round's contexts in a seeded random order rather than file order.
+    pub shuffle: bool,
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        TaskSection {
+            domain: DomainKind::Knowledge,
+            data: PathBuf::from("assets/passages.json"),
+            tasks: "seal-eval".into(),
+            contexts_per_round: 2,
+            shuffle: false,
+        }
+    }
+}
+
+/// How answers are graded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Grader {
+    /// Exact match after SQuAD normalisation, against any gold answer.
+    Em,
+    /// Token F1 (best over gold answers); correct when it reaches `threshold`.
+    F1 {
+        #[serde(default = "default_f1_threshold")]
+        threshold: f64,
+    },
+    /// An LLM judge running on our own engine.
+    JudgeLocal,
+    /// An LLM judge behind an OpenAI-compatible chat-completions endpoint.
+    JudgeHttp(HttpJudge),
+}
+
+pub const DEFAULT_F1_THRESHOLD: f64 = 0.5;
+
+fn default_f1_threshold() -> f64 {
+    DEFAULT_F1_THRESHOLD
+}
+
+impl Default for Grader {
+    fn default() -> Self {
+        Grader::F1 {
+            threshold: DEFAULT_F1_THRESHOLD,
+        }
+    }
+}
+
+impl Grader {
+    /// A short name, recorded with every verdict.
+    pub fn label(&self) -> String {
+        match self {
+            Grader::Em => "em".to_string(),
+            Grader::F1 { threshold } => format!("f1>={threshold}"),
+            Grader::JudgeLocal => "judge-local".to_string(),
+            Grader::JudgeHttp(config) => format!("judge-http:{}", config.model),
+        }
+    }
+}
+
+/// Where and how to reach an HTTP judge. It holds the *name* of the variable with the API key,
+/// never the key, so the config can be saved and logged freely.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJudge {
+    /// The full chat-completions URL, e.g. `http://127.0.0.1:8000/v1/chat/completions`.
+    pub url: String,
+    pub model: String,
+    /// Environment variable holding the API key, sent as a bearer token; none: no key sent.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Limit for one request, reply included (at least 1 s).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Further attempts after a timeout, a failed connection, HTTP 429 or a 5xx.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
+fn default_max_retries() -> u32 {
+    2
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeSection {
+    /// Self-edit strategy: a template name in `prompts_dir` or a path to a .toml file.
+    pub template: String,
+    pub prompts_dir: PathBuf,
+    pub grader: Grader,
+    /// judge-local: the judge model (none: the run's model, unadapted).
+    #[serde(with = "optional_path")]
+    pub judge_model: Option<PathBuf>,
+}
+
+impl Default for KnowledgeSection {
+    fn default() -> Self {
+        KnowledgeSection {
+            template: "implications".into(),
+            prompts_dir: PathBuf::from("prompts"),
+            grader: Grader::default(),
+            judge_model: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfEditSection {
+    /// Self-edits sampled per context.
+    pub k: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: usize,
+}
+
+impl Default for SelfEditSection {
+    fn default() -> Self {
+        SelfEditSection {
+            k: 2,
+            temperature: 1.0,
+            top_p: 0.95,
+            max_tokens: 384,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    /// Finetune-and-evaluate repeats per self-edit; the reward is their mean.
+    pub repeats: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection { repeats: 1 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveAdapters {
+    None,
+    #[default]
+    Kept,
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OuterSection {
+    pub rounds: usize,
+    /// A context's best self-edit is kept only if its gain reaches this.
+    pub min_gain: f64,
+    /// Wait for a human decision on every self-edit before it is trained on or reinforced.
+    pub approval_required: bool,
+    /// How a run opened in the workbench starts.
+    pub start_mode: RunMode,
+    pub save_adapters: SaveAdapters,
+}
+
+impl Default for OuterSection {
+    fn default() -> Self {
+        OuterSection {
+            rounds: 2,
+            min_gain: 0.01,
+            approval_required: false,
+            start_mode: RunMode::Auto,
+            save_adapters: SaveAdapters::Kept,
+        }
+    }
+}
+
+/// A projection of a transformer block that can carry an adapter (its Hugging Face name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LoraTarget {
+    #[serde(rename = "q_proj")]
+    Q,
+    #[serde(rename = "k_proj")]
+    K,
+    #[serde(rename = "v_proj")]
+    V,
+    #[serde(rename = "o_proj")]
+    O,
+    #[serde(rename = "gate_proj")]
+    Gate,
+    #[serde(rename = "up_proj")]
+    Up,
+    #[serde(rename = "down_proj")]
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraSettings {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<LoraTarget>,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        // SEAL's inner-loop setting for knowledge incorporation.
+        LoraSettings {
+            rank: 32,
+            alpha: 64.0,
+            dropout: 0.0,
+            targets: vec![LoraTarget::Q, LoraTarget::V],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Which tokens the loss is taken over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// Every token of the sequence (after the first).
+    All,
+    /// Only the completion's tokens, not the prompt's.
+    Completion,
+}
+
+/// A LoRA finetune's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    pub lora: LoraSettings,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub loss: LossOn,
+    pub seed: u64,
+    /// Longer sequences are cut to this many tokens.
+    pub max_seq_len: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        // SEAL's inner loop for knowledge incorporation: r=32, alpha=64 on q,v, lr 1e-3,
+        // 10 epochs.
+        TrainSettings {
+            lora: LoraSettings::default(),
+            learning_rate: 1e-3,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            epochs: 10,
+            batch_size: 1,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            loss: LossOn::All,
+            seed: 0,
+            max_seq_len: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// Finetune of the policy on (self-edit prompt -> kept self-edit), merged after each round.
+    pub train: TrainSettings,
+    /// Also save the merged policy weights each round (large: the whole model).
+    pub save_merged: bool,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            train: TrainSettings {
+                lora: LoraSettings {
+                    rank: 16,
+                    alpha: 32.0,
+                    dropout: 0.0,
+                    targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O],
+                },
+                learning_rate: 3e-4,
+                epochs: 2,
+                loss: LossOn::Completion,
+                ..TrainSettings::default()
+            },
+            save_merged: false,
+        }
+    }
+}
+
+/// Views an ARC test input can be answered under: as given and the square's 7 other symmetries.
+pub const MAX_ARC_VIEWS: usize = 8;
+
+/// ARC's test-time-training budget, data cap and answer views (the `[arc]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArcSection {
+    /// Configs whose training would take more optimiser steps than this are refused.
+    pub max_steps: usize,
+    /// At most this many training pairs per config.
+    pub max_examples: usize,
+    /// Also hold out every pair of demonstrations (leave-one-out is always used).
+    pub leave_two_out: bool,
+    /// Views each test input is answered under (1 = as given; up to 8).
+    pub views: usize,
+    /// Extra samples an unusable self-edit gets before it is scored 0.
+    pub max_resamples: usize,
+}
+
+impl Default for ArcSection {
+    fn default() -> Self {
+        // SEAL's few-shot setting: a 375-step budget, leave-one-out and leave-two-out data
+        // capped at 250 pairs, every symmetry voted on.
+        ArcSection {
+            max_steps: 375,
+            max_examples: 250,
+            leave_two_out: true,
+            views: MAX_ARC_VIEWS,
+            max_resamples: 2,
+        }
+    }
+}
+
+impl ArcSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_steps == 0 || self.max_examples == 0 {
+            bail!("max_steps and max_examples must be at least 1");
+        }
+        if !(1..=MAX_ARC_VIEWS).contains(&self.views) {
+            bail!("views must be between 1 and {MAX_ARC_VIEWS}");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub task: TaskSection,
+    pub knowledge: KnowledgeSection,
+    pub arc: ArcSection,
+    pub self_edit: SelfEditSection,
+    /// The inner loop: the LoRA finetune that applies one self-edit.
+    pub inner: TrainSettings,
+    pub eval: EvalSection,
+    pub outer: OuterSection,
+    pub policy: PolicySection,
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// Parses and checks a configuration's text; relative paths stay as written.
+    pub fn from_toml(text: &str, origin: &str) -> Result<RunConfig> {
+        let cfg: RunConfig =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid run configuration"))?;
+        cfg.validate()
+            .with_context(|| format!("{origin}: invalid run configuration"))?;
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file; relative paths in it are resolved (see [`resolve_path`]).
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut cfg = Self::from_toml(&text, &path.display().to_string())?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Makes every relative path absolute: see [`resolve_path`].
+    pub fn resolve_paths(&mut self, config_dir: &Path) {
+        let resolve = |p: &mut PathBuf| *p = resolve_path(p, config_dir);
+        resolve(&mut self.task.data);
+        resolve(&mut self.knowledge.prompts_dir);
+        if let Some(p) = self.model.path.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.knowledge.judge_model.as_mut() {
+            resolve(p);
+        }
+    }
+
+    /// The rules this vocabulary owns. Training and sampling settings are checked by the
+    /// trainer's and the sampler's own rules when the run is prepared (`seal::settings::check`).
+    pub fn validate(&self) -> Result<()> {
+        if self.task.contexts_per_round == 0 {
+            bail!("task.contexts_per_round must be at least 1");
+        }
+        if self.self_edit.k == 0 {
+            bail!("self_edit.k must be at least 1");
+        }
+        if self.eval.repeats == 0 {
+            bail!("eval.repeats must be at least 1");
+        }
+        if self.outer.rounds == 0 {
+            bail!("outer.rounds must be at least 1");
+        }
+        if !self.outer.min_gain.is_finite() {
+            bail!("outer.min_gain must be a number");
+        }
+        self.arc.validate().context("arc")?;
+        if let Grader::F1 { threshold } = self.knowledge.grader {
+            if !(0.0..=1.0).contains(&threshold) {
+                bail!("knowledge.grader: the F1 threshold must be between 0 and 1");
+            }
+        }
+        if let Grader::JudgeHttp(j) = &self.knowledge.grader {
+            if j.timeout_secs == 0 {
+                bail!("knowledge.grader: timeout_secs must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a relative path in a configuration points: beside the configuration file if it exists
+/// there, else under the current folder, else among the assets this build was made from
+/// (`prompts/`, `assets/`); a path found nowhere is taken relative to the current folder, so
+/// the error that follows names the place a person expects.
+pub fn resolve_path(path: &Path, config_dir: &Path) -> PathBuf {
+    if path.is_absolute() || path.as_os_str().is_empty() {
+        return path.to_path_buf();
+    }
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let candidates = [
+        normalize(&cwd.join(config_dir).join(path)),
+        normalize(&cwd.join(path)),
+        normalize(&built_in.join(path)),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.exists())
+        .cloned()
+        .unwrap_or_else(|| normalize(&cwd.join(path)))
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system (the path may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// An optional path written as a string, where the empty string means none.
+mod optional_path {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok((!text.trim().is_empty()).then(|| PathBuf::from(text.trim())))
+    }
+}
+
+/// An optional dtype written as a string, where the empty string means "per device".
+mod optional_dtype {
+    use super::Dtype;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Dtype>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => d.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dtype>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim() {
+            "" => Ok(None),
+            "f32" | "float32" => Ok(Some(Dtype::F32)),
+            "bf16" | "bfloat16" => Ok(Some(Dtype::Bf16)),
+            "f16" | "float16" => Ok(Some(Dtype::F16)),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown dtype {other:?}; use f32, bf16, f16, or leave it empty (f32 on CPU, bf16 on a GPU)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", RunConfig::from_toml(text, "x.toml").unwrap_err())
+    }
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let cfg = RunConfig::default();
+        cfg.validate().unwrap();
+        let text = cfg.to_toml();
+        assert_eq!(RunConfig::from_toml(&text, "t").unwrap(), cfg);
+    }
+
+    #[test]
+    fn the_example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let cfg = RunConfig::load(&dir.join("seal.toml")).unwrap();
+        assert!(cfg.task.data.is_absolute() && cfg.task.data.exists());
+        let cfg = RunConfig::load(&dir.join("arc.toml")).unwrap();
+        assert_eq!(cfg.task.domain, DomainKind::Arc);
+        assert!(err("[arc]\nviews = 0\n").contains("views"));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_choices() {
+        let e = err("[self_edit]\nk = 0\n");
+        assert!(e.contains("x.toml") && e.contains("self_edit.k"), "{e}");
+        assert!(err("[outer]\nrunds = 2\n").contains("runds"));
+        let e = err("[model]\ndevice = \"tpu\"\n");
+        assert!(e.contains("tpu") && e.contains("cuda:N"), "{e}");
+        let e = err("[model]\ndtype = \"f8\"\n");
+        assert!(e.contains("f8") && e.contains("bf16"), "{e}");
+        let e = err("[model]\nquantize = \"q4\"\n");
+        assert!(e.contains("q4") && e.contains("q8"), "{e}");
+        let e = err("[outer]\nstart_mode = \"fast\"\n");
+        assert!(e.contains("fast") && e.contains("paused"), "{e}");
+        let e = err("[knowledge]\ngrader = { kind = \"f2\" }\n");
+        assert!(e.contains("f2"), "{e}");
+    }
+
+    #[test]
+    fn typed_fields_read_their_text_forms() {
+        let cfg = RunConfig::from_toml(
+            "[model]\ndevice = \"cuda:1\"\ndtype = \"bf16\"\npath = \"m.gguf\"\n\
+             [outer]\nstart_mode = \"paused\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.model.device, Device::Cuda(1));
+        assert_eq!(cfg.model.dtype, Some(Dtype::Bf16));
+        assert_eq!(cfg.model.path, Some(PathBuf::from("m.gguf")));
+        assert_eq!(cfg.outer.start_mode, RunMode::Paused);
+        let cfg = RunConfig::from_toml("[model]\ndtype = \"\"\npath = \"\"\n", "t").unwrap();
+        assert_eq!((cfg.model.dtype, cfg.model.path), (None, None));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert!("cuda:x".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_beside_the_config_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mine.json"), "[]").unwrap();
+        std::fs::write(
+            dir.path().join("run.toml"),
+            "[task]\ndata = \"mine.json\"\n[knowledge]\nprompts_dir = \"prompts\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::load(&dir.path().join("run.toml")).unwrap();
+        assert_eq!(cfg.task.data, dir.path().join("mine.json"));
+        // Not beside the config: found among the built-in assets.
+        assert!(cfg.knowledge.prompts_dir.join("implications.toml").exists());
+    }
+}

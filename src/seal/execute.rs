@@ -1,0 +1,484 @@
+//! Running one phase on the model: sampling a self-edit, the inner finetune, evaluation,
+//! scoring, selection and the policy update. Each phase reports itself as events; what it keeps
+//! in memory between phases (the policy, adapters not yet evaluated) is the [`Work`].
+
+use super::control::Control;
+use super::domain::Domain;
+use super::emitter::Emitter;
+use super::plan::{derive_seed, select, Phase};
+use super::settings;
+use crate::engine::sample::generate;
+use crate::engine::train::{train_lora, Example, TrainError, TrainEvent, TrainOutcome};
+use crate::engine::{peft, LoraAdapter, Model, StopReason};
+use crate::record::config::{RunConfig, SaveAdapters};
+use crate::record::metrics::{mean, round_metrics};
+use crate::record::{EditId, Event, TrainProgress};
+use crate::session;
+use anyhow::{anyhow, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// What the runner keeps in memory between phases.
+pub struct Work {
+    pub policy: Model,
+    pub domain: Box<dyn Domain>,
+    /// Adapters trained but not yet evaluated, by edit, revision and repeat.
+    pub adapters: HashMap<(EditId, u32, usize), LoraAdapter>,
+    /// The last adapter of each edit, until its context's selection.
+    pub last_adapter: HashMap<EditId, LoraAdapter>,
+}
+
+impl Work {
+    pub fn trained(&self, id: EditId, rev: u32, repeat: usize) -> bool {
+        self.adapters.contains_key(&(id, rev, repeat))
+    }
+}
+
+/// Everything a phase may read or report to.
+pub struct Env<'a> {
+    pub cfg: &'a RunConfig,
+    pub dir: &'a Path,
+    pub emitter: &'a Emitter,
+    pub control: &'a Control,
+}
+
+/// The error a phase returns when its work was cancelled on purpose.
+pub fn cancelled() -> anyhow::Error {
+    anyhow!("cancelled")
+}
+
+pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
+    let Env {
+        cfg,
+        dir,
+        emitter,
+        control,
+    } = *env;
+    let cancel = &control.cancel;
+    match *phase {
+        Phase::StartRound { round } => emitter.emit(Event::RoundStarted {
+            round,
+            contexts: cfg.task.contexts_per_round,
+        }),
+        Phase::StartContext { id, index } => emitter.emit(Event::ContextStarted {
+            id,
+            context: work.domain.view(index),
+        }),
+        Phase::Baseline { id, index } => {
+            let s = work.domain.baseline(&work.policy, index, cancel)?;
+            emitter.emit(Event::BaselineScored {
+                id,
+                results: s.results,
+                accuracy: s.accuracy,
+                secs: s.secs,
+            })
+        }
+        Phase::Sample { id, index } => sample(id, index, env, work),
+        Phase::Train {
+            id,
+            rev,
+            index,
+            repeat,
+        } => train(id, rev, index, repeat, env, work),
+        Phase::Evaluate {
+            id,
+            rev,
+            index,
+            repeat,
+        } => {
+            let adapter = work
+                .adapters
+                .get(&(id, rev, repeat))
+                .context("the adapter to evaluate is gone")?;
+            let s = work.domain.evaluate(&work.policy, adapter, index, cancel)?;
+            emitter.emit(Event::EditEvaluated {
+                id,
+                rev,
+                repeat,
+                results: s.results,
+                accuracy: s.accuracy,
+                secs: s.secs,
+            })?;
+            if let Some(a) = work.adapters.remove(&(id, rev, repeat)) {
+                work.last_adapter.insert(id, a);
+            }
+            Ok(())
+        }
+        Phase::Score { id, rev } => {
+            let (accuracies, base) = emitter.with_state(|s| {
+                let accs: Vec<f64> = s
+                    .edit(id)
+                    .map(|e| e.evaluations.iter().map(|v| v.accuracy).collect())
+                    .unwrap_or_default();
+                let base = s
+                    .context(id.ctx_id())
+                    .and_then(|c| c.baseline.as_ref())
+                    .map_or(0.0, |b| b.accuracy);
+                (accs, base)
+            });
+            let reward = mean(&accuracies).unwrap_or(0.0);
+            emitter.emit(Event::EditScored {
+                id,
+                rev,
+                reward,
+                gain: work.domain.gain_rule().gain(reward, base),
+            })
+        }
+        Phase::Select { id } => {
+            let (kept, reason) = emitter.with_state(|s| select(s, cfg, id));
+            let save = |eid: EditId, a: &LoraAdapter| {
+                peft::save_adapter(
+                    a,
+                    &session::edit_adapter_dir(dir, eid),
+                    &work.policy.info.name,
+                )
+            };
+            match cfg.outer.save_adapters {
+                SaveAdapters::None => {}
+                SaveAdapters::Kept => {
+                    if let Some(eid) = kept.map(|k| EditId::new(id, k)) {
+                        if let Some(a) = work.last_adapter.get(&eid) {
+                            save(eid, a)?;
+                        }
+                    }
+                }
+                SaveAdapters::All => {
+                    for (eid, a) in work.last_adapter.iter().filter(|(e, _)| e.ctx_id() == id) {
+                        save(*eid, a)?;
+                    }
+                }
+            }
+            work.last_adapter.retain(|e, _| e.ctx_id() != id);
+            work.adapters.retain(|(e, _, _), _| e.ctx_id() != id);
+            emitter.emit(Event::ContextFinished { id, kept, reason })
+        }
+        Phase::PolicyUpdate { round } => policy_update(round, env, work),
+        Phase::FinishRound { round } => {
+            let metrics = emitter.with_state(|s| {
+                let rule = s.info.as_ref().map(|i| i.gain_rule).unwrap_or_default();
+                s.rounds
+                    .get(round)
+                    .map(|r| round_metrics(r, rule))
+                    .unwrap_or_default()
+            });
+            emitter.emit(Event::RoundFinished { round, metrics })
+        }
+        Phase::FinishRun => emitter.emit(Event::RunFinished {
+            secs: emitter.elapsed(),
+        }),
+        Phase::AwaitDecision { .. } | Phase::Done => Ok(()),
+    }
+}
+
+/// The engine's progress report as recorded.
+pub fn progress(p: &crate::engine::train::StepProgress) -> TrainProgress {
+    TrainProgress {
+        step: p.step,
+        total_steps: p.total_steps,
+        epoch: p.epoch,
+        loss: p.loss,
+        learning_rate: p.learning_rate,
+        grad_norm: p.grad_norm,
+        tokens_per_sec: p.tokens_per_sec,
+        elapsed_secs: p.elapsed_secs,
+        eta_secs: p.eta_secs,
+    }
+}
+
+/// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
+/// phase: the log is the truth, and a gap in it would be a lie.
+fn train_with_events<T>(
+    emitter: &Emitter,
+    to_event: impl Fn(&TrainEvent) -> Option<Event>,
+    run: impl FnOnce(&mut dyn FnMut(&TrainEvent)) -> T,
+) -> Result<T> {
+    let mut failure = None;
+    let out = run(&mut |e| {
+        if let Some(event) = to_event(e) {
+            if let Err(err) = emitter.emit(event) {
+                failure.get_or_insert(err);
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn train(
+    id: EditId,
+    rev: u32,
+    index: usize,
+    repeat: usize,
+    env: &Env<'_>,
+    work: &mut Work,
+) -> Result<()> {
+    let emitter = env.emitter;
+    let cfg = env.cfg;
+    // The text of the revision planned; a newer one (an edit landing now) is trained next.
+    let text = emitter
+        .with_state(|s| {
+            s.edit(id)
+                .filter(|e| e.revision == rev)
+                .map(|e| e.text.clone())
+        })
+        .ok_or_else(cancelled)?;
+    let train = crate::engine::train::TrainConfig {
+        seed: derive_seed(
+            cfg.seed,
+            &[
+                1,
+                id.round as u64,
+                id.ctx as u64,
+                id.edit as u64,
+                repeat as u64,
+                u64::from(rev),
+            ],
+        ),
+        ..settings::train_config(&cfg.inner)
+    };
+    let outcome: std::result::Result<TrainOutcome, TrainError> = train_with_events(
+        emitter,
+        |e| match e {
+            TrainEvent::Started {
+                total_steps,
+                examples,
+                tokens,
+                ..
+            } => Some(Event::TrainStarted {
+                id,
+                rev,
+                total_steps: *total_steps,
+                examples: *examples,
+                tokens: *tokens,
+            }),
+            TrainEvent::Step(p) => Some(Event::TrainStep {
+                id,
+                rev,
+                progress: progress(p),
+            }),
+            TrainEvent::Failed { .. } => None,
+        },
+        |on_event| {
+            work.domain.apply(
+                &work.policy,
+                index,
+                &text,
+                &train,
+                &env.control.cancel,
+                on_event,
+            )
+        },
+    )?;
+    match outcome {
+        Ok(o) => {
+            let final_loss = o.losses.last().copied().unwrap_or(f64::NAN);
+            emitter.emit(Event::TrainFinished {
+                id,
+                rev,
+                steps: o.steps,
+                final_loss,
+                secs: o.secs,
+            })?;
+            work.adapters.insert((id, rev, repeat), o.adapter);
+            Ok(())
+        }
+        Err(TrainError::Cancelled) => Err(cancelled()),
+        Err(e) => emitter.emit(Event::TrainFailed {
+            id,
+            rev,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()> {
+    let Env {
+        cfg,
+        emitter,
+        control,
+        ..
+    } = *env;
+    let Some(prompt) = work.domain.self_edit_prompt(&work.policy, index)? else {
+        // A strategy that samples nothing trains on the context alone.
+        emitter.emit(Event::EditSampling {
+            id,
+            prompt: String::new(),
+        })?;
+        return emitter.emit(Event::EditSampled {
+            id,
+            text: String::new(),
+            tokens: 0,
+            secs: 0.0,
+        });
+    };
+    let ids = work.policy.tokenizer.encode(&prompt)?;
+    let attempts = 1 + work.domain.max_resamples();
+    for attempt in 0..attempts {
+        let seed = derive_seed(
+            cfg.seed,
+            &[
+                2,
+                id.round as u64,
+                id.ctx as u64,
+                id.edit as u64,
+                attempt as u64,
+            ],
+        );
+        let params = work
+            .domain
+            .self_edit_sampling(&settings::self_edit_sampling(cfg, seed));
+        emitter.emit(Event::EditSampling {
+            id,
+            prompt: prompt.clone(),
+        })?;
+        let start = Instant::now();
+        let mut emit_err = None;
+        let gen = generate(
+            &work.policy,
+            None,
+            &ids,
+            &params,
+            Some(&control.cancel),
+            &mut |piece| {
+                if let Err(e) = emitter.emit(Event::EditToken {
+                    id,
+                    piece: piece.to_string(),
+                }) {
+                    emit_err.get_or_insert(e);
+                }
+            },
+        )?;
+        if let Some(e) = emit_err {
+            return Err(e);
+        }
+        if gen.stop == StopReason::Cancelled {
+            return Err(cancelled());
+        }
+        let usable = work.domain.check_self_edit(index, &gen.text);
+        if let Err(why) = &usable {
+            emitter.emit(Event::Warning {
+                message: format!("self-edit {id} attempt {} is unusable: {why}", attempt + 1),
+            })?;
+            if attempt + 1 < attempts {
+                continue;
+            }
+        }
+        emitter.emit(Event::EditSampled {
+            id,
+            text: gen.text.clone(),
+            tokens: gen.tokens.len(),
+            secs: start.elapsed().as_secs_f64(),
+        })?;
+        if let Err(why) = usable {
+            // Out of attempts: the edit is scored as invalid (reward 0) without training.
+            emitter.emit(Event::TrainFailed {
+                id,
+                rev: 0,
+                message: format!("invalid self-edit: {why}"),
+            })?;
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+fn policy_update(round: usize, env: &Env<'_>, work: &mut Work) -> Result<()> {
+    let Env {
+        cfg,
+        dir,
+        emitter,
+        control,
+    } = *env;
+    // (prompt, kept self-edit) of every context of the round; an edited text is what a human
+    // wanted the model to write, so it is what gets reinforced.
+    let pairs: Vec<(String, String)> = emitter.with_state(|s| {
+        s.rounds
+            .get(round)
+            .map(|r| {
+                r.contexts
+                    .iter()
+                    .filter_map(|c| c.kept.and_then(|k| c.edits.get(k)))
+                    .filter(|e| !e.prompt.is_empty() && !e.text.trim().is_empty())
+                    .map(|e| (e.prompt.clone(), e.text.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    if pairs.is_empty() {
+        return emitter.emit(Event::PolicySkipped {
+            round,
+            reason: "no self-edit was kept this round".into(),
+        });
+    }
+    // The recorded prompt is already in the policy's markup; the reply is closed the way the
+    // model closes its turns.
+    let examples: Vec<Example> = pairs
+        .iter()
+        .map(|(p, t)| {
+            Ok(Example {
+                prompt: work.policy.tokenizer.encode(p)?,
+                completion: work.policy.reply_ids(t)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let train = crate::engine::train::TrainConfig {
+        seed: derive_seed(cfg.seed, &[3, round as u64]),
+        ..settings::train_config(&cfg.policy.train)
+    };
+    let start = Instant::now();
+    let pairs_count = examples.len();
+    let outcome = train_with_events(
+        emitter,
+        |e| match e {
+            TrainEvent::Started { total_steps, .. } => Some(Event::PolicyUpdateStarted {
+                round,
+                pairs: pairs_count,
+                total_steps: *total_steps,
+            }),
+            TrainEvent::Step(p) => Some(Event::PolicyStep {
+                round,
+                progress: progress(p),
+            }),
+            TrainEvent::Failed { .. } => None,
+        },
+        |on_event| {
+            train_lora(
+                &work.policy,
+                &examples,
+                &train,
+                Some(&control.cancel),
+                on_event,
+            )
+        },
+    )?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(TrainError::Cancelled) => return Err(cancelled()),
+        Err(e) => {
+            return emitter.emit(Event::PolicySkipped {
+                round,
+                reason: format!("the policy finetune failed: {e}"),
+            })
+        }
+    };
+    let adapter_dir = session::policy_dir(dir, round);
+    peft::save_adapter(&outcome.adapter, &adapter_dir, &work.policy.info.name)?;
+    let merged = work.policy.transformer.merged(&outcome.adapter)?;
+    work.policy = work.policy.with_transformer(merged);
+    if cfg.policy.save_merged {
+        crate::engine::load::save_hf_folder(&work.policy, &adapter_dir.join("merged"))?;
+    }
+    let rel = adapter_dir
+        .strip_prefix(dir)
+        .unwrap_or(&adapter_dir)
+        .display()
+        .to_string();
+    emitter.emit(Event::PolicyUpdated {
+        round,
+        adapter: rel,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}

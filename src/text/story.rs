@@ -1,0 +1,165 @@
+//! A run told as lines of text, for headless runs and replays. Rounds, contexts and self-edits
+//! are numbered from 1, as on the screen; every recorded string is sanitised.
+
+use super::sanitize::sanitize_line;
+use crate::record::{Decision, Event, Record};
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".to_string(), pct)
+}
+
+/// One line for an event, or `None` for streaming detail (tokens, training steps).
+pub fn describe(record: &Record) -> Option<String> {
+    let line = match &record.event {
+        Event::RunStarted { info } => format!(
+            "session {}: {} on {} ({}), template {}, grader {}, {} rounds x {} contexts x k={}{}",
+            info.session,
+            info.domain,
+            info.model,
+            info.device,
+            info.template,
+            info.grader,
+            info.rounds,
+            info.contexts_per_round,
+            info.k,
+            if info.approval_required {
+                ", approval required"
+            } else {
+                ""
+            }
+        ),
+        Event::RoundStarted { round, contexts } => {
+            format!("round {}: {contexts} contexts", round + 1)
+        }
+        Event::ContextStarted { id, context } => {
+            format!("{id}: {} ({})", context.title, context.id)
+        }
+        Event::BaselineScored {
+            id, accuracy, secs, ..
+        } => format!("{id}: unadapted accuracy {} ({secs:.1} s)", pct(*accuracy)),
+        Event::EditSampled {
+            id,
+            text,
+            tokens,
+            secs,
+        } => format!(
+            "{id}: self-edit sampled, {tokens} tokens in {secs:.1} s: {}",
+            first_line(text)
+        ),
+        Event::EditDecision { id, decision } => match decision {
+            Decision::Approved => format!("{id}: approved by the human"),
+            Decision::Rejected => format!("{id}: rejected by the human"),
+            Decision::Edited { text } => {
+                format!("{id}: edited by the human: {}", first_line(text))
+            }
+        },
+        Event::TrainFinished {
+            id,
+            steps,
+            final_loss,
+            secs,
+            ..
+        } => format!("{id}: finetuned, {steps} steps in {secs:.1} s, final loss {final_loss:.3}"),
+        Event::TrainFailed { id, message, .. } => format!("{id}: finetune failed: {message}"),
+        Event::EditEvaluated {
+            id,
+            repeat,
+            accuracy,
+            secs,
+            ..
+        } => format!(
+            "{id}: adapted accuracy {} (repeat {}, {secs:.1} s)",
+            pct(*accuracy),
+            repeat + 1
+        ),
+        Event::EditScored {
+            id, reward, gain, ..
+        } => format!("{id}: reward {reward:.3}, gain {gain:+.3}"),
+        Event::ContextFinished { id, reason, .. } => format!("{id}: {reason}"),
+        Event::PolicyUpdateStarted {
+            round,
+            pairs,
+            total_steps,
+        } => format!(
+            "round {}: policy update on {pairs} kept self-edits ({total_steps} steps)",
+            round + 1
+        ),
+        Event::PolicyUpdated {
+            round,
+            adapter,
+            secs,
+        } => format!("round {}: policy updated in {secs:.1} s ({adapter})", round + 1),
+        Event::PolicySkipped { round, reason } => {
+            format!("round {}: no policy update: {reason}", round + 1)
+        }
+        Event::RoundFinished { round, metrics } => format!(
+            "round {} done: accuracy {} -> {}, mean reward {}, gain {}, {} of {} contexts kept an edit",
+            round + 1,
+            opt_pct(metrics.accuracy_before),
+            opt_pct(metrics.accuracy_after),
+            metrics
+                .mean_reward
+                .map_or_else(|| "–".into(), |r| format!("{r:.3}")),
+            metrics
+                .mean_gain
+                .map_or_else(|| "–".into(), |g| format!("{g:+.3}")),
+            metrics.edits_kept,
+            metrics.contexts
+        ),
+        Event::RunFinished { secs } => format!("run finished in {secs:.1} s"),
+        Event::ModeChanged { mode } => format!("mode: {}", mode.name()),
+        Event::Warning { message } => format!("warning: {message}"),
+        Event::Status { message } => message.clone(),
+        Event::Failed { message } => format!("FAILED: {message}"),
+        Event::EditSampling { .. }
+        | Event::EditToken { .. }
+        | Event::TrainStarted { .. }
+        | Event::TrainStep { .. }
+        | Event::PolicyStep { .. } => return None,
+    };
+    Some(format!("[{:>8.1}s] {}", record.t, sanitize_line(&line)))
+}
+
+/// The first non-blank line, shortened.
+fn first_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    line.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{CtxId, EditId};
+
+    #[test]
+    fn numbers_from_one_and_escapes_are_inert() {
+        let r = Record {
+            t: 1.0,
+            event: Event::EditSampled {
+                id: EditId::new(CtxId { round: 0, ctx: 1 }, 0),
+                text: "\x1b]0;pwned\x07hello".into(),
+                tokens: 3,
+                secs: 0.5,
+            },
+        };
+        let line = describe(&r).unwrap();
+        assert!(line.contains("r1 c2 e1"), "{line}");
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        let r = Record {
+            t: 1.0,
+            event: Event::RoundStarted {
+                round: 0,
+                contexts: 2,
+            },
+        };
+        assert!(describe(&r).unwrap().contains("round 1:"));
+    }
+}
