@@ -1,5 +1,6 @@
 //! Where things go on screen. Small terminals (an 80x24 SSH session) show one pane at a time
-//! under a tab bar; wide ones show all five in a grid; a zoomed pane takes the whole body.
+//! under a tab bar; middling ones (100-139 columns) show the focused pane beside its companion
+//! under the tab bar; wide ones show all five in a grid; a zoomed pane takes the whole body.
 //! Drawing and mouse hit-testing share this one computation.
 
 use super::app::{App, Pane};
@@ -8,6 +9,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 /// Below this size the panes become tabs.
 pub const GRID_MIN_WIDTH: u16 = 140;
 pub const GRID_MIN_HEIGHT: u16 = 40;
+
+/// From this width (below the grid's), the focused pane gets its companion beside it.
+pub const SPLIT_MIN_WIDTH: u16 = 100;
 
 /// Lines of the status bar at the bottom.
 pub const STATUS_HEIGHT: u16 = 2;
@@ -58,6 +62,18 @@ pub fn is_grid(area: Rect) -> bool {
     area.width >= GRID_MIN_WIDTH && area.height >= GRID_MIN_HEIGHT
 }
 
+/// The pane shown beside the focused one in the split layout: what a person reads it with
+/// (a passage with its graded answers, a self-edit with its finetune, the run with the edits).
+pub fn companion(pane: Pane) -> Pane {
+    match pane {
+        Pane::Context => Pane::Rewards,
+        Pane::Edits => Pane::Finetune,
+        Pane::Finetune => Pane::Edits,
+        Pane::Rewards => Pane::Context,
+        Pane::Run => Pane::Edits,
+    }
+}
+
 pub fn compute(app: &App, area: Rect) -> Screen {
     let [body, status] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(STATUS_HEIGHT)]).areas(area);
@@ -71,9 +87,19 @@ pub fn compute(app: &App, area: Rect) -> Screen {
     if !is_grid(area) {
         let [tabs, pane] =
             Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(body);
+        if area.width < SPLIT_MIN_WIDTH {
+            return Screen {
+                tabs: Some(tabs),
+                panes: vec![(app.focus, pane)],
+                status,
+            };
+        }
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .areas(pane);
         return Screen {
             tabs: Some(tabs),
-            panes: vec![(app.focus, pane)],
+            panes: vec![(app.focus, left), (companion(app.focus), right)],
             status,
         };
     }
@@ -118,6 +144,26 @@ mod tests {
         assert_eq!(s.status, Rect::new(0, 22, 80, 2));
         assert_eq!(s.tab_at(1, 0), Some(Pane::Context));
         assert_eq!(s.tab_at(14, 0), Some(Pane::Edits));
+    }
+
+    #[test]
+    fn middling_screens_put_the_companion_beside_the_focused_pane() {
+        let mut a = app();
+        let s = compute(&a, Rect::new(0, 0, 120, 36));
+        assert!(s.tabs.is_some());
+        assert_eq!(
+            s.panes,
+            vec![
+                (Pane::Edits, Rect::new(0, 1, 66, 33)),
+                (Pane::Finetune, Rect::new(66, 1, 54, 33)),
+            ]
+        );
+        assert_eq!(s.pane_at(100, 10), Some(Pane::Finetune));
+        a.focus = Pane::Context;
+        let s = compute(&a, Rect::new(0, 0, 139, 60));
+        assert_eq!(s.panes[1].0, Pane::Rewards);
+        // Below 100 columns: tabs only.
+        assert_eq!(compute(&a, Rect::new(0, 0, 99, 40)).panes.len(), 1);
     }
 
     #[test]
