@@ -2,9 +2,11 @@
 
 mod arc;
 mod bench;
+mod bench_suite;
 pub mod diag;
 mod eval;
 mod finetune;
+mod gpu_selftest;
 mod model_args;
 mod record;
 mod run;
@@ -81,6 +83,16 @@ pub enum DevCommand {
     },
     /// Record a real run through the real writer (test fixtures, the example session).
     Record(record::RecordArgs),
+    /// Check the GPU path against the CPU on the tiny model (logits, LoRA gradients, bf16).
+    GpuSelftest(gpu_selftest::SelftestArgs),
+    /// Write a model's tokenizer files (tokenizer.json, tokenizer_config.json, chat template)
+    /// into a folder, for building random-weight Hugging Face folders around it.
+    ExportTokenizer {
+        /// The folder to write into.
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 fn dev(cmd: DevCommand) -> Result<()> {
@@ -97,6 +109,13 @@ fn dev(cmd: DevCommand) -> Result<()> {
             }
         }
         DevCommand::Record(args) => record::run(args),
+        DevCommand::GpuSelftest(args) => gpu_selftest::run(args),
+        DevCommand::ExportTokenizer { out, model } => {
+            let mut model = model;
+            // The tokenizer is all that is written; the weights need not be quantized.
+            model.quantize = seal_tui::record::config::Quantize::Off;
+            seal_tui::engine::load::save_tokenizer_files(&model.load()?, &out)
+        }
     }
 }
 
