@@ -58,8 +58,15 @@ pub enum Command {
     Replay(run::ReplayArgs),
     /// Per-round and per-question tables of a session (Markdown), and CSV files.
     Report(run::ReportArgs),
-    /// Fetch the default model (SmolLM2-135M-Instruct) into the models folder.
-    FetchModel,
+    /// Fetch a model into the models folder (default: SmolLM2-135M-Instruct); --list shows the
+    /// ones seal-tui knows.
+    FetchModel {
+        /// A known model's name.
+        name: Option<String>,
+        /// List the known models and whether each is here.
+        #[arg(long)]
+        list: bool,
+    },
     /// Developer tools (tests use them).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -132,17 +139,40 @@ impl Cli {
     }
 }
 
+fn fetch_model(name: Option<&str>, list: bool) -> Result<()> {
+    use seal_tui::engine::fetch;
+    if list {
+        for m in &fetch::KNOWN_MODELS {
+            let here = fetch::models_dir().join(m.file).exists();
+            println!(
+                "{:<20} {:>6.0} MB  {}  {}",
+                m.name,
+                m.bytes as f64 / 1e6,
+                if here { "here   " } else { "fetch  " },
+                m.about
+            );
+        }
+        return Ok(());
+    }
+    let model = match name {
+        None => &fetch::KNOWN_MODELS[0],
+        Some(n) => fetch::known_model(n).ok_or_else(|| {
+            let names: Vec<&str> = fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+            anyhow::anyhow!("no model {n:?}; seal-tui knows {}", names.join(", "))
+        })?,
+    };
+    let path = fetch::ensure_model(model, &mut |m| eprintln!("{m}"))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = cli.models_dir {
         seal_tui::engine::fetch::set_models_dir(dir);
     }
     match cli.command {
         Some(Command::Sample(args)) => sample::run(args),
-        Some(Command::FetchModel) => {
-            let path = seal_tui::engine::fetch::ensure_default_model(&mut |m| eprintln!("{m}"))?;
-            println!("{}", path.display());
-            Ok(())
-        }
+        Some(Command::FetchModel { name, list }) => fetch_model(name.as_deref(), list),
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),

@@ -40,8 +40,16 @@ pub fn need_terminal() -> Result<()> {
 pub fn prepare(args: &RunArgs) -> Result<()> {
     need_terminal()?;
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
-    if cfg.model.path.is_none() && !fetch::default_model_path().exists() {
-        fetch::ensure_default_model(&mut |m| eprintln!("{m}"))?;
+    match &cfg.model.path {
+        None if !fetch::default_model_path().exists() => {
+            fetch::ensure_default_model(&mut |m| eprintln!("{m}"))?;
+        }
+        Some(p) => {
+            if let Some(model) = fetch::named_model(p) {
+                fetch::ensure_model(model, &mut |m| eprintln!("{m}"))?;
+            }
+        }
+        None => {}
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::control::{handle_commands, set_mode, Control};
 use super::domain::Domain;
 use super::emitter::Emitter;
 use super::execute::{execute, Env, Work};
-use super::plan::{plan, Phase};
+use super::plan::{plan, Phase, Sizes};
 use super::settings;
 use crate::engine::{peft, Model};
 use crate::record::config::RunConfig;
@@ -30,6 +30,8 @@ pub struct RunHandle {
 pub struct Setup {
     pub model: Model,
     pub domain: Box<dyn Domain>,
+    /// The held-out contexts the policy is measured on and never trained on.
+    pub heldout: Option<Box<dyn Domain>>,
     pub model_path: PathBuf,
     pub model_sha256: String,
     pub data_sha256: String,
@@ -224,6 +226,7 @@ fn run_loop(
     let mut work = Work {
         policy: built.model,
         domain: built.domain,
+        heldout: built.heldout,
         adapters: HashMap::new(),
         last_adapter: HashMap::new(),
     };
@@ -240,7 +243,10 @@ fn run_loop(
         let merged = work.policy.transformer.merged(&adapter)?;
         work.policy = work.policy.with_transformer(merged);
     }
-    let total = work.domain.num_contexts();
+    let sizes = Sizes {
+        contexts: work.domain.num_contexts(),
+        heldout: work.heldout.as_ref().map_or(0, |d| d.num_contexts()),
+    };
     let env = Env {
         cfg,
         dir,
@@ -256,7 +262,7 @@ fn run_loop(
             plan(
                 s,
                 cfg,
-                total,
+                sizes,
                 &|id, rev, rep| work.trained(id, rev, rep),
                 skip,
             )
