@@ -3,7 +3,7 @@
 //! that can be checked without loading the model is checked first ([`Prepare::check`]), before
 //! a session folder exists.
 
-use crate::engine::{self, fetch};
+use crate::engine::{self, fetch, Model};
 use crate::record::config::{DomainKind, Grader, RunConfig};
 use crate::seal::domain::Domain;
 use crate::seal::settings::{load_options, train_config};
@@ -100,69 +100,103 @@ impl Prepare for Standard {
     }
 
     fn build(&self, cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup> {
-        let mut notices = Vec::new();
         let model_path = match &cfg.model.path {
             Some(p) => p.clone(),
             None => fetch::ensure_default_model(say)?,
         };
         say(&format!("hashing {} ...", model_path.display()));
         let model_sha256 = model_fingerprint(&model_path)?;
-        say(&format!("loading {} ...", model_path.display()));
-        let (options, notice) = load_options(&cfg.model)?;
-        notices.extend(notice);
-        let model = engine::load_model(&model_path, &options)?;
-        notices.extend(model.info.notices.iter().cloned());
+        let built = build_domain(cfg, &model_path, say)?;
         let data = cfg.task.data.as_path();
-        if cfg.task.domain == DomainKind::Arc && is_fetched_arc_file(data) {
-            arc::fetch::ensure_arc_file(data, say)?;
-        }
         let data_sha256 = fetch::sha256_file(data)
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
-        let (domain, template_source): (Box<dyn Domain>, String) = match cfg.task.domain {
-            DomainKind::Knowledge => {
-                let prompts = cfg.knowledge.prompts_dir.as_path();
-                let passages = load_passages(data)?;
-                let template = PromptTemplate::find(prompts, &cfg.knowledge.template)?;
-                let answer = AnswerTemplate::find(prompts)?;
-                let judge_model = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
-                    (Grader::JudgeLocal, None) => Some(model.clone()),
-                    (Grader::JudgeLocal, Some(path)) => Some(engine::load_model(path, &options)?),
-                    _ => None,
-                };
-                let grading = Grading::new(&cfg.knowledge.grader, prompts, judge_model)?;
-                let source = template.source.clone();
-                (
-                    Box::new(KnowledgeDomain {
-                        passages,
-                        template,
-                        answer,
-                        grading,
-                    }),
-                    source,
-                )
-            }
-            DomainKind::Arc => {
-                let tasks = arc::load_tasks(data, &cfg.task.tasks)?;
-                say(&format!("{} ARC task(s) selected", tasks.len()));
-                let ttt = Ttt::new(&model, cfg.arc.clone(), &train_config(&cfg.inner), cfg.seed);
-                let domain = ArcDomain::new(&model, tasks, ttt)?;
-                // The self-edit prompt is built in; each edit's rendered prompt is in the log.
-                let source = format!(
-                    "{STRATEGY}: the built-in ARC self-edit prompt of seal-tui {}",
-                    env!("CARGO_PKG_VERSION")
-                );
-                (Box::new(domain), source)
-            }
-        };
         say("ready");
         Ok(Setup {
-            model,
-            domain,
+            model: built.model,
+            domain: built.domain,
             model_path,
             model_sha256,
             data_sha256,
-            template_source,
-            notices,
+            template_source: built.template_source,
+            notices: built.notices,
         })
     }
+
+    fn build_worker(
+        &self,
+        cfg: &RunConfig,
+        model_path: &Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(Model, Box<dyn Domain>)> {
+        let built = build_domain(cfg, model_path, say)?;
+        for notice in &built.notices {
+            say(notice);
+        }
+        Ok((built.model, built.domain))
+    }
+}
+
+/// A loaded model with the run's domain around it.
+struct Built {
+    model: Model,
+    domain: Box<dyn Domain>,
+    template_source: String,
+    notices: Vec<String>,
+}
+
+/// Loads the model and builds the knowledge or ARC domain: the part of a run's setup that a
+/// worker on a cluster node repeats for every inner loop.
+fn build_domain(cfg: &RunConfig, model_path: &Path, say: &mut dyn FnMut(&str)) -> Result<Built> {
+    let mut notices = Vec::new();
+    say(&format!("loading {} ...", model_path.display()));
+    let (options, notice) = load_options(&cfg.model)?;
+    notices.extend(notice);
+    let model = engine::load_model(model_path, &options)?;
+    notices.extend(model.info.notices.iter().cloned());
+    let data = cfg.task.data.as_path();
+    if cfg.task.domain == DomainKind::Arc && is_fetched_arc_file(data) {
+        arc::fetch::ensure_arc_file(data, say)?;
+    }
+    let (domain, template_source): (Box<dyn Domain>, String) = match cfg.task.domain {
+        DomainKind::Knowledge => {
+            let prompts = cfg.knowledge.prompts_dir.as_path();
+            let passages = load_passages(data)?;
+            let template = PromptTemplate::find(prompts, &cfg.knowledge.template)?;
+            let answer = AnswerTemplate::find(prompts)?;
+            let judge_model = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
+                (Grader::JudgeLocal, None) => Some(model.clone()),
+                (Grader::JudgeLocal, Some(path)) => Some(engine::load_model(path, &options)?),
+                _ => None,
+            };
+            let grading = Grading::new(&cfg.knowledge.grader, prompts, judge_model)?;
+            let source = template.source.clone();
+            (
+                Box::new(KnowledgeDomain {
+                    passages,
+                    template,
+                    answer,
+                    grading,
+                }),
+                source,
+            )
+        }
+        DomainKind::Arc => {
+            let tasks = arc::load_tasks(data, &cfg.task.tasks)?;
+            say(&format!("{} ARC task(s) selected", tasks.len()));
+            let ttt = Ttt::new(&model, cfg.arc.clone(), &train_config(&cfg.inner), cfg.seed);
+            let domain = ArcDomain::new(&model, tasks, ttt)?;
+            // The self-edit prompt is built in; each edit's rendered prompt is in the log.
+            let source = format!(
+                "{STRATEGY}: the built-in ARC self-edit prompt of seal-tui {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            (Box::new(domain), source)
+        }
+    };
+    Ok(Built {
+        model,
+        domain,
+        template_source,
+        notices,
+    })
 }

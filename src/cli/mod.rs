@@ -11,6 +11,7 @@ mod run;
 mod sample;
 mod train_args;
 mod workbench;
+mod worker;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -58,6 +59,9 @@ pub enum Command {
     Report(run::ReportArgs),
     /// Fetch the default model (SmolLM2-135M-Instruct) into the models folder.
     FetchModel,
+    /// Run one inner loop of a session from its job file (what each task of a SLURM array
+    /// runs with [cluster] backend = "slurm").
+    Worker(worker::WorkerArgs),
     /// Developer tools (tests use them).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Worker(args)) => worker::run(&args),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),
         Some(Command::Finetune(args)) => finetune::run(*args),

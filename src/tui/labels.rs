@@ -3,6 +3,7 @@
 
 use crate::record::state::{Activity, EditStatus};
 use crate::record::{CtxId, EditId, RunMode};
+use crate::text::sanitize::sanitize_line;
 
 pub fn ctx(id: CtxId) -> String {
     format!("r{} c{}", id.round + 1, id.ctx + 1)
@@ -112,6 +113,7 @@ pub fn activity(a: &Activity) -> String {
         Activity::Training { id } => format!("training {}", edit(*id)),
         Activity::Evaluating { id } => format!("evaluating {}", edit(*id)),
         Activity::PolicyUpdate { round } => format!("policy update r{}", round + 1),
+        Activity::Cluster { job } => format!("slurm job {}", sanitize_line(job)),
         Activity::Finished => "finished".into(),
         Activity::Failed => "failed".into(),
     }
