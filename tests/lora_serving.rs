@@ -369,7 +369,7 @@ fn the_served_policy_of_a_later_round_is_the_stacked_updates() {
         ..Default::default()
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let mut sample = |n: usize, served: &mut Served| {
+    let sample = |n: usize, served: &mut Served| {
         served
             .sample(
                 &session,

@@ -741,6 +741,14 @@ impl RunConfig {
         if let Some(p) = self.cluster.worker.as_mut() {
             resolve(p);
         }
+        // A template given as a file: a worker on a cluster node starts in another folder.
+        let template = Path::new(&self.knowledge.template);
+        if template.is_relative() && template.extension().is_some_and(|e| e == "toml") {
+            let found = resolve_path(template, config_dir);
+            if found.exists() {
+                self.knowledge.template = found.display().to_string();
+            }
+        }
     }
 
     /// The rules this vocabulary owns. Training and sampling settings are checked by the
