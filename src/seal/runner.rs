@@ -4,11 +4,11 @@
 use super::control::{handle_commands, set_mode, Control};
 use super::domain::Domain;
 use super::emitter::Emitter;
-use super::execute::{execute, Env, Work};
+use super::execute::{apply_policy_updates, execute, recorded_policy_updates, Env, Work};
 use super::plan::{plan, Phase, Sizes};
 use super::settings;
-use crate::engine::{peft, Model};
-use crate::record::config::RunConfig;
+use crate::engine::Model;
+use crate::record::config::{InferenceBackend, RunConfig};
 use crate::record::{Command, Event, Header, Record, RunInfo, RunMode, RunState, FORMAT_VERSION};
 use crate::session::{self, SessionLog};
 use anyhow::{anyhow, Context, Result};
@@ -48,6 +48,15 @@ pub trait Prepare: Send + 'static {
     fn check(&self, cfg: &RunConfig) -> Result<()>;
     /// Loads the model and builds the domain (slow: runs on the runner's thread).
     fn build(&self, cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup>;
+    /// The model at `model_path` and the domain alone, for a worker running one inner loop:
+    /// no fingerprints, since hashing a large model in every task would cost more than the
+    /// task's own work (the run that wrote the job checked them).
+    fn build_worker(
+        &self,
+        cfg: &RunConfig,
+        model_path: &Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(Model, Box<dyn Domain>)>;
 }
 
 /// Starts a new session under `sessions_root` and runs it on a thread.
@@ -59,6 +68,7 @@ pub fn start(
 ) -> Result<RunHandle> {
     cfg.validate()?;
     settings::check(&cfg)?;
+    super::dispatch::check(&cfg)?;
     prepare.check(&cfg)?;
     let id = session::new_id();
     let dir = sessions_root.join(&id);
@@ -72,6 +82,7 @@ pub fn start(
 /// continues from the phase after the last completed one.
 pub fn resume(dir: &Path, prepare: Box<dyn Prepare>, mode: Option<RunMode>) -> Result<RunHandle> {
     let header = Header::read(&dir.join(session::HEADER_FILE))?;
+    super::dispatch::check(&header.config)?;
     prepare.check(&header.config)?;
     let reader = session::LogReader::read(&dir.join(session::EVENTS_FILE))?;
     let log = SessionLog::reopen(&dir.join(session::EVENTS_FILE), reader.intact_len)?;
@@ -229,20 +240,12 @@ fn run_loop(
         heldout: built.heldout,
         adapters: HashMap::new(),
         last_adapter: HashMap::new(),
+        served: (cfg.inference.backend == InferenceBackend::Openai)
+            .then(|| super::served::Served::new(&cfg.inference)),
     };
     // A resumed run re-applies every policy update recorded so far.
-    let updates: Vec<(usize, String)> = emitter.with_state(|s| {
-        s.rounds
-            .iter()
-            .filter_map(|r| r.policy.adapter.clone().map(|a| (r.index, a)))
-            .collect()
-    });
-    for (round, rel) in updates {
-        let adapter = peft::load_adapter(&dir.join(&rel), &work.policy)
-            .with_context(|| format!("cannot reload the policy update of round {}", round + 1))?;
-        let merged = work.policy.transformer.merged(&adapter)?;
-        work.policy = work.policy.with_transformer(merged);
-    }
+    let updates = emitter.with_state(recorded_policy_updates);
+    work.policy = apply_policy_updates(work.policy, dir, &updates)?;
     let sizes = Sizes {
         contexts: work.domain.num_contexts(),
         heldout: work.heldout.as_ref().map_or(0, |d| d.num_contexts()),
@@ -255,7 +258,8 @@ fn run_loop(
     };
     loop {
         if control.quitting() {
-            return Ok(());
+            // Nothing of a quit run keeps running on a cluster.
+            return super::dispatch::cancel_out(&env, "the run was quit");
         }
         let skip = control.lock().skip_context;
         let phase = emitter.with_state(|s| {
@@ -275,12 +279,12 @@ fn run_loop(
             let decided =
                 || emitter.with_state(|s| s.edit(id).is_some_and(|e| e.decision.is_some()));
             if !control.wait_until(decided) {
-                return Ok(());
+                return super::dispatch::cancel_out(&env, "the run was quit");
             }
             continue;
         }
         if phase.is_work() && !control.wait_turn() {
-            return Ok(());
+            return super::dispatch::cancel_out(&env, "the run was quit");
         }
         control
             .cancel

@@ -3,36 +3,21 @@
 //! engine uses [`JudgeTemplate::render`] and [`verdict_from_reply`] around its own sampling.
 
 use std::path::Path;
-use std::time::Duration;
 
-use serde_json::{json, Value};
+use crate::openai::{Ask, Client, Endpoint, Message, Sampling};
 
 use super::grading::{Grader, Verdict};
 use super::templates::{PromptFile, TemplateError, JUDGE_TEMPLATE_FILE};
 use crate::engine::Prompt;
 
+/// A judge that could not be asked; see [`crate::openai::Error`].
+pub type JudgeError = crate::openai::Error;
+
+/// A reply that is neither yes nor no.
 #[derive(Debug, thiserror::Error)]
-pub enum JudgeError {
-    #[error("the judge replied neither yes nor no: {reply:?}")]
-    Unparseable { reply: String },
-    #[error("the judge's API key variable `{var}` is not set or empty")]
-    MissingApiKey { var: String },
-    #[error("{url}: no reply within {secs} s")]
-    Timeout { url: String, secs: u64 },
-    #[error("{url}: HTTP {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{url}: request failed: {message}")]
-    Transport { url: String, message: String },
-    #[error("{url}: malformed reply ({problem}): {body}")]
-    MalformedReply {
-        url: String,
-        problem: String,
-        body: String,
-    },
+#[error("the judge replied neither yes nor no: {reply:?}")]
+pub struct Unparseable {
+    pub reply: String,
 }
 
 /// The judge prompt: `{question}`, `{gold_answers}` (one per line, `- ` first) and `{answer}`.
@@ -72,7 +57,7 @@ impl JudgeTemplate {
 /// Reads a judge reply as yes (`true`) or no (`false`): the first word that is `yes` or `no`,
 /// in any case and whatever punctuation or markdown surrounds it. Reasoning inside
 /// `<think>...</think>` is skipped, since it may mention either word before the verdict.
-pub fn parse_reply(reply: &str) -> Result<bool, JudgeError> {
+pub fn parse_reply(reply: &str) -> Result<bool, Unparseable> {
     let verdict_part = match reply.rfind("</think>") {
         Some(i) => &reply[i + "</think>".len()..],
         None => reply,
@@ -88,7 +73,7 @@ pub fn parse_reply(reply: &str) -> Result<bool, JudgeError> {
                 None
             }
         })
-        .ok_or_else(|| JudgeError::Unparseable {
+        .ok_or_else(|| Unparseable {
             reply: reply.to_string(),
         })
 }
@@ -107,31 +92,19 @@ pub fn verdict_from_reply(grader: &str, reply: &str) -> Verdict {
 
 pub use crate::record::config::HttpJudge as HttpJudgeConfig;
 
-/// Longest stretch of an error body kept in an error message.
-const ERROR_BODY_LIMIT: usize = 500;
-
 pub struct HttpJudge {
     config: HttpJudgeConfig,
     template: JudgeTemplate,
-    agent: ureq::Agent,
+    client: Client,
 }
 
 impl HttpJudge {
     pub fn new(config: HttpJudgeConfig, template: JudgeTemplate) -> Self {
-        let mut builder = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(config.timeout_secs.max(1))))
-            // Error statuses are read here, so their bodies can go into the error.
-            .http_status_as_error(false);
-        // A proxy from the environment is meant for the outside world; a judge served on this
-        // machine must be reached directly, and ureq does not exempt loopback by itself.
-        if is_loopback_url(&config.url) {
-            builder = builder.proxy(None);
-        }
-        let agent = builder.build().new_agent();
+        let client = Client::new(Endpoint::from_judge(&config));
         Self {
             config,
             template,
-            agent,
+            client,
         }
     }
 
@@ -157,116 +130,33 @@ impl HttpJudge {
     pub fn complete(&self, prompt: &Prompt) -> Result<String, JudgeError> {
         let mut messages = Vec::new();
         if let Some(system) = &prompt.system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.push(json!({"role": "user", "content": prompt.user}));
-        let body = json!({
-            "model": self.config.model,
-            "messages": messages,
-            "temperature": 0.0,
-            "max_tokens": self.template.chat.max_tokens,
-            "stream": false,
-        });
-        let mut attempt = 0;
-        loop {
-            match self.send_once(&body) {
-                Err(err) if attempt < self.config.max_retries && is_transient(&err) => {
-                    std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn send_once(&self, body: &Value) -> Result<String, JudgeError> {
-        let url = &self.config.url;
-        let mut request = self.agent.post(url);
-        if let Some(var) = &self.config.api_key_env {
-            // Read at call time and dropped right after, so the key lives in no struct.
-            let key = std::env::var(var)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| JudgeError::MissingApiKey { var: var.clone() })?;
-            request = request.header("Authorization", format!("Bearer {}", key.trim()));
-        }
-        let mut response = request
-            .send_json(body)
-            .map_err(|err| self.transport_error(err))?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|err| self.transport_error(err))?;
-        if !(200..300).contains(&status) {
-            return Err(JudgeError::Status {
-                url: url.clone(),
-                status,
-                body: truncate(&text),
+            messages.push(Message {
+                role: "system",
+                content: system.clone(),
             });
         }
-        let malformed = |problem: &str| JudgeError::MalformedReply {
-            url: url.clone(),
-            problem: problem.to_string(),
-            body: truncate(&text),
+        messages.push(Message {
+            role: "user",
+            content: prompt.user.clone(),
+        });
+        let sampling = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_tokens: self.template.chat.max_tokens,
+            seed: None,
         };
-        let reply: Value = serde_json::from_str(&text).map_err(|_| malformed("not JSON"))?;
-        reply
-            .pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .map(String::from)
-            .ok_or_else(|| malformed("no `choices[0].message.content` string"))
-    }
-
-    fn transport_error(&self, err: ureq::Error) -> JudgeError {
-        match err {
-            ureq::Error::Timeout(_) => JudgeError::Timeout {
-                url: self.config.url.clone(),
-                secs: self.config.timeout_secs.max(1),
-            },
-            other => JudgeError::Transport {
-                url: self.config.url.clone(),
-                message: other.to_string(),
-            },
-        }
-    }
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
-        return false;
-    };
-    let Some(host) = uri.host() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn is_transient(err: &JudgeError) -> bool {
-    match err {
-        JudgeError::Timeout { .. } | JudgeError::Transport { .. } => true,
-        JudgeError::Status { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
+        self.client.complete(&Ask::Chat(&messages), &sampling)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::mpsc;
+    use std::time::Duration;
 
     fn template() -> JudgeTemplate {
         JudgeTemplate::find(&Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts")).unwrap()
@@ -311,7 +201,7 @@ mod tests {
         assert!(parse_reply("Nope, yesterday").is_err());
         assert!(parse_reply("<think>no idea, maybe</think>\nYes").unwrap());
         let err = parse_reply("I cannot tell.").unwrap_err();
-        assert!(matches!(err, JudgeError::Unparseable { .. }));
+        assert_eq!(err.reply, "I cannot tell.");
         assert!(err.to_string().contains("I cannot tell."));
         assert!(parse_reply("").is_err());
     }
@@ -323,17 +213,6 @@ mod tests {
         assert_eq!(verdict.score, 0.0);
         assert_eq!(verdict.raw, "Maybe.");
         assert!(verdict_from_reply("judge-local", "Yes").correct);
-    }
-
-    #[test]
-    fn loopback_urls_are_recognised() {
-        assert!(is_loopback_url("http://127.0.0.1:8000/v1/chat/completions"));
-        assert!(is_loopback_url("http://localhost/v1/chat/completions"));
-        assert!(is_loopback_url("http://[::1]:8080/v1/chat/completions"));
-        assert!(!is_loopback_url(
-            "https://judge.example/v1/chat/completions"
-        ));
-        assert!(!is_loopback_url("not a url"));
     }
 
     /// A stand-in server: answers each connection with the next canned response, then stops.
