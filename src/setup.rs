@@ -187,7 +187,8 @@ impl Prepare for Standard {
         for notice in &loaded.notices {
             say(notice);
         }
-        let (domain, _) = build_domain(cfg, &loaded.model, loaded.judge, &cfg.task.data, None, say)?;
+        let (domain, _) =
+            build_domain(cfg, &loaded.model, loaded.judge, &cfg.task.data, None, say)?;
         Ok((loaded.model, domain))
     }
 }

@@ -692,7 +692,10 @@ fn finetune_pane_shows_the_array_with_live_loss() {
     let screen = text(&focused(app, Pane::Finetune), 100, 30);
     assert!(screen.contains("SLURM job"), "{screen}");
     assert!(screen.contains("1 done"), "{screen}");
-    assert!(screen.contains("running") && screen.contains("pending"), "{screen}");
+    assert!(
+        screen.contains("running") && screen.contains("pending"),
+        "{screen}"
+    );
     insta::assert_snapshot!(screen);
 }
 

@@ -91,7 +91,7 @@ mod format {
         }
     }
 
-    const EVENT_COUNT: usize = 28;
+    const EVENT_COUNT: usize = 31;
 
     fn examples() -> Vec<Event> {
         let ctx = CtxId { round: 0, ctx: 1 };

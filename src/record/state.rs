@@ -741,7 +741,9 @@ mod tests {
                 context: crate::record::ContextView {
                     id: "0".into(),
                     title: "t".into(),
-                    body: crate::record::ContextBody::Passage { text: String::new() },
+                    body: crate::record::ContextBody::Passage {
+                        text: String::new(),
+                    },
                     questions: vec![],
                 },
             },
@@ -788,13 +790,20 @@ mod tests {
             progress: progress(1, 0.9),
         });
         let tasks = &s.arrays[0].tasks;
-        assert_eq!((tasks[0].status, tasks[0].step, tasks[0].loss), (TaskStatus::Running, 1, Some(0.9)));
+        assert_eq!(
+            (tasks[0].status, tasks[0].step, tasks[0].loss),
+            (TaskStatus::Running, 1, Some(0.9))
+        );
         assert_eq!((tasks[1].step, tasks[1].loss), (2, Some(0.5)));
         // The edit shows the finetune started last; the other's steps are not mixed in.
         let e = s.edit(unit(0, 0).id).unwrap();
         assert_eq!(e.train.repeat, 0);
         assert_eq!(e.train.steps.len(), 1);
-        assert_eq!(s.activity, Activity::Cluster { job: "7".into() }, "training does not take the activity");
+        assert_eq!(
+            s.activity,
+            Activity::Cluster { job: "7".into() },
+            "training does not take the activity"
+        );
         for repeat in [1, 0] {
             s.apply(&Event::EditEvaluated {
                 id: unit(0, repeat).id,
@@ -847,7 +856,11 @@ mod tests {
         });
         assert!(s.active_task(unit(0, 0)).is_none());
         assert_eq!(s.arrays[1].tasks[0].status, TaskStatus::Cancelled);
-        assert_eq!(s.failed_attempts(unit(0, 0)), 1, "a cancellation is no failure");
+        assert_eq!(
+            s.failed_attempts(unit(0, 0)),
+            1,
+            "a cancellation is no failure"
+        );
         assert_eq!(s.activity, Activity::Idle);
     }
 }

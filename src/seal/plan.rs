@@ -209,6 +209,7 @@ pub fn plan(
         }
     }
     let mut units = Vec::new();
+    let mut score = None;
     for (ci, &index) in contexts.iter().enumerate() {
         let id = CtxId { round: r, ctx: ci };
         let Some(c) = round.contexts.get(ci) else {
@@ -243,6 +244,12 @@ pub fn plan(
             let rev = edit.revision;
             let missing = missing_repeats(edit, cfg.eval.repeats);
             let Some(&repeat) = missing.first() else {
+                if batched {
+                    // What is still missing goes out first (a retry waits in the queue);
+                    // scoring only does arithmetic.
+                    score.get_or_insert(Phase::Score { id: eid, rev });
+                    continue;
+                }
                 return Phase::Score { id: eid, rev };
             };
             if batched {
@@ -278,6 +285,9 @@ pub fn plan(
     }
     if !units.is_empty() {
         return Phase::Units { round: r, units };
+    }
+    if let Some(phase) = score {
+        return phase;
     }
     if let Some(c) = round.contexts.iter().find(|c| !c.finished) {
         return Phase::Select { id: c.id };
@@ -778,7 +788,8 @@ mod tests {
                 secs: 0.0,
             });
         }
-        let Phase::Units { round: 0, units } = plan(&state(events.clone()), &c, sizes(3), &never, false)
+        let Phase::Units { round: 0, units } =
+            plan(&state(events.clone()), &c, sizes(3), &never, false)
         else {
             panic!("expected the round's units");
         };
@@ -794,7 +805,7 @@ mod tests {
             accuracy: 0.5,
             secs: 0.0,
         };
-        events.extend(units.iter().rev().skip(1).map(evaluated));
+        events.extend(units.iter().skip(1).rev().map(evaluated));
         assert_eq!(
             plan(&state(events.clone()), &c, sizes(3), &never, false),
             Phase::Units {
