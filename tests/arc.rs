@@ -62,6 +62,8 @@ fn settings() -> TttSettings {
         leave_two_out: true,
         views: 2,
         max_resamples: 1,
+        // The tests below want the tiny model's gibberish; constrained sampling has its own.
+        constrained: false,
     }
 }
 
@@ -138,6 +140,53 @@ fn test_time_training_on_the_tiny_model_end_to_end() {
 
     let icl = ttt.evaluate(&model, None, &task, None).unwrap();
     check_results(&outputs(&task), &icl.results);
+}
+
+#[test]
+fn under_the_grammar_even_a_random_model_writes_only_valid_configs() {
+    use seal_tui::engine::sample::{generate, generate_constrained};
+    use seal_tui::engine::SamplingParams;
+    use seal_tui::tasks::arc::grammar::ConfigGrammar;
+    use seal_tui::tasks::arc::{parse_self_edit, Limits};
+    let model = common::load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
+    // A short prompt: the tiny vocabulary spells a config nearly byte by byte, and a task's
+    // whole self-edit prompt would leave too little of its context.
+    let prompt = model.tokenizer.encode("Config:").unwrap();
+    let limits = Limits::default();
+    let grammar = ConfigGrammar::new(&limits);
+    for seed in 0..4 {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            max_tokens: 900,
+            seed,
+            stop: Vec::new(),
+        };
+        let gen = generate_constrained(&model, None, &prompt, &params, &grammar, None, &mut |_| {})
+            .unwrap();
+        let config = parse_self_edit(&gen.text, &limits);
+        assert!(config.is_ok(), "{:?}: {:?}", gen.text, config.err());
+        let _: SelfEditConfig = serde_json::from_str(&gen.text).unwrap();
+    }
+    // Fewer tokens than the shortest config: a clear error, not half a config.
+    let short = SamplingParams {
+        max_tokens: 50,
+        ..SamplingParams::default()
+    };
+    let err = generate_constrained(&model, None, &prompt, &short, &grammar, None, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokens"), "{err}");
+    // The same model sampling freely writes no config at all.
+    let free = SamplingParams {
+        temperature: 1.0,
+        max_tokens: 200,
+        ..SamplingParams::default()
+    };
+    let text = generate(&model, None, &prompt, &free, None, &mut |_| {})
+        .unwrap()
+        .text;
+    assert!(parse_self_edit(&text, &limits).is_err());
 }
 
 fn outputs(task: &ArcTask) -> Vec<Vec<Vec<u8>>> {

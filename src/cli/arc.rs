@@ -49,6 +49,14 @@ pub struct EvalArgs {
     /// loss, learning rate 1e-4, 3 epochs).
     #[arg(long)]
     pub oracle: Option<String>,
+    /// Sample self-edit configs freely and parse them afterwards, instead of under the config's
+    /// grammar (which makes every sample a config).
+    #[arg(long)]
+    pub unconstrained: bool,
+    /// Sample the self-edit configs and check them, but train and answer nothing: the share of
+    /// valid configs, quickly.
+    #[arg(long)]
+    pub sample_only: bool,
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "arc-eval.json")]
     pub out: PathBuf,
@@ -66,10 +74,13 @@ pub fn run(cmd: ArcCommand) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(path) => RunConfig::load(path)?,
         None => RunConfig::default(),
     };
+    if args.unconstrained {
+        cfg.arc.constrained = false;
+    }
     let conditions = args
         .conditions
         .split(',')
@@ -113,16 +124,22 @@ fn eval(args: EvalArgs) -> Result<()> {
         sampling: settings::self_edit_sampling(&cfg, cfg.seed),
         train,
         oracle,
+        sample_only: args.sample_only,
     };
     eprintln!(
-        "ARC few-shot table: {} task(s) of {} with {} ({}), k = {}, {} view(s), budget {} steps",
+        "ARC few-shot table: {} task(s) of {} with {} ({}), k = {}, {} view(s), budget {} steps, {} sampling",
         tasks.len(),
         data.display(),
         model.info.name,
         seal_tui::engine::device::describe(&model.transformer.device),
         plan.k,
         ttt.settings.views,
-        ttt.settings.max_steps
+        ttt.settings.max_steps,
+        if ttt.settings.constrained {
+            "grammar-constrained"
+        } else {
+            "free"
+        }
     );
     let reports = run_conditions(&model, policy.as_ref(), &ttt, &tasks, &plan, &mut |line| {
         eprintln!("{line}")

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod constraint;
 pub mod device;
 pub mod fetch;
 pub mod fused;
@@ -19,9 +20,12 @@ pub mod train;
 
 pub use chat::{BuiltinFormat, ChatTemplate, Message, Prompt, Role};
 pub use config::{Arch, ModelConfig};
+pub use constraint::{Constraint, PrefixState};
 pub use load::{load_model, LoadOptions, Model, ModelInfo, Quantize};
 pub use lora::{LoraAdapter, LoraConfig, Target};
 pub use model::{KvCache, Positions, Transformer};
 pub use ops::Mode;
-pub use sample::{generate, generate_batch, Generation, SamplingParams, StopReason};
+pub use sample::{
+    generate, generate_batch, generate_constrained, Generation, SamplingParams, StopReason,
+};
 pub use train::{train_lora, Example, LossOn, Schedule, TrainConfig, TrainEvent, TrainOutcome};

@@ -1,14 +1,15 @@
 //! Text generation with a KV cache: one sequence streamed token by token, or many sequences at
 //! once (left-padded) when a batch of short answers is needed.
 
+use super::constraint::{mask_logits, token_texts, Constraint, PrefixState};
 use super::load::Model;
 use super::lora::LoraAdapter;
 use super::model::{KvCache, Positions};
 use super::ops::{attention_bias, Mode};
 use super::rng::SplitMix64;
 use super::tokenizer::StreamDecoder;
-use anyhow::{bail, Result};
-use candle_core::Tensor;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -228,6 +229,33 @@ pub fn generate(
         cancel,
         on_piece,
         &stop_ids(model),
+        None,
+    )
+}
+
+/// [`generate`] under a grammar: every token drawn keeps the text a valid prefix, and the
+/// generation ends as soon as the text is complete (`StopReason::Eos`). It fails when the
+/// grammar leaves no token possible (the vocabulary cannot spell what it asks for), or when
+/// `max_tokens` ends the text before it is complete (`StopReason::MaxTokens`, the text as far
+/// as it got).
+pub fn generate_constrained(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    prompt: &[u32],
+    params: &SamplingParams,
+    constraint: &dyn Constraint,
+    cancel: Option<&AtomicBool>,
+    on_piece: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    generate_inner(
+        model,
+        adapter,
+        prompt,
+        params,
+        cancel,
+        on_piece,
+        &stop_ids(model),
+        Some(constraint),
     )
 }
 
@@ -274,9 +302,10 @@ pub fn generate_ignoring_eos(
     prompt: &[u32],
     params: &SamplingParams,
 ) -> Result<Generation> {
-    generate_inner(model, None, prompt, params, None, &mut |_| {}, &[])
+    generate_inner(model, None, prompt, params, None, &mut |_| {}, &[], None)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn generate_inner(
     model: &Model,
     adapter: Option<&LoraAdapter>,
@@ -285,6 +314,7 @@ fn generate_inner(
     cancel: Option<&AtomicBool>,
     on_piece: &mut dyn FnMut(&str),
     stops: &[u32],
+    constraint: Option<&dyn Constraint>,
 ) -> Result<Generation> {
     params.validate()?;
     check_length(model, prompt.len())?;
@@ -294,9 +324,30 @@ fn generate_inner(
         .min(t.config.max_position_embeddings - prompt.len());
     let mut cache = KvCache::new(t.config.num_layers, prompt.len() + max_new);
     let mut samplers = [TokenSampler::new(params, 0)];
-    let on_device = greedy_on_device(model, params);
+    let on_device = greedy_on_device(model, params) && constraint.is_none();
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
+    let texts = constraint.map(|_| token_texts(&model.tokenizer));
+    let mut grammar = constraint.map(|c| c.start());
+    // Tokens the shortest completion of the constrained text takes.
+    let needed = |c: &dyn Constraint, s: &PrefixState| -> usize {
+        model
+            .tokenizer
+            .encode(&c.shortest_completion(s))
+            .map_or(usize::MAX, |ids| ids.len())
+    };
+    if let (Some(c), Some(state)) = (constraint, &grammar) {
+        let needed = needed(c, state);
+        if needed > max_new {
+            bail!(
+                "the constrained output needs up to {needed} tokens and only {max_new} are allowed \
+                 (max_tokens {}, context {} with a prompt of {})",
+                params.max_tokens,
+                t.config.max_position_embeddings,
+                prompt.len()
+            );
+        }
+    }
 
     let start = Instant::now();
     let ids = Tensor::new(prompt, &t.device)?.unsqueeze(0)?;
@@ -317,12 +368,40 @@ fn generate_inner(
             stop = StopReason::Cancelled;
             break;
         }
-        let next = pick(&logits, &mut samplers, &[0], on_device)?[0];
+        let next = match (constraint, &grammar, &texts) {
+            (Some(c), Some(state), Some(texts)) => {
+                if c.is_complete(state) {
+                    stop = StopReason::Eos;
+                    break;
+                }
+                let mut host: Vec<f32> = logits.get(0)?.to_dtype(DType::F32)?.to_vec1()?;
+                // Far from the end any token will do; near it, only those after which the
+                // shortest completion still fits (one token moves that by a few at most).
+                let tokens_after = max_new - step - 1;
+                let roomy = needed(c, state) + 8 <= tokens_after;
+                let fits = |s: &PrefixState| roomy || needed(c, s) <= tokens_after;
+                if mask_logits(&mut host, texts, c, state, &fits) == 0 {
+                    bail!(
+                        "no token of the vocabulary can continue the constrained text {:?}",
+                        text
+                    );
+                }
+                samplers[0].sample(&host)
+            }
+            _ => pick(&logits, &mut samplers, &[0], on_device)?[0],
+        };
         if stops.contains(&next) {
             stop = StopReason::Eos;
             break;
         }
         let piece = decoder.push(&model.tokenizer, next)?;
+        if let (Some(c), Some(state), Some(texts)) = (constraint, &mut grammar, &texts) {
+            // The token's own text was checked; the decoder's piece may lag (held-back bytes).
+            let own = texts[next as usize].as_deref().unwrap_or_default();
+            *state = c
+                .feed(state, own)
+                .with_context(|| format!("token {next} broke the grammar it was drawn under"))?;
+        }
         text.push_str(&piece);
         if let Some(cut) = find_stop(&text, &params.stop) {
             // The stop string itself (and anything after it) is not part of the answer; the

@@ -456,6 +456,9 @@ pub struct ArcSection {
     pub views: usize,
     /// Extra samples an unusable self-edit gets before it is scored 0.
     pub max_resamples: usize,
+    /// Sample configs under the config's grammar (only tokens that continue a valid config),
+    /// so every sample is a config; `false` samples freely and parses afterwards.
+    pub constrained: bool,
 }
 
 impl Default for ArcSection {
@@ -468,6 +471,7 @@ impl Default for ArcSection {
             leave_two_out: true,
             views: MAX_ARC_VIEWS,
             max_resamples: 2,
+            constrained: true,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
-use crate::engine::{LoraAdapter, Model, Prompt};
+use crate::engine::{Constraint, LoraAdapter, Model, Prompt};
 use crate::record::{ContextView, GainRule, QuestionResult};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
@@ -46,6 +46,11 @@ pub trait Domain: Send {
     /// bounded number of times, then scores the edit as invalid.
     fn check_self_edit(&self, _index: usize, _text: &str) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The grammar self-edits are sampled under, if the domain has one.
+    fn self_edit_constraint(&self) -> Option<&dyn Constraint> {
+        None
     }
 
     /// How many extra samples an unusable self-edit gets.

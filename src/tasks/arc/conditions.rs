@@ -101,6 +101,23 @@ pub struct ConditionReport {
     pub runs: Vec<Trial>,
 }
 
+impl ConditionReport {
+    /// Sampled configs that parsed and passed every check (the step budget included), of all
+    /// sampled.
+    pub fn valid_configs(&self) -> (usize, usize) {
+        let sampled = self.runs.iter().filter(|t| t.self_edit.is_some());
+        let valid = sampled
+            .clone()
+            .filter(|t| {
+                !t.failure
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("invalid self-edit"))
+            })
+            .count();
+        (valid, sampled.count())
+    }
+}
+
 pub struct EvalPlan {
     pub conditions: Vec<Condition>,
     /// Configs sampled per task for the self-edit rows.
@@ -109,6 +126,8 @@ pub struct EvalPlan {
     /// The trainer's settings; each config replaces the learning rate, epochs and loss.
     pub train: TrainConfig,
     pub oracle: SelfEditConfig,
+    /// Sampled configs are checked but not trained (the share of valid configs alone).
+    pub sample_only: bool,
 }
 
 /// Runs the planned conditions over `tasks`. `policy` is the RL-trained model the SEAL row
@@ -155,6 +174,9 @@ pub fn run_conditions(
                         };
                         let sampled = sample_config(model, ttt, task, &params, None)?;
                         let mut trial = match sampled.prepared {
+                            Ok(_) if plan.sample_only => {
+                                failed(task, sample, "not trained (--sample-only)".into())
+                            }
                             Ok(prepared) => adapted(model, ttt, task, &prepared, plan, sample)?,
                             Err(why) => failed(task, sample, format!("invalid self-edit: {why}")),
                         };
@@ -280,11 +302,20 @@ fn adapted(
 /// The printed table: one row per condition.
 pub fn format_table(reports: &[ConditionReport]) -> String {
     let mut out = String::new();
-    out.push_str("| method | success | 95% interval | solved | counted | seconds |\n");
-    out.push_str("|---|---:|---:|---:|---|---:|\n");
+    out.push_str(
+        "| method | success | 95% interval | solved | counted | valid configs | seconds |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---|---:|---:|\n");
     for r in reports {
+        let valid = match r.condition {
+            Condition::SelfEdit | Condition::Seal => {
+                let (n, total) = r.valid_configs();
+                format!("{n}/{total}")
+            }
+            Condition::Icl | Condition::Oracle => "–".to_string(),
+        };
         out.push_str(&format!(
-            "| {} | {:.1}% | {:.1}-{:.1}% | {}/{} | {} | {:.1} |\n",
+            "| {} | {:.1}% | {:.1}-{:.1}% | {}/{} | {} | {} | {:.1} |\n",
             r.label,
             r.rate * 100.0,
             r.ci95.0 * 100.0,
@@ -292,6 +323,7 @@ pub fn format_table(reports: &[ConditionReport]) -> String {
             r.solved,
             r.trials,
             r.unit,
+            valid,
             r.secs
         ));
     }

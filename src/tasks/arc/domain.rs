@@ -3,13 +3,14 @@
 //! demonstrations, and the reward is 1 when the adapted model then solves the held-out test
 //! inputs.
 
+use super::grammar::ConfigGrammar;
 use super::prompt::self_edit_prompt;
 use super::selfedit::Limits;
 use super::task::ArcTask;
 use super::ttt::{Ttt, GRADER};
-use crate::engine::sample::generate;
+use crate::engine::sample::{generate, generate_constrained};
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
-use crate::engine::{LoraAdapter, Model, Prompt, SamplingParams};
+use crate::engine::{Constraint, LoraAdapter, Model, Prompt, SamplingParams};
 use crate::record::{ContextBody, ContextView, GainRule, QuestionView};
 use crate::seal::domain::{Domain, Scored};
 use anyhow::{anyhow, bail, Result};
@@ -23,6 +24,8 @@ pub struct ArcDomain {
     /// Never empty (see [`ArcDomain::new`]).
     tasks: Vec<ArcTask>,
     ttt: Ttt,
+    /// The config grammar self-edits are sampled under, unless sampling is free.
+    grammar: Option<ConfigGrammar>,
 }
 
 /// The self-edit prompt for `task` in `model`'s chat format.
@@ -61,7 +64,13 @@ pub fn sample_config(
                 .wrapping_add((attempt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             ..params.clone()
         };
-        let gen = generate(model, None, &ids, &params, cancel, &mut |_| {})?;
+        let gen = match ttt.settings.constrained {
+            true => {
+                let grammar = ConfigGrammar::new(&ttt.limits);
+                generate_constrained(model, None, &ids, &params, &grammar, cancel, &mut |_| {})?
+            }
+            false => generate(model, None, &ids, &params, cancel, &mut |_| {})?,
+        };
         match ttt.prepare(task, &gen.text) {
             Ok(prepared) => {
                 return Ok(SampledConfig {
@@ -105,7 +114,15 @@ impl ArcDomain {
                 );
             }
         }
-        Ok(ArcDomain { tasks, ttt })
+        let grammar = ttt
+            .settings
+            .constrained
+            .then(|| ConfigGrammar::new(&ttt.limits));
+        Ok(ArcDomain {
+            tasks,
+            ttt,
+            grammar,
+        })
     }
 
     fn task(&self, index: usize) -> &ArcTask {
@@ -158,6 +175,10 @@ impl Domain for ArcDomain {
 
     fn max_resamples(&self) -> usize {
         self.ttt.settings.max_resamples
+    }
+
+    fn self_edit_constraint(&self) -> Option<&dyn Constraint> {
+        self.grammar.as_ref().map(|g| g as &dyn Constraint)
     }
 
     /// ARC's reward is pass/fail against the task's fixed answer, and ReSTEM (as in SEAL)

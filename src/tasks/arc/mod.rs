@@ -16,6 +16,7 @@ pub mod augment;
 pub mod conditions;
 pub mod domain;
 pub mod fetch;
+pub mod grammar;
 pub mod grid;
 pub mod prompt;
 pub mod selfedit;
