@@ -5,6 +5,7 @@
 
 use crate::engine::{self, fetch};
 use crate::record::config::{DomainKind, Grader, RunConfig};
+use crate::record::Header;
 use crate::seal::domain::Domain;
 use crate::seal::settings::{load_options, train_config};
 use crate::seal::{Prepare, Setup};
@@ -12,6 +13,7 @@ use crate::tasks::arc::domain::{ArcDomain, STRATEGY};
 use crate::tasks::arc::{self, ttt::Ttt};
 use crate::tasks::knowledge::domain::KnowledgeDomain;
 use crate::tasks::knowledge::inner::Grading;
+use crate::tasks::knowledge::judge::{check_api_key, JudgeTemplate};
 use crate::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -44,6 +46,21 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// A round's contexts are distinct: one that asks for more than the data holds would see some
+/// twice within the round, which is refused rather than done quietly.
+fn enough_contexts(cfg: &RunConfig, available: usize, what: &str) -> Result<()> {
+    let wanted = cfg.task.contexts_per_round;
+    if wanted > available {
+        bail!(
+            "task.contexts_per_round = {wanted}, but {} holds {available} {what}(s) for this \
+             run: a round would use some twice. Lower contexts_per_round to at most {available}, \
+             or give more data",
+            cfg.task.data.display()
+        );
+    }
+    Ok(())
+}
+
 /// The product's own way to set up a run.
 pub struct Standard;
 
@@ -71,6 +88,7 @@ impl Prepare for Standard {
                 if passages.is_empty() {
                     bail!("task.data: {} holds no passages", data.display());
                 }
+                enough_contexts(cfg, passages.len(), "passage")?;
                 let prompts = &cfg.knowledge.prompts_dir;
                 PromptTemplate::find(prompts, &cfg.knowledge.template)
                     .context("knowledge.template")?;
@@ -82,6 +100,10 @@ impl Prepare for Standard {
                         bail!("knowledge.judge_model: {} does not exist", judge.display());
                     }
                 }
+                if let Grader::JudgeHttp(judge) = &cfg.knowledge.grader {
+                    JudgeTemplate::find(prompts).context("knowledge.prompts_dir")?;
+                    check_api_key(judge).context("knowledge.grader.api_key_env")?;
+                }
             }
             DomainKind::Arc => {
                 if data.exists() {
@@ -89,6 +111,7 @@ impl Prepare for Standard {
                     if tasks.is_empty() {
                         bail!("task.tasks: {:?} selects no task", cfg.task.tasks);
                     }
+                    enough_contexts(cfg, tasks.len(), "task")?;
                 } else if !is_fetched_arc_file(data) {
                     bail!("task.data: {} does not exist", data.display());
                 } else {
@@ -96,6 +119,30 @@ impl Prepare for Standard {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_unchanged(&self, header: &Header) -> Result<()> {
+        let data = &header.config.task.data;
+        let now = fetch::sha256_file(data)
+            .with_context(|| format!("task.data: cannot read {}", data.display()))?;
+        if now != header.data_sha256 {
+            bail!(
+                "{}: the data file has changed since this session started (sha256 {} then, {now} \
+                 now); resuming would score other contexts than the ones recorded",
+                data.display(),
+                header.data_sha256
+            );
+        }
+        let model = Path::new(&header.model_path);
+        if !model.exists() {
+            bail!(
+                "{}: the model this session ran on is not there any more",
+                model.display()
+            );
+        }
+        // Its fingerprint is compared once it is loaded and hashed anyway: hashing a large
+        // model twice would cost a resume minutes.
         Ok(())
     }
 
@@ -143,6 +190,7 @@ impl Prepare for Standard {
             }
             DomainKind::Arc => {
                 let tasks = arc::load_tasks(data, &cfg.task.tasks)?;
+                enough_contexts(cfg, tasks.len(), "task")?;
                 say(&format!("{} ARC task(s) selected", tasks.len()));
                 let ttt = Ttt::new(&model, cfg.arc.clone(), &train_config(&cfg.inner), cfg.seed);
                 let domain = ArcDomain::new(&model, tasks, ttt)?;

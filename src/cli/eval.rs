@@ -10,10 +10,12 @@ use seal_tui::tasks::knowledge::conditions::{
     format_table, run_conditions, Condition, EvalPlan, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
+use seal_tui::tasks::knowledge::judge::check_api_key;
 use seal_tui::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -120,11 +122,52 @@ fn grader_from_args(args: &EvalArgs) -> Result<Grader> {
             max_retries: 2,
         }),
     })
+    .and_then(|g| {
+        if let Grader::JudgeHttp(j) = &g {
+            j.validate()
+                .context("--judge-url/--judge-model/--judge-key-env")?;
+        }
+        Ok(g)
+    })
+}
+
+/// Everything about the numbers that can be checked before a model is loaded.
+fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
+    if args.passages == 0 {
+        bail!("--passages 0: evaluate at least one passage");
+    }
+    if args.repeats == 0 {
+        bail!("--repeats 0: each self-edit needs at least one finetune-and-answer");
+    }
+    if args.k == 0 && conditions.contains(&Condition::PassageSelfEdit) {
+        bail!(
+            "--k 0: the passage-self-edit condition samples k self-edits per passage; give \
+             --k 1 or more, or leave that condition out of --conditions"
+        );
+    }
+    if !(0.0..=1.0).contains(&args.f1_threshold) {
+        bail!(
+            "--f1-threshold {}: must be between 0 and 1",
+            args.f1_threshold
+        );
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p {}: must be above 0 and at most 1", args.top_p);
+    }
+    if conditions.contains(&Condition::PassageSynthetic) && args.synthetic.is_none() {
+        bail!("the passage-synthetic condition needs --synthetic FILE");
+    }
+    if conditions.is_empty() {
+        bail!("--conditions {:?}: names no condition", args.conditions);
+    }
+    Ok(())
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let conditions = parse_conditions(&args.conditions)?;
+    check_counts(&args, &conditions)?;
     let all = load_passages(&args.data)?;
+    let total = all.len();
     let passages: Vec<_> = all
         .into_iter()
         .enumerate()
@@ -133,16 +176,38 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .collect();
     if passages.is_empty() {
         bail!(
-            "{}: no passage at offset {}",
+            "--offset {}: {} holds {total} passage(s) (numbered from 0), so there is none at \
+             that offset",
+            args.offset,
+            args.data.display()
+        );
+    }
+    if passages.len() < args.passages {
+        errln!(
+            "warning: --passages {} from --offset {}: {} holds only {total}, so {} will be \
+             evaluated",
+            args.passages,
+            args.offset,
             args.data.display(),
-            args.offset
+            passages.len()
         );
     }
     let template = PromptTemplate::find(&args.prompts_dir, &args.prompt)?;
     let answer = AnswerTemplate::find(&args.prompts_dir)?;
     let synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
-    let model = args.model.load()?;
     let grader = grader_from_args(&args)?;
+    if let Grader::JudgeHttp(judge) = &grader {
+        check_api_key(judge).context("--judge-key-env")?;
+    }
+    if let (Grader::JudgeLocal, Some(path)) = (&grader, &args.judge_local_model) {
+        if !path.exists() {
+            bail!(
+                "--judge-local-model {}: no such file or folder",
+                path.display()
+            );
+        }
+    }
+    let model = args.model.load()?;
     let judge_model = match (&grader, &args.judge_local_model) {
         (Grader::JudgeLocal, Some(path)) => {
             Some(seal_tui::engine::load_model(path, &args.model.options()?)?)
@@ -159,7 +224,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         conditions,
         template: &template,
         k: args.k,
-        repeats: args.repeats.max(1),
+        repeats: args.repeats,
         sampling: SamplingParams {
             temperature: 1.0,
             top_p: args.top_p,
@@ -171,7 +236,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         synthetic: synthetic.as_ref(),
         seed: args.seed,
     };
-    eprintln!(
+    errln!(
         "evaluating {} passages of {} with {} ({}), grader {}",
         passages.len(),
         args.data.display(),
@@ -180,9 +245,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         grading.label()
     );
     let reports = run_conditions(&model, &eval, &passages, &plan, &mut |line| {
-        eprintln!("{line}")
+        errln!("{line}")
     })?;
-    println!("{}", format_table(&reports));
+    outln!("{}", format_table(&reports));
     let json = serde_json::json!({
         "model": model.info,
         "data": args.data,
@@ -195,6 +260,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!("results written to {}", args.out.display());
+    errln!("results written to {}", args.out.display());
     Ok(())
 }

@@ -19,4 +19,4 @@ pub mod plan;
 pub mod runner;
 pub mod settings;
 
-pub use runner::{Prepare, RunHandle, Setup};
+pub use runner::{Launch, Prepare, RunHandle, Setup};

@@ -3,7 +3,7 @@
 //! engine uses [`JudgeTemplate::render`] and [`verdict_from_reply`] around its own sampling.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -42,11 +42,19 @@ pub struct JudgeTemplate {
 }
 
 const JUDGE_PLACEHOLDERS: &[&str] = &["question", "gold_answers", "answer"];
+const JUDGE_REQUIRED: &[(&str, &str)] = &[
+    ("question", "the judge would not know what was asked"),
+    (
+        "gold_answers",
+        "the judge would have nothing to compare with",
+    ),
+    ("answer", "the judge would not see the answer it grades"),
+];
 
 impl JudgeTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         Ok(Self {
-            chat: PromptFile::load(path, JUDGE_PLACEHOLDERS)?,
+            chat: PromptFile::load(path, JUDGE_PLACEHOLDERS, JUDGE_REQUIRED)?,
         })
     }
 
@@ -153,8 +161,17 @@ impl HttpJudge {
         Ok(verdict_from_reply(&grader, &reply))
     }
 
-    /// Sends one chat completion, retrying transient failures, and returns the reply text.
+    /// The whole time one judgement may take, retries and their pauses included.
+    pub fn time_limit(&self) -> Duration {
+        Duration::from_secs(
+            self.config.timeout_secs.max(1) * (u64::from(self.config.max_retries) + 1),
+        )
+    }
+
+    /// Sends one chat completion, retrying transient failures (with a growing pause, inside
+    /// [`Self::time_limit`]), and returns the reply text.
     pub fn complete(&self, prompt: &Prompt) -> Result<String, JudgeError> {
+        let key = api_key(&self.config)?;
         let mut messages = Vec::new();
         if let Some(system) = &prompt.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -167,11 +184,25 @@ impl HttpJudge {
             "max_tokens": self.template.chat.max_tokens,
             "stream": false,
         });
+        let started = Instant::now();
+        let limit = self.time_limit();
         let mut attempt = 0;
         loop {
-            match self.send_once(&body) {
+            let left = limit.saturating_sub(started.elapsed());
+            let result = self.send_once(&body, key.as_deref(), left.max(Duration::from_secs(1)));
+            match result {
                 Err(err) if attempt < self.config.max_retries && is_transient(&err) => {
-                    std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
+                    let pause = Duration::from_millis(500 << attempt.min(4));
+                    if started.elapsed() + pause >= limit {
+                        return Err(err);
+                    }
+                    tracing::warn!(
+                        "judge attempt {} of {} failed: {err}; trying again in {:.1} s",
+                        attempt + 1,
+                        self.config.max_retries + 1,
+                        pause.as_secs_f64()
+                    );
+                    std::thread::sleep(pause);
                     attempt += 1;
                 }
                 result => return result,
@@ -179,36 +210,46 @@ impl HttpJudge {
         }
     }
 
-    fn send_once(&self, body: &Value) -> Result<String, JudgeError> {
+    fn send_once(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, JudgeError> {
         let url = &self.config.url;
-        let mut request = self.agent.post(url);
-        if let Some(var) = &self.config.api_key_env {
-            // Read at call time and dropped right after, so the key lives in no struct.
-            let key = std::env::var(var)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| JudgeError::MissingApiKey { var: var.clone() })?;
-            request = request.header("Authorization", format!("Bearer {}", key.trim()));
+        let shown_url = redact_url(url);
+        let timeout = timeout.min(Duration::from_secs(self.config.timeout_secs.max(1)));
+        let mut request = self
+            .agent
+            .post(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
         }
         let mut response = request
             .send_json(body)
-            .map_err(|err| self.transport_error(err))?;
+            .map_err(|err| self.transport_error(err, key))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
-            .map_err(|err| self.transport_error(err))?;
+            .map_err(|err| self.transport_error(err, key))?;
+        // A server may echo the key (or the whole Authorization header) in an error body; what
+        // goes into an error may be recorded, so the key never does.
+        let shown = redact(&truncate(&text), key);
         if !(200..300).contains(&status) {
             return Err(JudgeError::Status {
-                url: url.clone(),
+                url: shown_url,
                 status,
-                body: truncate(&text),
+                body: shown,
             });
         }
         let malformed = |problem: &str| JudgeError::MalformedReply {
-            url: url.clone(),
+            url: shown_url.clone(),
             problem: problem.to_string(),
-            body: truncate(&text),
+            body: shown.clone(),
         };
         let reply: Value = serde_json::from_str(&text).map_err(|_| malformed("not JSON"))?;
         reply
@@ -218,17 +259,74 @@ impl HttpJudge {
             .ok_or_else(|| malformed("no `choices[0].message.content` string"))
     }
 
-    fn transport_error(&self, err: ureq::Error) -> JudgeError {
+    fn transport_error(&self, err: ureq::Error, key: Option<&str>) -> JudgeError {
         match err {
             ureq::Error::Timeout(_) => JudgeError::Timeout {
-                url: self.config.url.clone(),
+                url: redact_url(&self.config.url),
                 secs: self.config.timeout_secs.max(1),
             },
             other => JudgeError::Transport {
-                url: self.config.url.clone(),
-                message: other.to_string(),
+                url: redact_url(&self.config.url),
+                message: redact(&other.to_string(), key),
             },
         }
+    }
+}
+
+/// The API key from the variable the configuration names (none when it names none). Read at
+/// call time and dropped right after, so the key lives in no struct that could be saved.
+fn api_key(config: &HttpJudgeConfig) -> Result<Option<String>, JudgeError> {
+    let Some(var) = &config.api_key_env else {
+        return Ok(None);
+    };
+    std::env::var(var)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .map(Some)
+        .ok_or_else(|| JudgeError::MissingApiKey { var: var.clone() })
+}
+
+/// Checks, before a run starts, that the judge's key variable (if one is named) is set.
+pub fn check_api_key(config: &HttpJudgeConfig) -> Result<(), JudgeError> {
+    api_key(config).map(|_| ())
+}
+
+/// What is shown in place of a secret.
+const REDACTED: &str = "[redacted]";
+
+/// `text` with the key, and any bearer token, replaced by [`REDACTED`].
+fn redact(text: &str, key: Option<&str>) -> String {
+    let mut out = match key {
+        // A very short "key" would blank out ordinary words; such a key is no secret anyway.
+        Some(k) if k.len() >= 4 => text.replace(k, REDACTED),
+        _ => text.to_string(),
+    };
+    let mut from = 0;
+    while let Some(i) = out[from..].find("Bearer ").map(|i| i + from) {
+        let start = i + "Bearer ".len();
+        let end = out[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}'))
+            .map_or(out.len(), |e| start + e);
+        if end > start && &out[start..end] != REDACTED {
+            out.replace_range(start..end, REDACTED);
+            from = start + REDACTED.len();
+        } else {
+            from = end;
+        }
+    }
+    out
+}
+
+/// The URL with any `user:password@` part hidden.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{REDACTED}@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -323,6 +421,46 @@ mod tests {
         assert_eq!(verdict.score, 0.0);
         assert_eq!(verdict.raw, "Maybe.");
         assert!(verdict_from_reply("judge-local", "Yes").correct);
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_what_errors_carry() {
+        let body = r#"{"error":"invalid key sk-live-123456","header":"Bearer sk-live-123456"}"#;
+        let shown = redact(body, Some("sk-live-123456"));
+        assert!(!shown.contains("sk-live-123456"), "{shown}");
+        assert!(shown.contains("invalid key [redacted]"), "{shown}");
+        let shown = redact(
+            "got Authorization: Bearer abc.def-ghi, expected another",
+            None,
+        );
+        assert_eq!(
+            shown,
+            "got Authorization: Bearer [redacted], expected another"
+        );
+        assert_eq!(redact("Bearer ", None), "Bearer ");
+        assert_eq!(
+            redact_url("http://me:pw@127.0.0.1:8/v1/chat/completions"),
+            "http://[redacted]@127.0.0.1:8/v1/chat/completions"
+        );
+        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
+    }
+
+    #[test]
+    fn a_key_echoed_in_a_401_is_not_in_the_error() {
+        let var = "SEAL_TUI_TEST_JUDGE_KEY_ECHO_7B1E";
+        std::env::set_var(var, "sk-echo-7b1e-secret");
+        let (url, _requests) = serve(vec![http_response(
+            "401 Unauthorized",
+            r#"{"error":"Incorrect API key provided: sk-echo-7b1e-secret"}"#,
+        )]);
+        let err = judge(&url, Some(var), 3)
+            .judge("q", GOLDS, "a")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 401") && !text.contains("sk-echo-7b1e-secret"),
+            "{text}"
+        );
     }
 
     #[test]
