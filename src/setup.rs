@@ -61,6 +61,41 @@ fn enough_contexts(cfg: &RunConfig, available: usize, what: &str) -> Result<()> 
     Ok(())
 }
 
+/// Held-out contexts must load and share nothing with the training contexts: a passage (or ARC
+/// task) in both would be trained on and then reported as never seen.
+fn check_heldout(cfg: &RunConfig, path: &Path) -> Result<()> {
+    match cfg.task.domain {
+        DomainKind::Knowledge => {
+            let heldout = load_passages(path).context("heldout.data")?;
+            if heldout.is_empty() {
+                bail!("heldout.data: {} holds no passages", path.display());
+            }
+            let train = load_passages(&cfg.task.data).context("task.data")?;
+            let seen: std::collections::HashSet<&str> =
+                train.iter().map(|p| p.context.trim()).collect();
+            if let Some(p) = heldout.iter().find(|p| seen.contains(p.context.trim())) {
+                bail!(
+                    "heldout.data: the passage {:?} is also in task.data; held-out passages must be ones the policy never trains on",
+                    p.title
+                );
+            }
+        }
+        DomainKind::Arc => {
+            let heldout = arc::load_tasks(path, &cfg.task.tasks).context("heldout.data")?;
+            if cfg.task.data.exists() {
+                let train = arc::load_tasks(&cfg.task.data, &cfg.task.tasks)?;
+                if let Some(t) = heldout.iter().find(|t| train.iter().any(|u| u.id == t.id)) {
+                    bail!(
+                        "heldout.data: task {} is also a training task; held-out tasks must be ones the policy never trains on",
+                        t.id
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The product's own way to set up a run.
 pub struct Standard;
 
@@ -77,8 +112,13 @@ fn is_fetched_arc_file(data: &Path) -> bool {
 impl Prepare for Standard {
     fn check(&self, cfg: &RunConfig) -> Result<()> {
         if let Some(path) = &cfg.model.path {
-            if !path.exists() {
-                bail!("model.path: {} does not exist", path.display());
+            if !path.exists() && fetch::named_model(path).is_none() {
+                let names: Vec<&str> = fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                bail!(
+                    "model.path: {} does not exist (nor is it one of the models seal-tui can fetch: {})",
+                    path.display(),
+                    names.join(", ")
+                );
             }
         }
         let data = &cfg.task.data;
@@ -119,6 +159,9 @@ impl Prepare for Standard {
                 }
             }
         }
+        if let Some(path) = &cfg.heldout.data {
+            check_heldout(cfg, path)?;
+        }
         Ok(())
     }
 
@@ -149,7 +192,7 @@ impl Prepare for Standard {
     fn build(&self, cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup> {
         let mut notices = Vec::new();
         let model_path = match &cfg.model.path {
-            Some(p) => p.clone(),
+            Some(p) => fetch::resolve_model(p, say)?,
             None => fetch::ensure_default_model(say)?,
         };
         say(&format!("hashing {} ...", model_path.display()));
@@ -165,47 +208,29 @@ impl Prepare for Standard {
         }
         let data_sha256 = fetch::sha256_file(data)
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
-        let (domain, template_source): (Box<dyn Domain>, String) = match cfg.task.domain {
-            DomainKind::Knowledge => {
-                let prompts = cfg.knowledge.prompts_dir.as_path();
-                let passages = load_passages(data)?;
-                let template = PromptTemplate::find(prompts, &cfg.knowledge.template)?;
-                let answer = AnswerTemplate::find(prompts)?;
-                let judge_model = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
-                    (Grader::JudgeLocal, None) => Some(model.clone()),
-                    (Grader::JudgeLocal, Some(path)) => Some(engine::load_model(path, &options)?),
-                    _ => None,
-                };
-                let grading = Grading::new(&cfg.knowledge.grader, prompts, judge_model)?;
-                let source = template.source.clone();
-                (
-                    Box::new(KnowledgeDomain {
-                        passages,
-                        template,
-                        answer,
-                        grading,
-                    }),
-                    source,
-                )
+        let judge_model = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
+            (Grader::JudgeLocal, None) => Some(model.clone()),
+            (Grader::JudgeLocal, Some(path)) => Some(engine::load_model(path, &options)?),
+            _ => None,
+        };
+        let (domain, template_source) =
+            build_domain(cfg, &model, judge_model.clone(), data, None, say)?;
+        // Checked again here: a fetched ARC file could only be counted once it was fetched.
+        enough_contexts(cfg, domain.num_contexts(), "context")?;
+        let heldout = match &cfg.heldout.data {
+            Some(path) => {
+                let limit = (cfg.heldout.contexts > 0).then_some(cfg.heldout.contexts);
+                let (d, _) = build_domain(cfg, &model, judge_model, path, limit, say)?;
+                say(&format!("{} held-out context(s)", d.num_contexts()));
+                Some(d)
             }
-            DomainKind::Arc => {
-                let tasks = arc::load_tasks(data, &cfg.task.tasks)?;
-                enough_contexts(cfg, tasks.len(), "task")?;
-                say(&format!("{} ARC task(s) selected", tasks.len()));
-                let ttt = Ttt::new(&model, cfg.arc.clone(), &train_config(&cfg.inner), cfg.seed);
-                let domain = ArcDomain::new(&model, tasks, ttt)?;
-                // The self-edit prompt is built in; each edit's rendered prompt is in the log.
-                let source = format!(
-                    "{STRATEGY}: the built-in ARC self-edit prompt of seal-tui {}",
-                    env!("CARGO_PKG_VERSION")
-                );
-                (Box::new(domain), source)
-            }
+            None => None,
         };
         say("ready");
         Ok(Setup {
             model,
             domain,
+            heldout,
             model_path,
             model_sha256,
             data_sha256,
@@ -213,4 +238,53 @@ impl Prepare for Standard {
             notices,
         })
     }
+}
+
+/// The run's domain over the contexts of `data` (the first `limit` of them, if given), with the
+/// text a session records of its self-edit strategy.
+fn build_domain(
+    cfg: &RunConfig,
+    model: &engine::Model,
+    judge_model: Option<engine::Model>,
+    data: &Path,
+    limit: Option<usize>,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Box<dyn Domain>, String)> {
+    Ok(match cfg.task.domain {
+        DomainKind::Knowledge => {
+            let prompts = cfg.knowledge.prompts_dir.as_path();
+            let mut passages = load_passages(data)?;
+            if let Some(n) = limit {
+                passages.truncate(n);
+            }
+            let template = PromptTemplate::find(prompts, &cfg.knowledge.template)?;
+            let answer = AnswerTemplate::find(prompts)?;
+            let grading = Grading::new(&cfg.knowledge.grader, prompts, judge_model)?;
+            let source = template.source.clone();
+            (
+                Box::new(KnowledgeDomain {
+                    passages,
+                    template,
+                    answer,
+                    grading,
+                }),
+                source,
+            )
+        }
+        DomainKind::Arc => {
+            let mut tasks = arc::load_tasks(data, &cfg.task.tasks)?;
+            if let Some(n) = limit {
+                tasks.truncate(n);
+            }
+            say(&format!("{} ARC task(s) selected", tasks.len()));
+            let ttt = Ttt::new(model, cfg.arc.clone(), &train_config(&cfg.inner), cfg.seed);
+            let domain = ArcDomain::new(model, tasks, ttt)?;
+            // The self-edit prompt is built in; each edit's rendered prompt is in the log.
+            let source = format!(
+                "{STRATEGY}: the built-in ARC self-edit prompt of seal-tui {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            (Box::new(domain), source)
+        }
+    })
 }

@@ -113,7 +113,7 @@ fn every_condition_on_the_tiny_model() {
         "base model (no adaptation)",
         "train on passage",
         "train on passage + self-edit",
-        "train on passage + synthetic file",
+        "train on passage + synthetic data",
     ] {
         assert!(stdout.contains(label), "missing row {label}:\n{stdout}");
     }

@@ -3,73 +3,16 @@
 
 mod common;
 
-use common::{scratch, tiny_gguf};
+use common::{scratch, tiny_config, tiny_gguf};
 use seal_tui::engine::train::{sequence_logprob, train_lora, Example, TrainConfig};
 use seal_tui::engine::{Arch, LoraConfig, LossOn, Quantize, Target};
-use seal_tui::record::config::{LoraSettings, LoraTarget, RunConfig};
 use seal_tui::record::state::EditStatus;
 use seal_tui::record::{Command, Decision, EditId, Event, Record, RunMode, RunState};
 use seal_tui::seal::runner::{self, Launch, RunHandle};
 use seal_tui::session;
 use seal_tui::setup;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// A template that trains on the passage and the whole sample: the tiny model writes
-/// gibberish, which line-based strategies would discard.
-pub fn tiny_template() -> PathBuf {
-    // Written once: tests run in parallel, and a file rewritten while another test reads it
-    // reads as empty.
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = scratch().join("tiny-whole.toml");
-        std::fs::write(
-            &path,
-            r#"name = "tiny-whole"
-description = "test strategy: the passage plus the whole sample"
-prompt = "Notes on {title}: {passage}"
-max_tokens = 16
-split = "whole"
-prefix_title = true
-include_passage = true
-"#,
-        )
-        .unwrap();
-        path
-    })
-    .clone()
-}
-
-pub fn tiny_config(rounds: usize, approval: bool) -> RunConfig {
-    let mut cfg = RunConfig::default();
-    // The Qwen2 variant has its own output head; the tied Llama one echoes its input.
-    cfg.model.path = Some(tiny_gguf(Arch::Qwen2));
-    cfg.task.data = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/passages.json");
-    cfg.knowledge.prompts_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
-    cfg.knowledge.template = tiny_template().display().to_string();
-    cfg.self_edit.k = 2;
-    cfg.self_edit.max_tokens = 16;
-    cfg.task.contexts_per_round = 2;
-    cfg.inner.epochs = 2;
-    cfg.inner.lora = LoraSettings {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec![LoraTarget::Q, LoraTarget::V],
-    };
-    cfg.outer.rounds = rounds;
-    // Random weights gain nothing on purpose; keep the best anyway so policy updates happen.
-    cfg.outer.min_gain = -1.0;
-    cfg.outer.approval_required = approval;
-    cfg.policy.train.epochs = 1;
-    cfg.policy.train.lora = LoraSettings {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec![LoraTarget::Q, LoraTarget::V],
-    };
-    cfg
-}
 
 fn sessions_root(name: &str) -> PathBuf {
     let dir = scratch().join("sessions").join(name);

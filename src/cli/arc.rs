@@ -3,7 +3,6 @@
 use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use seal_tui::engine::peft;
 use seal_tui::record::config::RunConfig;
 use seal_tui::seal::settings;
 use seal_tui::tasks::arc::conditions::{format_table, run_conditions, Condition, EvalPlan};
@@ -105,17 +104,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     }
 
     let model = args.model.load()?;
-    let policy = if args.policy.is_empty() {
-        None
-    } else {
-        let mut merged = model.clone();
-        for dir in &args.policy {
-            let adapter = peft::load_adapter(dir, &merged)
-                .with_context(|| format!("--policy {}", dir.display()))?;
-            merged = merged.with_transformer(merged.transformer.merged(&adapter)?);
-        }
-        Some(merged)
-    };
+    let policy = super::eval::merged_policy(&model, &args.policy)?;
     let train = settings::train_config(&cfg.inner);
     let ttt = Ttt::new(&model, cfg.arc.clone(), &train, cfg.seed);
     let plan = EvalPlan {

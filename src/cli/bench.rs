@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Frame intervals and key-to-screen latency of the workbench while a finetune runs on the
     /// same cores.
     Tui(BenchTuiArgs),
+    /// Every figure of a GPU check on one model, as JSON: LoRA steps at several lengths, decoding,
+    /// batched answering and (with --seal) one whole self-edit evaluation by phase.
+    Suite(Box<super::bench_suite::SuiteArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +68,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
         BenchCommand::Tui(args) => bench_tui(args),
+        BenchCommand::Suite(args) => super::bench_suite::run(*args),
     }
 }
 

@@ -7,11 +7,13 @@ use clap::Args;
 use seal_tui::engine::SamplingParams;
 use seal_tui::record::config::{Grader, HttpJudge};
 use seal_tui::tasks::knowledge::conditions::{
-    format_table, run_conditions, Condition, EvalPlan, Synthetic,
+    format_table, run_conditions, run_continual, run_cpt, Condition, ConditionReport,
+    ContinualReport, EvalPlan, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
 use seal_tui::tasks::knowledge::judge::check_api_key;
 use seal_tui::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
+use seal_tui::text::sanitize_line;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -28,9 +30,22 @@ pub struct EvalArgs {
     /// Index of the first passage.
     #[arg(long, default_value_t = 0)]
     pub offset: usize,
-    /// Self-edit template (a name in the prompts folder or a .toml path).
-    #[arg(long, default_value = "implications")]
-    pub prompt: String,
+    /// Self-edit templates (names in the prompts folder or .toml paths), comma-separated; with
+    /// several, the self-edit and SEAL rows are run once per template (the prompt comparison).
+    #[arg(long, default_value = "implications", value_delimiter = ',')]
+    pub prompt: Vec<String>,
+    /// The RL-trained policy for the SEAL row: a PEFT adapter folder (a session's
+    /// policy/round-N). Repeat it to merge several rounds' adapters in order.
+    #[arg(long)]
+    pub policy: Vec<PathBuf>,
+    /// Continued pretraining: one adapter per row on the pooled texts of all the passages,
+    /// graded on all their questions (the paper's multi-passage table).
+    #[arg(long)]
+    pub cpt: bool,
+    /// Continual learning: the passages learnt one after another (each update merged before the
+    /// next), every earlier passage graded after each update (the forgetting matrix).
+    #[arg(long, conflicts_with = "cpt")]
+    pub continual: bool,
     /// Self-edits sampled per passage.
     #[arg(long, default_value_t = 3)]
     pub k: usize,
@@ -55,7 +70,8 @@ pub struct EvalArgs {
     /// judge-local: the judge model (default: the evaluated model itself, unadapted).
     #[arg(long)]
     pub judge_local_model: Option<PathBuf>,
-    /// Conditions to run, comma-separated: base, passage, passage-self-edit, passage-synthetic.
+    /// Rows to run, comma-separated: base, passage, passage-self-edit, passage-synthetic, seal
+    /// (seal needs --policy).
     #[arg(long, default_value = "base,passage,passage-self-edit")]
     pub conditions: String,
     /// Synthetic training data for the passage-synthetic condition (JSON or JSONL).
@@ -79,12 +95,12 @@ pub struct EvalArgs {
 fn parse_conditions(list: &str) -> Result<Vec<Condition>> {
     list.split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| match s.trim() {
-            "base" => Ok(Condition::Base),
-            "passage" => Ok(Condition::Passage),
-            "passage-self-edit" | "self-edit" => Ok(Condition::PassageSelfEdit),
-            "passage-synthetic" | "synthetic" => Ok(Condition::PassageSynthetic),
-            other => bail!("unknown condition {other:?}; use base, passage, passage-self-edit, passage-synthetic"),
+        .map(|s| {
+            Condition::parse(s).with_context(|| {
+                format!(
+                    "unknown condition {s:?}; use base, passage, passage-self-edit, passage-synthetic, seal"
+                )
+            })
         })
         .collect()
 }
@@ -139,11 +155,17 @@ fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats 0: each self-edit needs at least one finetune-and-answer");
     }
-    if args.k == 0 && conditions.contains(&Condition::PassageSelfEdit) {
+    let samples = conditions
+        .iter()
+        .any(|c| matches!(c, Condition::PassageSelfEdit | Condition::Seal));
+    if args.k == 0 && samples {
         bail!(
-            "--k 0: the passage-self-edit condition samples k self-edits per passage; give \
-             --k 1 or more, or leave that condition out of --conditions"
+            "--k 0: the passage-self-edit and seal rows sample k self-edits per passage; give \
+             --k 1 or more, or leave those rows out of --conditions"
         );
+    }
+    if conditions.contains(&Condition::Seal) && args.policy.is_empty() {
+        bail!("the seal row needs --policy SESSION/policy/round-N");
     }
     if !(0.0..=1.0).contains(&args.f1_threshold) {
         bail!(
@@ -162,6 +184,26 @@ fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The base model merged with a session's policy updates, in order.
+pub fn merged_policy(
+    model: &seal_tui::engine::Model,
+    adapters: &[PathBuf],
+) -> Result<Option<seal_tui::engine::Model>> {
+    if adapters.is_empty() {
+        return Ok(None);
+    }
+    let mut merged = model.clone();
+    for dir in adapters {
+        let adapter = seal_tui::engine::peft::load_adapter(dir, &merged)
+            .with_context(|| format!("--policy {}", dir.display()))?;
+        merged = merged.with_transformer(merged.transformer.merged(&adapter)?);
+    }
+    Ok(Some(merged))
+}
+
+/// What an eval run writes: its settings and results, re-read by `seal-tui report FILE`.
+pub const RESULTS_KIND: &str = "seal-tui-eval";
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let conditions = parse_conditions(&args.conditions)?;
@@ -192,7 +234,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             passages.len()
         );
     }
-    let template = PromptTemplate::find(&args.prompts_dir, &args.prompt)?;
+    let templates = args
+        .prompt
+        .iter()
+        .map(|name| PromptTemplate::find(&args.prompts_dir, name))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if templates.is_empty() {
+        bail!("--prompt names no template");
+    }
     let answer = AnswerTemplate::find(&args.prompts_dir)?;
     let synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
     let grader = grader_from_args(&args)?;
@@ -208,6 +257,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     let model = args.model.load()?;
+    let policy = merged_policy(&model, &args.policy)?;
     let judge_model = match (&grader, &args.judge_local_model) {
         (Grader::JudgeLocal, Some(path)) => {
             Some(seal_tui::engine::load_model(path, &args.model.options()?)?)
@@ -222,7 +272,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let plan = EvalPlan {
         conditions,
-        template: &template,
+        templates: templates.iter().collect(),
         k: args.k,
         repeats: args.repeats,
         sampling: SamplingParams {
@@ -235,31 +285,172 @@ pub fn run(args: EvalArgs) -> Result<()> {
         train: args.train.config()?,
         synthetic: synthetic.as_ref(),
         seed: args.seed,
+        policy: policy.as_ref(),
+    };
+    let mode = if args.cpt {
+        "cpt"
+    } else if args.continual {
+        "continual"
+    } else {
+        "table"
     };
     errln!(
-        "evaluating {} passages of {} with {} ({}), grader {}",
+        "{mode}: {} passages of {} with {} ({}), grader {}",
         passages.len(),
         args.data.display(),
         model.info.name,
         seal_tui::engine::device::describe(&model.transformer.device),
         grading.label()
     );
-    let reports = run_conditions(&model, &eval, &passages, &plan, &mut |line| {
-        errln!("{line}")
-    })?;
-    outln!("{}", format_table(&reports));
-    let json = serde_json::json!({
+    let mut say = |line: &str| errln!("{line}");
+    let mut json = serde_json::json!({
+        "kind": RESULTS_KIND,
+        "mode": mode,
         "model": model.info,
+        "policy": args.policy,
         "data": args.data,
-        "template": template.name,
+        "passages": passages.iter().map(|(i, p)| serde_json::json!({"index": i, "title": p.title})).collect::<Vec<_>>(),
+        "templates": templates.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
         "grader": grading.label(),
         "k": args.k,
         "repeats": plan.repeats,
+        "seed": args.seed,
         "train": plan.train,
-        "conditions": reports,
+        "sampling": plan.sampling,
     });
+    if args.continual {
+        let report = run_continual(&model, &eval, &passages, &plan, &mut say)?;
+        // Its colours are its own; every text in it (titles, template) is sanitised inside.
+        super::say::raw(&format!(
+            "{}\n",
+            format_continual(&report, colour_allowed())
+        ));
+        json["continual"] = serde_json::to_value(&report)?;
+    } else {
+        let reports = if args.cpt {
+            run_cpt(&model, &eval, &passages, &plan, &mut say)?
+        } else {
+            run_conditions(&model, &eval, &passages, &plan, &mut say)?
+        };
+        outln!("{}", format_table(&reports));
+        json["conditions"] = serde_json::to_value(&reports)?;
+    }
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    errln!("results written to {}", args.out.display());
+    errln!(
+        "results written to {} (seal-tui report {} prints them again, with CSV)",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Colour only on a terminal that has not asked for none.
+pub fn colour_allowed() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The forgetting matrix as a heat map: row i is the model after learning passage i, column j
+/// its accuracy on passage j (j <= i), red at 0% to green at 100%; with no colour, the numbers.
+pub fn format_continual(r: &ContinualReport, colour: bool) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Continual learning ({} passages, template {}): accuracy on passage j (columns) after learning passages 1..i (rows)\n\n",
+        r.titles.len(),
+        sanitize_line(&r.template)
+    ));
+    out.push_str("        ");
+    for j in 0..r.titles.len() {
+        out.push_str(&format!("{:>5}", format!("p{}", j + 1)));
+    }
+    out.push('\n');
+    out.push_str("base    ");
+    for a in &r.base {
+        out.push_str(&format!("{:>4.0}%", a * 100.0));
+    }
+    out.push('\n');
+    for (i, row) in r.matrix.iter().enumerate() {
+        out.push_str(&format!("{:<8}", format!("after {}", i + 1)));
+        for a in row {
+            let cell = format!("{:>4.0}%", a * 100.0);
+            if colour {
+                // 24 steps from red through yellow to green.
+                let (red, green) = if *a < 0.5 {
+                    (255, (a * 2.0 * 255.0) as u8)
+                } else {
+                    (((1.0 - a) * 2.0 * 255.0) as u8, 200)
+                };
+                out.push_str(&format!("\x1b[48;2;{red};{green};60m\x1b[30m{cell}\x1b[0m"));
+            } else {
+                out.push_str(&cell);
+            }
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for (j, t) in r.titles.iter().enumerate() {
+        out.push_str(&format!("p{}: {}\n", j + 1, sanitize_line(t)));
+    }
+    out
+}
+
+/// Re-reads an eval results file: the table (or the heat map) and its CSV.
+pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
+    use seal_tui::text::report::csv_field;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    if json.get("kind").and_then(|k| k.as_str()) != Some(RESULTS_KIND) {
+        bail!(
+            "{}: not a results file of seal-tui eval (and not a session folder)",
+            path.display()
+        );
+    }
+    let csv_path = out
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| path.with_extension("csv"));
+    let mut csv = String::new();
+    if let Some(c) = json.get("continual") {
+        let r: ContinualReport = serde_json::from_value(c.clone())
+            .with_context(|| format!("{}: malformed `continual`", path.display()))?;
+        // Its colours are its own; every text in it (titles, template) is sanitised inside.
+        super::say::raw(&format!("{}\n", format_continual(&r, colour_allowed())));
+        csv.push_str("after_passage,passage,title,accuracy\n");
+        for (i, row) in r.matrix.iter().enumerate() {
+            for (j, a) in row.iter().enumerate() {
+                csv.push_str(&format!(
+                    "{},{},{},{a}\n",
+                    i + 1,
+                    j + 1,
+                    csv_field(&r.titles[j])
+                ));
+            }
+        }
+    } else {
+        let reports: Vec<ConditionReport> =
+            serde_json::from_value(json.get("conditions").cloned().unwrap_or_default())
+                .with_context(|| format!("{}: malformed `conditions`", path.display()))?;
+        outln!("{}", format_table(&reports));
+        csv.push_str("row,template,accuracy,ci95_low,ci95_high,questions,graded,correct,secs\n");
+        for r in &reports {
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                csv_field(&r.label),
+                csv_field(r.template.as_deref().unwrap_or("")),
+                r.accuracy,
+                r.ci95.0,
+                r.ci95.1,
+                r.questions,
+                r.graded,
+                r.correct,
+                r.secs
+            ));
+        }
+    }
+    std::fs::write(&csv_path, csv)
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    errln!("wrote {}", csv_path.display());
     Ok(())
 }

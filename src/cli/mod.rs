@@ -4,9 +4,11 @@
 pub mod say;
 mod arc;
 mod bench;
+mod bench_suite;
 pub mod diag;
 mod eval;
 mod finetune;
+mod gpu_selftest;
 mod model_args;
 mod record;
 mod run;
@@ -58,8 +60,15 @@ pub enum Command {
     Replay(run::ReplayArgs),
     /// Per-round and per-question tables of a session (Markdown), and CSV files.
     Report(run::ReportArgs),
-    /// Fetch the default model (SmolLM2-135M-Instruct) into the models folder.
-    FetchModel,
+    /// Fetch a model into the models folder (default: SmolLM2-135M-Instruct); --list shows the
+    /// ones seal-tui knows.
+    FetchModel {
+        /// A known model's name.
+        name: Option<String>,
+        /// List the known models and whether each is here.
+        #[arg(long)]
+        list: bool,
+    },
     /// Developer tools (tests use them).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -83,6 +92,16 @@ pub enum DevCommand {
     },
     /// Record a real run through the real writer (test fixtures, the example session).
     Record(record::RecordArgs),
+    /// Check the GPU path against the CPU on the tiny model (logits, LoRA gradients, bf16).
+    GpuSelftest(gpu_selftest::SelftestArgs),
+    /// Write a model's tokenizer files (tokenizer.json, tokenizer_config.json, chat template)
+    /// into a folder, for building random-weight Hugging Face folders around it.
+    ExportTokenizer {
+        /// The folder to write into.
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 fn dev(cmd: DevCommand) -> Result<()> {
@@ -99,6 +118,13 @@ fn dev(cmd: DevCommand) -> Result<()> {
             }
         }
         DevCommand::Record(args) => record::run(args),
+        DevCommand::GpuSelftest(args) => gpu_selftest::run(args),
+        DevCommand::ExportTokenizer { out, model } => {
+            let mut model = model;
+            // The tokenizer is all that is written; the weights need not be quantized.
+            model.quantize = seal_tui::record::config::Quantize::Off;
+            seal_tui::engine::load::save_tokenizer_files(&model.load()?, &out)
+        }
     }
 }
 
@@ -150,6 +176,33 @@ impl Cli {
     }
 }
 
+fn fetch_model(name: Option<&str>, list: bool) -> Result<()> {
+    use seal_tui::engine::fetch;
+    if list {
+        for m in &fetch::KNOWN_MODELS {
+            let here = fetch::models_dir().join(m.file).exists();
+            outln!(
+                "{:<20} {:>6.0} MB  {}  {}",
+                m.name,
+                m.bytes as f64 / 1e6,
+                if here { "here   " } else { "fetch  " },
+                m.about
+            );
+        }
+        return Ok(());
+    }
+    let model = match name {
+        None => &fetch::KNOWN_MODELS[0],
+        Some(n) => fetch::known_model(n).ok_or_else(|| {
+            let names: Vec<&str> = fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+            anyhow::anyhow!("no model {n:?}; seal-tui knows {}", names.join(", "))
+        })?,
+    };
+    let path = fetch::ensure_model(model, &mut |m| errln!("{m}"))?;
+    outln!("{}", path.display());
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     cli.check_screen_flags()?;
     cli.check_config_flag()?;
@@ -158,11 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Some(Command::Sample(args)) => sample::run(args),
-        Some(Command::FetchModel) => {
-            let path = seal_tui::engine::fetch::ensure_default_model(&mut |m| errln!("{m}"))?;
-            outln!("{}", path.display());
-            Ok(())
-        }
+        Some(Command::FetchModel { name, list }) => fetch_model(name.as_deref(), list),
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A GGUF file or a Hugging Face model folder (default: SmolLM2-135M-Instruct, fetched if
-    /// missing).
+    /// A GGUF file, a Hugging Face model folder, or the name of a model seal-tui fetches
+    /// (`seal-tui fetch-model --list`; default: SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
     /// auto, cpu, cuda, cuda:N or metal.
@@ -27,7 +27,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn path(&self) -> Result<PathBuf> {
         match &self.model {
-            Some(p) => Ok(p.clone()),
+            Some(p) => fetch::resolve_model(p, &mut |m| errln!("{m}")),
             None => fetch::ensure_default_model(&mut |m| errln!("{m}")),
         }
     }

@@ -51,8 +51,10 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
+    /// A session (folder or id), or a results file written by `seal-tui eval`.
     pub session: String,
-    /// Where to write the CSV files (default: the session's report/ folder).
+    /// Where to write the CSV files (default: the session's report/ folder; for a results file,
+    /// the same name ending in .csv).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -177,6 +179,11 @@ pub fn check_speed(speed: f64) -> Result<()> {
 }
 
 pub fn report(args: &ReportArgs) -> Result<()> {
+    let path = std::path::Path::new(&args.session);
+    if path.is_file() {
+        // A results file of `seal-tui eval`.
+        return super::eval::report_file(path, args.out.as_deref());
+    }
     let dir = session::resolve(&args.session)?;
     let (_, records, issues) = session::open(&dir)?;
     for issue in &issues {

@@ -48,8 +48,16 @@ pub fn prepare(args: &RunArgs, screen: &ScreenArgs) -> Result<()> {
     check_screen(screen)?;
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
     need_terminal()?;
-    if cfg.model.path.is_none() && !fetch::default_model_path().exists() {
-        fetch::ensure_default_model(&mut |m| errln!("{m}"))?;
+    match &cfg.model.path {
+        None if !fetch::default_model_path().exists() => {
+            fetch::ensure_default_model(&mut |m| errln!("{m}"))?;
+        }
+        Some(p) => {
+            if let Some(model) = fetch::named_model(p) {
+                fetch::ensure_model(model, &mut |m| errln!("{m}"))?;
+            }
+        }
+        None => {}
     }
     Ok(())
 }

@@ -135,19 +135,38 @@ impl ModelConfig {
         };
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
         let num_heads = need(raw.num_attention_heads, "num_attention_heads")?;
-        let rope_scaling = match raw.rope_scaling {
+        // transformers 5 writes `rope_parameters` (with `rope_theta` inside, and
+        // `rope_type: "default"` for plain RoPE); earlier versions `rope_theta` and
+        // `rope_scaling`. Read either, so a folder saved by any version gets its real base.
+        let parameters = raw.rope_parameters.filter(|v| !v.is_null());
+        let rope_theta = raw
+            .rope_theta
+            .or_else(|| parameters.as_ref()?.get("rope_theta")?.as_f64());
+        let scaling = raw
+            .rope_scaling
+            .filter(|v| !v.is_null())
+            .or(parameters)
+            .filter(|v| v.get("rope_type").and_then(|t| t.as_str()) != Some("default"));
+        let rope_scaling = match scaling {
             Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => {
                 Some(serde_json::from_value(v).with_context(|| {
-                    format!("{}: malformed llama3 `rope_scaling`", path.display())
+                    format!("{}: malformed llama3 rope scaling", path.display())
                 })?)
             }
-            Some(v) if !v.is_null() => {
+            // A description with nothing but the base is plain RoPE.
+            Some(v)
+                if v.as_object()
+                    .is_some_and(|o| o.keys().all(|k| k == "rope_theta")) =>
+            {
+                None
+            }
+            Some(v) => {
                 bail!(
-                    "{}: unsupported rope_scaling {v}; only llama3 scaling is implemented",
+                    "{}: unsupported rope scaling {v}; only llama3 scaling is implemented",
                     path.display()
                 )
             }
-            _ => None,
+            None => None,
         };
         let config = ModelConfig {
             arch,
@@ -158,7 +177,7 @@ impl ModelConfig {
             num_heads,
             num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
             head_dim: raw.head_dim.unwrap_or(hidden_size / num_heads.max(1)),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             rope_freq_factors: None,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
@@ -247,6 +266,7 @@ struct HfConfig {
     head_dim: Option<usize>,
     rope_theta: Option<f64>,
     rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
     rms_norm_eps: Option<f64>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
@@ -268,6 +288,39 @@ mod tests {
         let err = format!("{:#}", ModelConfig::from_hf_json(&path).unwrap_err());
         assert!(err.contains("config.json"), "{err}");
         assert!(err.contains("gpt_neox"), "{err}");
+    }
+
+    /// Configs as transformers 5 saves them: the RoPE base inside `rope_parameters`.
+    #[test]
+    fn rope_parameters_of_transformers_5_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let base = r#""model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 128, "num_hidden_layers": 2,
+            "vocab_size": 300"#;
+        std::fs::write(
+            &path,
+            format!(r#"{{{base}, "rope_parameters": {{"rope_theta": 1000000.0, "rope_type": "default"}}}}"#),
+        )
+        .unwrap();
+        let c = ModelConfig::from_hf_json(&path).unwrap();
+        assert_eq!(c.rope_theta, 1e6);
+        assert!(c.rope_scaling.is_none());
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{{base}, "max_position_embeddings": 131072, "rope_parameters": {{"rope_theta": 500000.0, "rope_type": "llama3",
+                "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}}}}"#
+            ),
+        )
+        .unwrap();
+        let c = ModelConfig::from_hf_json(&path).unwrap();
+        assert_eq!(c.rope_theta, 5e5);
+        assert!(c.rope_scaling.is_some());
+        // The older layout still reads.
+        std::fs::write(&path, format!(r#"{{{base}, "rope_theta": 10000.0}}"#)).unwrap();
+        assert_eq!(ModelConfig::from_hf_json(&path).unwrap().rope_theta, 1e4);
     }
 
     #[test]

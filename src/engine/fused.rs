@@ -1,44 +1,172 @@
-//! Fused training ops for the CPU, each one autograd node with a hand-written backward.
+//! Fused training ops, each one autograd node with a hand-written backward, on any device.
 //!
 //! candle's backward pass allocates a zero tensor and adds into it for every node of the graph,
 //! views included, so a transformer layer written from small ops (~80 nodes in training) spends
-//! more time in that bookkeeping than in its matrix multiplies. These ops run their forward with
-//! candle's own fused kernels on a detached copy of their inputs, and compute exact gradients
-//! from the formulas below. `tests/engine_train.rs` checks them against finite differences and
+//! more time in that bookkeeping than in its matrix multiplies, and keeps every intermediate
+//! alive until the backward: composed attention holds several sequence x sequence tensors per
+//! layer (~150 GB for a 7B model at 2048 tokens). These ops instead run their forward with
+//! candle's own kernels on detached inputs (so on the CPU or a GPU alike), hand the result to
+//! candle as the node's output, and keep only their inputs for the backward, which recomputes
+//! what it needs from the formulas below. Half-precision inputs are computed in f32 where sums
+//! or exponentials are taken (norms, softmax, the loss) and their gradients are returned in the
+//! inputs' precision. `tests/engine_train.rs` checks every op against finite differences and
 //! against the composed formulation.
 
 use super::ops::rope;
 use super::ops::Mode;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, MetalStorage, Result,
+    Shape, Storage, Tensor, D,
+};
+use std::sync::Mutex;
 
-/// A detached tensor holding a copy of a contiguous CPU storage view.
-fn to_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused op: input is not contiguous");
-    };
-    let shape = l.shape().clone();
-    let dev = candle_core::Device::Cpu;
-    match s {
-        CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], shape, &dev),
-        CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], shape, &dev),
-        _ => candle_core::bail!("fused op: only f32 and f64 are supported"),
+/// Whether the fused ops run on tensors of this device and dtype: the CPU in f32/f64, a CUDA
+/// GPU in any float type. (Metal keeps the composed path: nothing here has run on one.)
+pub fn supported(t: &Tensor) -> bool {
+    match t.device() {
+        candle_core::Device::Cpu => matches!(t.dtype(), DType::F32 | DType::F64),
+        candle_core::Device::Cuda(_) => t.dtype().is_float(),
+        candle_core::Device::Metal(_) => false,
     }
 }
 
-fn to_storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
-    let shape = t.shape().clone();
-    let flat = t.flatten_all()?;
-    let storage = match t.dtype() {
-        candle_core::DType::F32 => CpuStorage::F32(flat.to_vec1()?),
-        candle_core::DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-        d => candle_core::bail!("fused op: unsupported dtype {d:?}"),
-    };
-    Ok((storage, shape))
+/// The precision sums and exponentials are taken in: f32 for half-precision inputs.
+fn wide(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        d => d,
+    }
 }
 
-/// Whether the fused ops can run on tensors of this device and dtype.
-pub fn supported(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+/// A node's output, computed before the node is made; the device backends hand it over.
+struct Output(Mutex<Option<Tensor>>);
+
+impl Output {
+    fn new(t: Tensor) -> Result<Output> {
+        // The storage is handed over whole, so it must hold exactly this tensor.
+        let t = if t.is_contiguous() && t.layout().start_offset() == 0 {
+            t
+        } else {
+            t.copy()?
+        };
+        Ok(Output(Mutex::new(Some(t))))
+    }
+
+    fn take(&self) -> Result<Tensor> {
+        let mut slot = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused op: poisoned output".into()))?;
+        slot.take()
+            .ok_or_else(|| candle_core::Error::Msg("fused op: forward run twice".into()))
+    }
+
+    fn cpu(&self) -> Result<(CpuStorage, Shape)> {
+        let t = self.take()?;
+        let (storage, layout) = t.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("fused op: output is not on the CPU"),
+        }
+    }
+
+    fn cuda(&self) -> Result<(CudaStorage, Shape)> {
+        let t = self.take()?;
+        let (storage, layout) = t.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("fused op: output is not on the CUDA device"),
+        }
+    }
+
+    fn metal(&self) -> Result<(MetalStorage, Shape)> {
+        let t = self.take()?;
+        let (storage, layout) = t.storage_and_layout();
+        match &*storage {
+            Storage::Metal(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("fused op: output is not on the Metal device"),
+        }
+    }
+}
+
+/// The device entry points of a node whose output was computed beforehand.
+macro_rules! forward_from_output {
+    (1) => {
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            self.out.cpu()
+        }
+        fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+            self.out.cuda()
+        }
+        fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
+            self.out.metal()
+        }
+    };
+    (2) => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            self.out.cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            _: &CudaStorage,
+            _: &Layout,
+            _: &CudaStorage,
+            _: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            self.out.cuda()
+        }
+        fn metal_fwd(
+            &self,
+            _: &MetalStorage,
+            _: &Layout,
+            _: &MetalStorage,
+            _: &Layout,
+        ) -> Result<(MetalStorage, Shape)> {
+            self.out.metal()
+        }
+    };
+    (3) => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            self.out.cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            _: &CudaStorage,
+            _: &Layout,
+            _: &CudaStorage,
+            _: &Layout,
+            _: &CudaStorage,
+            _: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            self.out.cuda()
+        }
+        fn metal_fwd(
+            &self,
+            _: &MetalStorage,
+            _: &Layout,
+            _: &MetalStorage,
+            _: &Layout,
+            _: &MetalStorage,
+            _: &Layout,
+        ) -> Result<(MetalStorage, Shape)> {
+            self.out.metal()
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -48,6 +176,7 @@ pub fn supported(t: &Tensor) -> bool {
 struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    out: Output,
 }
 
 impl CustomOp1 for RmsNorm {
@@ -55,35 +184,34 @@ impl CustomOp1 for RmsNorm {
         "fused-rms-norm"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = to_tensor(s, l)?;
-        let y = match x.dtype() {
-            // candle's kernel accumulates in f32; keep f64 exact (gradient checks rely on it).
-            candle_core::DType::F64 => {
-                super::ops::rms_norm(&x, &self.weight, self.eps, Mode::Train)?
-            }
-            _ => candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?,
-        };
-        to_storage(&y)
-    }
+    forward_from_output!(1);
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let x = x.detach();
+        let dtype = x.dtype();
+        let w = wide(dtype);
+        let x = x.detach().to_dtype(w)?;
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
             .recip()?;
-        let g = dy.broadcast_mul(&self.weight)?;
+        let g = dy.to_dtype(w)?.broadcast_mul(&self.weight.to_dtype(w)?)?;
         let gx = (&g * &x)?.mean_keepdim(D::Minus1)?;
         let r3 = r.powf(3.0)?;
         let dx = (g.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * gx)?)?)?;
-        Ok(Some(dx))
+        Ok(Some(dx.to_dtype(dtype)?))
     }
 }
 
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(RmsNorm {
+    let x = x.contiguous()?;
+    let out = match x.dtype() {
+        // candle's kernel accumulates in f32; keep f64 exact (gradient checks rely on it).
+        DType::F64 => super::ops::rms_norm(&x.detach(), weight, eps, Mode::Train)?,
+        _ => candle_nn::ops::rms_norm(&x.detach(), weight, eps as f32)?,
+    };
+    x.apply_op1(RmsNorm {
         weight: weight.clone(),
         eps,
+        out: Output::new(out)?,
     })
 }
 
@@ -91,24 +219,16 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 // SwiGLU's product: y = silu(g) * u.
 // dg = dy * u * s * (1 + g * (1 - s)) with s = sigmoid(g); du = dy * silu(g).
 
-struct SiluMul;
+struct SiluMul {
+    out: Output,
+}
 
 impl CustomOp2 for SiluMul {
     fn name(&self) -> &'static str {
         "fused-silu-mul"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = to_tensor(s1, l1)?;
-        let u = to_tensor(s2, l2)?;
-        to_storage(&(g.silu()? * u)?)
-    }
+    forward_from_output!(2);
 
     fn bwd(
         &self,
@@ -117,42 +237,48 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, u) = (g.detach(), u.detach());
+        let dtype = g.dtype();
+        let w = wide(dtype);
+        let (g, u, dy) = (
+            g.detach().to_dtype(w)?,
+            u.detach().to_dtype(w)?,
+            dy.to_dtype(w)?,
+        );
         let s = candle_nn::ops::sigmoid(&g)?;
         let silu = (&g * &s)?;
         let dsilu = (&s * ((&g * (1.0 - &s)?)? + 1.0)?)?;
-        let dg = ((dy * &u)? * dsilu)?;
+        let dg = ((&dy * &u)? * dsilu)?;
         let du = (dy * silu)?;
-        Ok((Some(dg), Some(du)))
+        Ok((Some(dg.to_dtype(dtype)?), Some(du.to_dtype(dtype)?)))
     }
 }
 
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul)
+    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let out = (gate.detach().silu()? * up.detach())?;
+    gate.apply_op2(
+        &up,
+        SiluMul {
+            out: Output::new(out)?,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // A frozen projection with a LoRA update: y = x W^T (+ bias) + s (x A^T) B^T.
 // With h = dy B: dx = dy W + s h A, dA = s h^T x, dB = s dy^T (x A^T).
+// The adapter keeps its own precision (f32 under a bf16 base on a GPU); the frozen product runs
+// in the base's.
 
 struct LoraLinear {
     weight: Tensor,
-    bias: Option<Tensor>,
     scale: f64,
+    out: Output,
 }
 
-impl LoraLinear {
-    fn rows(x: &Tensor) -> Result<Tensor> {
-        let k = x.dim(D::Minus1)?;
-        x.reshape((x.elem_count() / k, k))
-    }
-
-    fn out_shape(&self, x: &Tensor) -> Result<Vec<usize>> {
-        let mut dims = x.dims().to_vec();
-        let last = dims.len() - 1;
-        dims[last] = self.weight.dim(0)?;
-        Ok(dims)
-    }
+fn rows(x: &Tensor) -> Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    x.reshape((x.elem_count() / k, k))
 }
 
 impl CustomOp3 for LoraLinear {
@@ -160,27 +286,7 @@ impl CustomOp3 for LoraLinear {
         "fused-lora-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sa: &CpuStorage,
-        la: &Layout,
-        sb: &CpuStorage,
-        lb: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = to_tensor(sx, lx)?;
-        let a = to_tensor(sa, la)?;
-        let b = to_tensor(sb, lb)?;
-        let x2 = Self::rows(&x)?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
-        let low = x2.matmul(&a.t()?)?.matmul(&b.t()?)?;
-        let y = (y + (low * self.scale)?)?;
-        to_storage(&y.reshape(self.out_shape(&x)?)?)
-    }
+    forward_from_output!(3);
 
     fn bwd(
         &self,
@@ -191,12 +297,15 @@ impl CustomOp3 for LoraLinear {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (x, a, b) = (x.detach(), a.detach(), b.detach());
-        let x2 = Self::rows(&x)?;
-        let dy2 = Self::rows(dy)?;
-        let h = dy2.matmul(&b)?;
-        let dx = (dy2.matmul(&self.weight)? + (h.matmul(&a)? * self.scale)?)?;
-        let da = (h.t()?.matmul(&x2)? * self.scale)?;
-        let db = (dy2.t()?.matmul(&x2.matmul(&a.t()?)?)? * self.scale)?;
+        let lora = a.dtype();
+        let x2 = rows(&x)?;
+        let dy2 = rows(dy)?;
+        let (x2l, dy2l) = (x2.to_dtype(lora)?, dy2.to_dtype(lora)?);
+        let h = dy2l.matmul(&b)?;
+        let dx = (dy2.to_dtype(x.dtype())?.matmul(&self.weight)?
+            + (h.matmul(&a)? * self.scale)?.to_dtype(x.dtype())?)?;
+        let da = (h.t()?.matmul(&x2l)? * self.scale)?;
+        let db = (dy2l.t()?.matmul(&x2l.matmul(&a.t()?)?)? * self.scale)?;
         Ok((Some(dx.reshape(x.dims())?), Some(da), Some(db)))
     }
 }
@@ -209,13 +318,30 @@ pub fn lora_linear(
     b: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(
+    let x = x.contiguous()?;
+    let out = {
+        let xd = x.detach();
+        let x2 = rows(&xd)?;
+        let mut y = x2.matmul(&weight.t()?)?;
+        if let Some(bias) = bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let xl = x2.to_dtype(a.dtype())?;
+        let low = (xl.matmul(&a.detach().t()?)?.matmul(&b.detach().t()?)? * scale)?;
+        let low = low.to_dtype(y.dtype())?;
+        let y = (y + low)?;
+        let mut dims = x.dims().to_vec();
+        let last = dims.len() - 1;
+        dims[last] = weight.dim(0)?;
+        y.reshape(dims)?
+    };
+    x.apply_op3(
         a,
         b,
         LoraLinear {
             weight: weight.clone(),
-            bias: bias.cloned(),
             scale,
+            out: Output::new(out)?,
         },
     )
 }
@@ -228,6 +354,8 @@ pub fn lora_linear(
 // a key/value head are stacked along time, so k and v are never repeated.
 // Backward: dV = P^T dO; dP = dO V^T; dS = P (dP - rowsum(dP P)); dQ = dS K / sqrt(d);
 // dK = dS^T Q / sqrt(d); rotary embedding is a rotation, so its backward rotates by -angle.
+// Scores, probabilities and their gradients are f32 for half-precision inputs. Only q, k, v are
+// kept for the backward; P is recomputed there, one layer at a time.
 
 struct Attention {
     cos: Tensor,
@@ -237,6 +365,7 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    out: Output,
 }
 
 struct AttnParts {
@@ -246,7 +375,16 @@ struct AttnParts {
     p: Tensor,
 }
 
-impl Attention {
+struct AttnShape {
+    cos: Tensor,
+    sin: Tensor,
+    bias: Option<Tensor>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl AttnShape {
     fn split(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         x.reshape((b, t, heads, self.head_dim))?
@@ -262,9 +400,11 @@ impl Attention {
             .reshape((b, t, self.heads * d))
     }
 
-    /// Rotated, grouped q `(b, kv, g*t, d)`, rotated k and v `(b, kv, t, d)`, probabilities.
+    /// Rotated, grouped q `(b, kv, g*t, d)`, rotated k and v `(b, kv, t, d)`, and the
+    /// probabilities, all in the wide precision.
     fn parts(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttnParts> {
         let (b, t, _) = q.dims3()?;
+        let w = wide(q.dtype());
         let groups = self.heads / self.kv_heads;
         let q = rope(
             &self.split(q, self.heads)?,
@@ -272,25 +412,50 @@ impl Attention {
             &self.sin,
             Mode::Infer,
         )?
-        .reshape((b, self.kv_heads, groups * t, self.head_dim))?;
+        .reshape((b, self.kv_heads, groups * t, self.head_dim))?
+        .to_dtype(w)?;
         let k = rope(
             &self.split(k, self.kv_heads)?,
             &self.cos,
             &self.sin,
             Mode::Infer,
-        )?;
-        let v = self.split(v, self.kv_heads)?;
+        )?
+        .to_dtype(w)?;
+        let v = self.split(v, self.kv_heads)?.to_dtype(w)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(bias) = &self.bias {
             let t_k = k.dim(2)?;
             scores = scores
                 .reshape((b, self.kv_heads, groups, t, t_k))?
-                .broadcast_add(&bias.unsqueeze(2)?)?
+                .broadcast_add(&bias.to_dtype(w)?.unsqueeze(2)?)?
                 .reshape((b, self.kv_heads, groups * t, t_k))?;
         }
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
         Ok(AttnParts { q, k, v, p })
+    }
+
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = q.dims3()?;
+        let parts = self.parts(q, k, v)?;
+        let o = parts
+            .p
+            .matmul(&parts.v)?
+            .reshape((b, self.heads, t, self.head_dim))?;
+        self.merge(&o)?.to_dtype(q.dtype())
+    }
+}
+
+impl Attention {
+    fn shape(&self) -> AttnShape {
+        AttnShape {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            bias: self.bias.clone(),
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
     }
 }
 
@@ -299,24 +464,7 @@ impl CustomOp3 for Attention {
         "fused-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        sq: &CpuStorage,
-        lq: &Layout,
-        sk: &CpuStorage,
-        lk: &Layout,
-        sv: &CpuStorage,
-        lv: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let q = to_tensor(sq, lq)?;
-        let (b, t, _) = q.dims3()?;
-        let parts = self.parts(&q, &to_tensor(sk, lk)?, &to_tensor(sv, lv)?)?;
-        let o = parts
-            .p
-            .matmul(&parts.v)?
-            .reshape((b, self.heads, t, self.head_dim))?;
-        to_storage(&self.merge(&o)?)
-    }
+    forward_from_output!(3);
 
     fn bwd(
         &self,
@@ -326,25 +474,35 @@ impl CustomOp3 for Attention {
         _res: &Tensor,
         dout: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let shape = self.shape();
         let (b, t, _) = q.dims3()?;
+        let dtype = q.dtype();
         let groups = self.heads / self.kv_heads;
-        let parts = self.parts(&q.detach(), &k.detach(), &v.detach())?;
+        let parts = shape.parts(&q.detach(), &k.detach(), &v.detach())?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let d_o =
-            self.split(dout, self.heads)?
-                .reshape((b, self.kv_heads, groups * t, self.head_dim))?;
+        let d_o = shape
+            .split(&dout.to_dtype(parts.p.dtype())?, self.heads)?
+            .reshape((b, self.kv_heads, groups * t, self.head_dim))?;
         let dv = parts.p.t()?.matmul(&d_o)?;
         let dp = d_o.matmul(&parts.v.t()?)?;
         let row = (&dp * &parts.p)?.sum_keepdim(D::Minus1)?;
         let ds = (&parts.p * dp.broadcast_sub(&row)?)?;
-        let dq = (ds.matmul(&parts.k)? * scale)?.reshape((b, self.heads, t, self.head_dim))?;
-        let dk = (ds.t()?.matmul(&parts.q)? * scale)?;
+        drop(parts.p);
+        let dq = (ds.matmul(&parts.k)? * scale)?
+            .reshape((b, self.heads, t, self.head_dim))?
+            .to_dtype(dtype)?;
+        let dk = (ds.t()?.matmul(&parts.q)? * scale)?.to_dtype(dtype)?;
         let dq = rope(&dq, &self.cos, &self.neg_sin, Mode::Infer)?;
         let dk = rope(&dk, &self.cos, &self.neg_sin, Mode::Infer)?;
         Ok((
-            Some(self.merge(&dq)?),
+            Some(shape.merge(&dq)?),
             Some(dk.transpose(1, 2)?.contiguous()?.reshape(k.dims())?),
-            Some(dv.transpose(1, 2)?.contiguous()?.reshape(v.dims())?),
+            Some(
+                dv.to_dtype(dtype)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape(v.dims())?,
+            ),
         ))
     }
 }
@@ -363,15 +521,183 @@ pub fn attention(
     kv_heads: usize,
     head_dim: usize,
 ) -> Result<Tensor> {
-    let op = Attention {
+    let shape = AttnShape {
         cos: cos.contiguous()?,
         sin: sin.contiguous()?,
-        neg_sin: sin.neg()?.contiguous()?,
         bias: bias.cloned(),
         heads,
         kv_heads,
         head_dim,
     };
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let out = shape.forward(&q.detach(), &k.detach(), &v.detach())?;
+    let op = Attention {
+        neg_sin: shape.sin.neg()?.contiguous()?,
+        cos: shape.cos,
+        sin: shape.sin,
+        bias: shape.bias,
+        heads,
+        kv_heads,
+        head_dim,
+        out: Output::new(out)?,
+    };
+    q.apply_op3(&k, &v, op)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loss's per-token negative log-likelihood through the output head, `(n, hidden)` hidden
+// states to `(n,)`, taken a slice of rows at a time so the `n x vocab` logits never exist whole
+// (Qwen's vocabulary is 152k: 2048 tokens of f32 logits are 1.2 GB, and the composed loss keeps
+// several such tensors).
+// nll = logsumexp(h W^T) - (h W^T)[target]; dh = (softmax(h W^T) - onehot(target)) dy W.
+
+struct TokenNll {
+    head: Tensor,
+    targets: Tensor,
+    step: usize,
+    out: Output,
+}
+
+/// Rows per slice: about 32M logits (128 MB in f32) at a time.
+fn slice_rows(vocab: usize) -> usize {
+    (32 * 1024 * 1024 / vocab.max(1)).max(1)
+}
+
+/// The logits of a slice of rows, in the wide precision.
+fn slice_logits(h: &Tensor, head: &Tensor) -> Result<Tensor> {
+    let w = wide(h.dtype());
+    h.matmul(&head.t()?)?.to_dtype(w)
+}
+
+impl CustomOp1 for TokenNll {
+    fn name(&self) -> &'static str {
+        "fused-token-nll"
+    }
+
+    forward_from_output!(1);
+
+    fn bwd(&self, h: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let h = h.detach();
+        let (n, _) = h.dims2()?;
+        let vocab = self.head.dim(0)?;
+        let step = self.step;
+        let mut parts = Vec::with_capacity(n.div_ceil(step));
+        let ids = Tensor::arange(0u32, vocab as u32, h.device())?.unsqueeze(0)?;
+        for start in (0..n).step_by(step) {
+            let len = step.min(n - start);
+            let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
+            let p = candle_nn::ops::softmax_last_dim(&logits)?;
+            let tgt = self.targets.narrow(0, start, len)?.unsqueeze(1)?;
+            let onehot = ids.broadcast_eq(&tgt)?.to_dtype(p.dtype())?;
+            let dy_s = dy
+                .narrow(0, start, len)?
+                .to_dtype(p.dtype())?
+                .unsqueeze(1)?;
+            let dlogits = (p - onehot)?.broadcast_mul(&dy_s)?.to_dtype(h.dtype())?;
+            parts.push(dlogits.matmul(&self.head)?);
+        }
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// Per-token negative log-likelihood of `targets` after hidden states `h` `(n, hidden)`, through
+/// the output head `(vocab, hidden)`: `(n,)`, in f32 (f64 for an f64 model).
+pub fn token_nll(h: &Tensor, head: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    token_nll_sliced(h, head, targets, slice_rows(head.dim(0)?))
+}
+
+fn token_nll_sliced(h: &Tensor, head: &Tensor, targets: &[u32], step: usize) -> Result<Tensor> {
+    let h = h.contiguous()?;
+    let (n, _) = h.dims2()?;
+    if targets.len() != n {
+        candle_core::bail!("token nll: {n} rows but {} targets", targets.len());
+    }
+    let tgt = Tensor::new(targets, h.device())?;
+    let hd = h.detach();
+    let mut parts = Vec::with_capacity(n.div_ceil(step));
+    for start in (0..n).step_by(step) {
+        let len = step.min(n - start);
+        let logits = slice_logits(&hd.narrow(0, start, len)?, head)?;
+        let max = logits.max_keepdim(D::Minus1)?;
+        let lse = (logits
+            .broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            + &max)?;
+        let picked = logits.gather(&tgt.narrow(0, start, len)?.unsqueeze(1)?, 1)?;
+        parts.push((lse - picked)?.squeeze(1)?);
+    }
+    let out = Tensor::cat(&parts, 0)?;
+    h.apply_op1(TokenNll {
+        head: head.clone(),
+        targets: tgt,
+        step,
+        out: Output::new(out)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = super::super::rng::SplitMix64::new(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Sliced or not, the loss and its gradient equal the composed log-softmax's.
+    #[test]
+    fn token_nll_matches_log_softmax_in_any_slicing() {
+        let h = Var::from_tensor(&rand(&[7, 5], 1)).unwrap();
+        let head = rand(&[11, 5], 2);
+        let targets = [0u32, 3, 10, 4, 4, 9, 1];
+        let tgt = Tensor::new(&targets[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let logp =
+            candle_nn::ops::log_softmax(&h.matmul(&head.t().unwrap()).unwrap(), D::Minus1).unwrap();
+        let expected = logp
+            .gather(&tgt, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap();
+        let weights = rand(&[7], 3);
+        let g_expected = (&expected * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_expected = g_expected.get(h.as_tensor()).unwrap().clone();
+        for step in [1, 3, 7, 100] {
+            let nll = token_nll_sliced(h.as_tensor(), &head, &targets, step).unwrap();
+            assert!(max_diff(&nll, &expected) < 1e-12, "step {step}");
+            let g = (&nll * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g = g.get(h.as_tensor()).unwrap();
+            assert!(max_diff(g, &g_expected) < 1e-12, "step {step}: gradient");
+        }
+    }
 }

@@ -593,6 +593,13 @@ pub fn save_hf_folder(model: &Model, dir: &Path) -> Result<()> {
     candle_core::safetensors::save(&tensors.into_iter().collect::<HashMap<_, _>>(), &weights)
         .with_context(|| format!("cannot write {}", weights.display()))?;
     write_json(&dir.join("config.json"), &t.config.to_hf_json())?;
+    save_tokenizer_files(model, dir)
+}
+
+/// The tokenizer, its special tokens and the chat template as a Hugging Face folder holds them
+/// (`tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`, `generation_config.json`).
+pub fn save_tokenizer_files(model: &Model, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     model.tokenizer.save_json(&dir.join("tokenizer.json"))?;
     let tok = &model.tokenizer;
     let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));

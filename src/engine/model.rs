@@ -660,6 +660,13 @@ impl Transformer {
         let flat: Vec<u32> = picks.iter().map(|&(r, p)| (r * t + p) as u32).collect();
         let idx = Tensor::new(flat, &self.device)?;
         let picked = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
+        if mode == Mode::Train
+            && self.fused_training
+            && self.lm_head.bias.is_none()
+            && fused::supported(&picked)
+        {
+            return Ok(fused::token_nll(&picked, &self.lm_head.weight, targets)?.neg()?);
+        }
         let logits = self.logits(&picked, mode)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let tgt = Tensor::new(targets, &self.device)?.unsqueeze(1)?;

@@ -165,6 +165,30 @@ fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// The next token of each active row from the last positions' logits `(rows, vocab)`. On a GPU a
+/// greedy pick is made there, and only the chosen ids cross to the host each step; otherwise
+/// the logits come over for the row's sampler.
+fn pick(
+    logits: &Tensor,
+    samplers: &mut [TokenSampler],
+    rows: &[usize],
+    greedy_on_device: bool,
+) -> Result<Vec<u32>> {
+    if greedy_on_device {
+        return Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?);
+    }
+    let host: Vec<Vec<f32>> = logits.to_vec2()?;
+    Ok(rows
+        .iter()
+        .zip(&host)
+        .map(|(&i, l)| samplers[i].sample(l))
+        .collect())
+}
+
+fn greedy_on_device(model: &Model, params: &SamplingParams) -> bool {
+    params.temperature <= 0.0 && !model.transformer.device.is_cpu()
+}
+
 /// Token ids that end a generation: the tokenizer's EOS ids and the chat format's end of turn.
 fn stop_ids(model: &Model) -> Vec<u32> {
     let mut ids = model.tokenizer.eos_ids.clone();
@@ -269,7 +293,8 @@ fn generate_inner(
         .max_tokens
         .min(t.config.max_position_embeddings - prompt.len());
     let mut cache = KvCache::new(t.config.num_layers, prompt.len() + max_new);
-    let mut sampler = TokenSampler::new(params, 0);
+    let mut samplers = [TokenSampler::new(params, 0)];
+    let on_device = greedy_on_device(model, params);
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
 
@@ -283,7 +308,7 @@ fn generate_inner(
         adapter,
         Mode::Infer,
     )?;
-    let mut logits: Vec<f32> = t.last_logits(&hidden)?.squeeze(0)?.to_vec1()?;
+    let mut logits = t.last_logits(&hidden)?;
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut stop = StopReason::MaxTokens;
@@ -292,7 +317,7 @@ fn generate_inner(
             stop = StopReason::Cancelled;
             break;
         }
-        let next = sampler.sample(&logits);
+        let next = pick(&logits, &mut samplers, &[0], on_device)?[0];
         if stops.contains(&next) {
             stop = StopReason::Eos;
             break;
@@ -318,7 +343,7 @@ fn generate_inner(
         let ids = Tensor::new(&[next], &t.device)?.unsqueeze(0)?;
         let pos = Positions::From(cache.len());
         let hidden = t.forward_hidden(&ids, &pos, None, Some(&mut cache), adapter, Mode::Infer)?;
-        logits = t.last_logits(&hidden)?.squeeze(0)?.to_vec1()?;
+        logits = t.last_logits(&hidden)?;
     }
     if stop != StopReason::StopString {
         // Text held back while a UTF-8 sequence was incomplete is released now, as it stands.
@@ -444,7 +469,8 @@ pub fn generate_batch(
         adapter,
         Mode::Infer,
     )?;
-    let mut logits: Vec<Vec<f32>> = t.last_logits(&hidden)?.to_vec2()?;
+    let on_device = greedy_on_device(model, params);
+    let mut logits = t.last_logits(&hidden)?;
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
 
@@ -459,8 +485,9 @@ pub fn generate_batch(
             break;
         }
         let mut next_ids = Vec::with_capacity(active.len());
+        let picks = pick(&logits, &mut samplers, &active, on_device)?;
         for (r, &i) in active.iter().enumerate() {
-            let next = samplers[i].sample(&logits[r]);
+            let next = picks[r];
             if stops.contains(&next) {
                 done[i] = Some(StopReason::Eos);
                 next_ids.push(pad);
@@ -506,7 +533,7 @@ pub fn generate_batch(
             adapter,
             Mode::Infer,
         )?;
-        logits = t.last_logits(&hidden)?.to_vec2()?;
+        logits = t.last_logits(&hidden)?;
     }
     let decode_secs = decode_start.elapsed().as_secs_f64();
     for i in 0..b {

@@ -639,16 +639,15 @@ pub fn sequence_logprob(
     Ok(logp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?)
 }
 
+/// The global gradient norm, summed on the device and read once (on a GPU every read is a
+/// synchronisation).
 fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    let mut sum = 0.0f64;
-    for g in grads {
-        sum += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F32)?
-            .to_scalar::<f32>()? as f64;
-    }
-    Ok(sum.sqrt())
+    let sums = grads
+        .iter()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let total = Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok(total.sqrt())
 }
 
 #[cfg(test)]

@@ -525,6 +525,37 @@ impl ArcSection {
     }
 }
 
+/// Contexts the policy never trains on, evaluated before round 1 and after every policy update
+/// (the paper's Figure 4): the current policy writes self-edits for them, each is trained and
+/// graded as in the inner loop. None by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeldoutSection {
+    /// The held-out data, in the format of `task.data`; none: no held-out passes.
+    #[serde(with = "optional_path")]
+    pub data: Option<PathBuf>,
+    /// How many contexts of it (from its start); 0: all.
+    pub contexts: usize,
+    /// Self-edits per held-out context (each trained and graded on its own).
+    pub k: usize,
+}
+
+impl Default for HeldoutSection {
+    fn default() -> Self {
+        HeldoutSection {
+            data: None,
+            contexts: 0,
+            k: 1,
+        }
+    }
+}
+
+impl HeldoutSection {
+    pub fn enabled(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
@@ -538,6 +569,7 @@ pub struct RunConfig {
     pub eval: EvalSection,
     pub outer: OuterSection,
     pub policy: PolicySection,
+    pub heldout: HeldoutSection,
     pub seed: u64,
 }
 
@@ -569,6 +601,9 @@ impl RunConfig {
         let resolve = |p: &mut PathBuf| *p = resolve_path(p, config_dir);
         resolve(&mut self.task.data);
         resolve(&mut self.knowledge.prompts_dir);
+        if let Some(p) = self.heldout.data.as_mut() {
+            resolve(p);
+        }
         if let Some(p) = self.model.path.as_mut() {
             resolve(p);
         }
@@ -591,6 +626,15 @@ impl RunConfig {
         }
         if self.outer.rounds == 0 {
             bail!("outer.rounds = 0: must be at least 1");
+        }
+        if self.heldout.enabled() && self.heldout.k == 0 {
+            bail!("heldout.k must be at least 1");
+        }
+        if self.heldout.data.as_ref() == Some(&self.task.data) {
+            bail!(
+                "heldout.data is task.data ({}): held-out contexts must be ones the policy never trains on",
+                self.task.data.display()
+            );
         }
         if !self.outer.min_gain.is_finite() {
             bail!("outer.min_gain = {}: must be a number", self.outer.min_gain);

@@ -149,6 +149,31 @@ pub struct TrainProgress {
     pub eta_secs: f64,
 }
 
+/// One self-edit of a held-out context: its text, and the adapted model's graded answers
+/// (none when it could not be trained; `note` says why).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutEdit {
+    pub text: String,
+    pub accuracy: f64,
+    pub results: Vec<QuestionResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A held-out pass's figures over all its contexts' self-edits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct HeldoutSummary {
+    /// Share of held-out questions the adapted models answered correctly.
+    pub accuracy: f64,
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+    pub correct: usize,
+    pub graded: usize,
+    /// Mean over contexts of the unadapted policy's accuracy.
+    pub baseline: f64,
+    pub contexts: usize,
+}
+
 /// A human decision about a self-edit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -317,6 +342,27 @@ pub enum Event {
         round: usize,
         metrics: RoundMetrics,
     },
+    /// A held-out pass begins: before round 1 (`after_round` none) or after a policy update.
+    HeldoutStarted {
+        pass: usize,
+        after_round: Option<usize>,
+        contexts: usize,
+    },
+    /// One held-out context evaluated with the current policy's self-edits.
+    HeldoutScored {
+        pass: usize,
+        index: usize,
+        title: String,
+        /// The context's question count (an edit that could not be trained got none right).
+        questions: usize,
+        baseline: f64,
+        edits: Vec<HeldoutEdit>,
+        secs: f64,
+    },
+    HeldoutFinished {
+        pass: usize,
+        summary: HeldoutSummary,
+    },
     RunFinished {
         secs: f64,
     },
@@ -352,6 +398,9 @@ impl Event {
                 | Event::PolicyUpdated { .. }
                 | Event::PolicySkipped { .. }
                 | Event::RoundFinished { .. }
+                | Event::HeldoutStarted { .. }
+                | Event::HeldoutScored { .. }
+                | Event::HeldoutFinished { .. }
                 | Event::RunFinished { .. }
                 | Event::ModeChanged { .. }
                 | Event::Failed { .. }

@@ -1,8 +1,8 @@
 //! How a round's figures are reckoned: one rule for the loop (which records them when a round
 //! closes), the screen (which shows them while it runs) and the report.
 
-use super::events::{GainRule, RoundMetrics};
-use super::state::{EditState, EditStatus, RoundState};
+use super::events::{GainRule, HeldoutSummary, RoundMetrics};
+use super::state::{EditState, EditStatus, HeldoutPass, RoundState};
 
 /// The arithmetic mean; `None` for no values (shown as "–", never as 0%).
 pub fn mean(xs: &[f64]) -> Option<f64> {
@@ -58,6 +58,34 @@ pub fn round_metrics(round: &RoundState, rule: GainRule) -> RoundMetrics {
         edits_evaluated: rewards.len(),
         edits_kept: round.contexts.iter().filter(|c| c.kept.is_some()).count(),
         contexts: round.contexts.len(),
+    }
+}
+
+/// A held-out pass's figures from the contexts scored so far: every self-edit's answers count
+/// (one that could not be trained, all its questions wrong), with a Wilson interval.
+pub fn heldout_summary(pass: &HeldoutPass) -> HeldoutSummary {
+    let mut correct = 0;
+    let mut graded = 0;
+    for c in &pass.contexts {
+        for e in &c.edits {
+            if e.results.is_empty() {
+                graded += c.questions;
+            } else {
+                graded += e.results.len();
+                correct += e.results.iter().filter(|r| r.verdict.correct).count();
+            }
+        }
+    }
+    let baselines: Vec<f64> = pass.contexts.iter().map(|c| c.baseline).collect();
+    let (low, high) = wilson95(correct, graded);
+    HeldoutSummary {
+        accuracy: correct as f64 / graded.max(1) as f64,
+        ci95_low: low,
+        ci95_high: high,
+        correct,
+        graded,
+        baseline: mean(&baselines).unwrap_or(0.0),
+        contexts: pass.contexts.len(),
     }
 }
 

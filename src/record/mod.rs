@@ -16,7 +16,8 @@ pub mod state;
 pub use config::RunConfig;
 pub use events::{
     ArcTaskView, Command, ContextBody, ContextView, Decision, Event, GainRule, Grid, GridPair,
-    QuestionResult, QuestionView, Record, RoundMetrics, RunInfo, RunMode, TrainProgress, Verdict,
+    HeldoutEdit, HeldoutSummary, QuestionResult, QuestionView, Record, RoundMetrics, RunInfo,
+    RunMode, TrainProgress, Verdict,
 };
 pub use header::Header;
 pub use ids::{CtxId, EditId};
@@ -28,7 +29,8 @@ pub use state::RunState;
 ///
 /// 2: work events carry the self-edit's revision; round figures may be absent; ARC answers
 /// carry the grid read from them; the run names its gain rule.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: held-out passes (`heldout_started`, `heldout_scored`, `heldout_finished`).
+pub const FORMAT_VERSION: u32 = 3;
 
 #[cfg(test)]
 mod format {
@@ -70,6 +72,9 @@ mod format {
             Event::PolicyUpdated { .. } => "policy_updated",
             Event::PolicySkipped { .. } => "policy_skipped",
             Event::RoundFinished { .. } => "round_finished",
+            Event::HeldoutStarted { .. } => "heldout_started",
+            Event::HeldoutScored { .. } => "heldout_scored",
+            Event::HeldoutFinished { .. } => "heldout_finished",
             Event::RunFinished { .. } => "run_finished",
             Event::ModeChanged { .. } => "mode_changed",
             Event::Warning { .. } => "warning",
@@ -78,7 +83,7 @@ mod format {
         }
     }
 
-    const EVENT_COUNT: usize = 25;
+    const EVENT_COUNT: usize = 28;
 
     fn examples() -> Vec<Event> {
         let ctx = CtxId { round: 0, ctx: 1 };
@@ -258,6 +263,37 @@ mod format {
                     mean_gain: None,
                     edits_evaluated: 1,
                     edits_kept: 1,
+                    contexts: 1,
+                },
+            },
+            Event::HeldoutStarted {
+                pass: 1,
+                after_round: Some(0),
+                contexts: 4,
+            },
+            Event::HeldoutScored {
+                pass: 1,
+                index: 2,
+                title: "T".into(),
+                questions: 2,
+                baseline: 0.25,
+                edits: vec![HeldoutEdit {
+                    text: "e".into(),
+                    accuracy: 0.5,
+                    results: vec![],
+                    note: Some("n".into()),
+                }],
+                secs: 3.0,
+            },
+            Event::HeldoutFinished {
+                pass: 1,
+                summary: HeldoutSummary {
+                    accuracy: 0.5,
+                    ci95_low: 0.25,
+                    ci95_high: 0.75,
+                    correct: 2,
+                    graded: 4,
+                    baseline: 0.25,
                     contexts: 1,
                 },
             },

@@ -2,7 +2,8 @@
 //! build it the same way: `for e in events { state.apply(&e) }`.
 
 use super::events::{
-    ContextView, Decision, Event, QuestionResult, RoundMetrics, RunInfo, RunMode, TrainProgress,
+    ContextView, Decision, Event, HeldoutEdit, HeldoutSummary, QuestionResult, RoundMetrics,
+    RunInfo, RunMode, TrainProgress,
 };
 use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,28 @@ pub struct RoundState {
     pub metrics: Option<RoundMetrics>,
 }
 
+/// One held-out context's result in a pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutContext {
+    pub index: usize,
+    pub title: String,
+    pub questions: usize,
+    pub baseline: f64,
+    pub edits: Vec<HeldoutEdit>,
+    pub secs: f64,
+}
+
+/// A held-out pass: the policy as it stood before round 1 (`after_round` none) or after a
+/// round's update, on contexts it never trains on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutPass {
+    pub pass: usize,
+    pub after_round: Option<usize>,
+    pub planned: usize,
+    pub contexts: Vec<HeldoutContext>,
+    pub summary: Option<HeldoutSummary>,
+}
+
 /// What is in flight, for the status bar.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -147,6 +170,9 @@ pub enum Activity {
     PolicyUpdate {
         round: usize,
     },
+    Heldout {
+        pass: usize,
+    },
     Finished,
     Failed,
 }
@@ -163,6 +189,9 @@ pub struct RunState {
     pub info: Option<RunInfo>,
     pub mode: RunMode,
     pub rounds: Vec<RoundState>,
+    /// Held-out passes, in order.
+    #[serde(default)]
+    pub heldout: Vec<HeldoutPass>,
     pub activity: Activity,
     pub warnings: Vec<String>,
     /// The latest progress message (loading the model, fetching it, ...).
@@ -443,6 +472,50 @@ impl RunState {
                 if let Some(r) = self.rounds.get_mut(*round) {
                     r.metrics = Some(metrics.clone());
                 }
+            }
+            Event::HeldoutStarted {
+                pass,
+                after_round,
+                contexts,
+            } => {
+                // A resumed pass starts again from what its log holds.
+                if !self.heldout.iter().any(|h| h.pass == *pass) {
+                    self.heldout.push(HeldoutPass {
+                        pass: *pass,
+                        after_round: *after_round,
+                        planned: *contexts,
+                        contexts: Vec::new(),
+                        summary: None,
+                    });
+                }
+                self.activity = Activity::Heldout { pass: *pass };
+            }
+            Event::HeldoutScored {
+                pass,
+                index,
+                title,
+                questions,
+                baseline,
+                edits,
+                secs,
+            } => {
+                if let Some(h) = self.heldout.iter_mut().find(|h| h.pass == *pass) {
+                    h.contexts.retain(|c| c.index != *index);
+                    h.contexts.push(HeldoutContext {
+                        index: *index,
+                        title: title.clone(),
+                        questions: *questions,
+                        baseline: *baseline,
+                        edits: edits.clone(),
+                        secs: *secs,
+                    });
+                }
+            }
+            Event::HeldoutFinished { pass, summary } => {
+                if let Some(h) = self.heldout.iter_mut().find(|h| h.pass == *pass) {
+                    h.summary = Some(summary.clone());
+                }
+                self.activity = Activity::Idle;
             }
             Event::RunFinished { secs } => {
                 self.finished = true;

@@ -11,8 +11,8 @@ use crate::engine::sample::generate;
 use crate::engine::train::{train_lora, Example, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{peft, LoraAdapter, Model, StopReason};
 use crate::record::config::{RunConfig, SaveAdapters};
-use crate::record::metrics::{mean, round_metrics};
-use crate::record::{EditId, Event, TrainProgress};
+use crate::record::metrics::{heldout_summary, mean, round_metrics};
+use crate::record::{EditId, Event, HeldoutEdit, TrainProgress};
 use crate::session;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -23,6 +23,8 @@ use std::time::Instant;
 pub struct Work {
     pub policy: Model,
     pub domain: Box<dyn Domain>,
+    /// The held-out contexts, as a domain of their own (none when the run has none).
+    pub heldout: Option<Box<dyn Domain>>,
     /// Adapters trained but not yet evaluated, by edit, revision and repeat.
     pub adapters: HashMap<(EditId, u32, usize), LoraAdapter>,
     /// The last adapter of each edit, until its context's selection.
@@ -163,6 +165,22 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
                     .unwrap_or_default()
             });
             emitter.emit(Event::RoundFinished { round, metrics })
+        }
+        Phase::HeldoutStart { pass, after_round } => emitter.emit(Event::HeldoutStarted {
+            pass,
+            after_round,
+            contexts: work.heldout.as_ref().map_or(0, |d| d.num_contexts()),
+        }),
+        Phase::Heldout { pass, index } => heldout(pass, index, env, work),
+        Phase::HeldoutFinish { pass } => {
+            let summary = emitter.with_state(|s| {
+                s.heldout
+                    .iter()
+                    .find(|h| h.pass == pass)
+                    .map(heldout_summary)
+                    .unwrap_or_default()
+            });
+            emitter.emit(Event::HeldoutFinished { pass, summary })
         }
         Phase::FinishRun => emitter.emit(Event::RunFinished {
             secs: emitter.elapsed(),
@@ -404,6 +422,128 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
         return Ok(());
     }
     Ok(())
+}
+
+/// Samples one self-edit for context `index` of `domain` from the policy, drawing again while
+/// the domain finds it unusable (up to its resample budget); the text and why it is unusable.
+fn sample_self_edit(
+    domain: &dyn Domain,
+    policy: &Model,
+    index: usize,
+    cfg: &RunConfig,
+    seed_parts: &[u64],
+    control: &Control,
+) -> Result<(String, Option<String>)> {
+    let Some(prompt) = domain.self_edit_prompt(policy, index)? else {
+        return Ok((String::new(), None));
+    };
+    let ids = policy.tokenizer.encode(&prompt)?;
+    let attempts = 1 + domain.max_resamples();
+    let mut last = (String::new(), None);
+    for attempt in 0..attempts {
+        let mut parts = seed_parts.to_vec();
+        parts.push(attempt as u64);
+        let params = domain.self_edit_sampling(&settings::self_edit_sampling(
+            cfg,
+            derive_seed(cfg.seed, &parts),
+        ));
+        let gen = generate(
+            policy,
+            None,
+            &ids,
+            &params,
+            Some(&control.cancel),
+            &mut |_| {},
+        )?;
+        if gen.stop == StopReason::Cancelled {
+            return Err(cancelled());
+        }
+        match domain.check_self_edit(index, &gen.text) {
+            Ok(()) => return Ok((gen.text, None)),
+            Err(why) => last = (gen.text, Some(why)),
+        }
+    }
+    Ok(last)
+}
+
+/// The current policy on one held-out context: its unadapted score, then each self-edit it
+/// writes trained into a fresh adapter and graded, exactly as the inner loop does.
+fn heldout(pass: usize, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()> {
+    let Env {
+        cfg,
+        emitter,
+        control,
+        ..
+    } = *env;
+    let start = Instant::now();
+    let domain = work
+        .heldout
+        .as_deref()
+        .context("the run has no held-out contexts")?;
+    let view = domain.view(index);
+    emitter.emit(Event::Status {
+        message: format!(
+            "held-out pass {}: context {} of {} ({})",
+            pass + 1,
+            index + 1,
+            domain.num_contexts(),
+            view.title
+        ),
+    })?;
+    let base = domain.baseline(&work.policy, index, &control.cancel)?;
+    let mut edits = Vec::with_capacity(cfg.heldout.k);
+    for e in 0..cfg.heldout.k {
+        let parts = [5, pass as u64, index as u64, e as u64];
+        let (text, unusable) = sample_self_edit(domain, &work.policy, index, cfg, &parts, control)?;
+        if let Some(why) = unusable {
+            edits.push(HeldoutEdit {
+                text,
+                accuracy: 0.0,
+                results: Vec::new(),
+                note: Some(format!("invalid self-edit: {why}")),
+            });
+            continue;
+        }
+        let train = crate::engine::train::TrainConfig {
+            seed: derive_seed(cfg.seed, &[6, pass as u64, index as u64, e as u64]),
+            ..settings::train_config(&cfg.inner)
+        };
+        let outcome = domain.apply(
+            &work.policy,
+            index,
+            &text,
+            &train,
+            &control.cancel,
+            &mut |_| {},
+        );
+        match outcome {
+            Ok(o) => {
+                let s = domain.evaluate(&work.policy, &o.adapter, index, &control.cancel)?;
+                edits.push(HeldoutEdit {
+                    text,
+                    accuracy: s.accuracy,
+                    results: s.results,
+                    note: None,
+                });
+            }
+            Err(TrainError::Cancelled) => return Err(cancelled()),
+            Err(e) => edits.push(HeldoutEdit {
+                text,
+                accuracy: 0.0,
+                results: Vec::new(),
+                note: Some(format!("the finetune failed: {e}")),
+            }),
+        }
+    }
+    emitter.emit(Event::HeldoutScored {
+        pass,
+        index,
+        title: view.title,
+        questions: view.questions.len(),
+        baseline: base.accuracy,
+        edits,
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 fn policy_update(round: usize, env: &Env<'_>, work: &mut Work) -> Result<()> {

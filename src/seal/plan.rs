@@ -53,6 +53,19 @@ pub enum Phase {
     FinishRound {
         round: usize,
     },
+    /// A held-out pass begins (before round 1, or after `after_round`'s policy update).
+    HeldoutStart {
+        pass: usize,
+        after_round: Option<usize>,
+    },
+    /// The current policy on held-out context `index`: self-edits sampled, trained, graded.
+    Heldout {
+        pass: usize,
+        index: usize,
+    },
+    HeldoutFinish {
+        pass: usize,
+    },
     FinishRun,
     Done,
 }
@@ -67,7 +80,35 @@ impl Phase {
                 | Phase::Train { .. }
                 | Phase::Evaluate { .. }
                 | Phase::PolicyUpdate { .. }
+                | Phase::Heldout { .. }
         )
+    }
+}
+
+/// How many contexts there are to work on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub contexts: usize,
+    /// Held-out contexts; 0 when the run has none.
+    pub heldout: usize,
+}
+
+/// The next step of held-out pass `pass`, or `None` when it is finished.
+fn heldout_phase(
+    state: &RunState,
+    pass: usize,
+    after_round: Option<usize>,
+    count: usize,
+) -> Option<Phase> {
+    let Some(h) = state.heldout.iter().find(|h| h.pass == pass) else {
+        return Some(Phase::HeldoutStart { pass, after_round });
+    };
+    if h.summary.is_some() {
+        return None;
+    }
+    match (0..count).find(|i| !h.contexts.iter().any(|c| c.index == *i)) {
+        Some(index) => Some(Phase::Heldout { pass, index }),
+        None => Some(Phase::HeldoutFinish { pass }),
     }
 }
 
@@ -102,12 +143,19 @@ pub fn derive_seed(base: u64, parts: &[u64]) -> u64 {
 pub fn plan(
     state: &RunState,
     cfg: &RunConfig,
-    total_contexts: usize,
+    sizes: Sizes,
     trained: &dyn Fn(EditId, u32, usize) -> bool,
     skip_context: bool,
 ) -> Phase {
+    let total_contexts = sizes.contexts;
     if state.finished {
         return Phase::Done;
+    }
+    // The policy as it starts, on the held-out contexts, before it learns anything.
+    if sizes.heldout > 0 {
+        if let Some(phase) = heldout_phase(state, 0, None, sizes.heldout) {
+            return phase;
+        }
     }
     let rounds_done = state.rounds.iter().filter(|r| r.metrics.is_some()).count();
     if rounds_done >= cfg.outer.rounds {
@@ -180,6 +228,11 @@ pub fn plan(
     }
     match round.policy.status {
         PolicyStatus::Pending | PolicyStatus::Training => Phase::PolicyUpdate { round: r },
+        // The updated policy on the held-out contexts (an unchanged one would score the same).
+        PolicyStatus::Updated if sizes.heldout > 0 => {
+            heldout_phase(state, r + 1, Some(r), sizes.heldout)
+                .unwrap_or(Phase::FinishRound { round: r })
+        }
         PolicyStatus::Updated | PolicyStatus::Skipped => Phase::FinishRound { round: r },
     }
 }
@@ -311,6 +364,13 @@ mod tests {
         }
     }
 
+    fn sizes(contexts: usize) -> Sizes {
+        Sizes {
+            contexts,
+            heldout: 0,
+        }
+    }
+
     fn never(_: EditId, _: u32, _: usize) -> bool {
         false
     }
@@ -324,7 +384,10 @@ mod tests {
         let c = cfg(2, 1, false);
         let mut events = vec![];
         let expect = |events: &Vec<Event>, phase: Phase| {
-            assert_eq!(plan(&state(events.clone()), &c, 3, &never, false), phase);
+            assert_eq!(
+                plan(&state(events.clone()), &c, sizes(3), &never, false),
+                phase
+            );
         };
         expect(&events, Phase::StartRound { round: 0 });
         events.push(Event::RoundStarted {
@@ -353,7 +416,7 @@ mod tests {
         // Trained but the adapter is not in memory (a resume): train again.
         expect(&events, train0);
         assert_eq!(
-            plan(&state(events.clone()), &c, 3, &always, false),
+            plan(&state(events.clone()), &c, sizes(3), &always, false),
             Phase::Evaluate {
                 id: e(0),
                 rev: 0,
@@ -403,7 +466,7 @@ mod tests {
         let mut events = started();
         events.extend([sampled(0), sampled(1)]);
         assert_eq!(
-            plan(&state(events.clone()), &c, 1, &never, false),
+            plan(&state(events.clone()), &c, sizes(1), &never, false),
             Phase::AwaitDecision { id: e(0) }
         );
         events.push(Event::EditDecision {
@@ -411,7 +474,7 @@ mod tests {
             decision: Decision::Rejected,
         });
         assert_eq!(
-            plan(&state(events.clone()), &c, 1, &never, false),
+            plan(&state(events.clone()), &c, sizes(1), &never, false),
             Phase::AwaitDecision { id: e(1) }
         );
         events.push(Event::EditDecision {
@@ -419,7 +482,7 @@ mod tests {
             decision: Decision::Approved,
         });
         assert!(matches!(
-            plan(&state(events), &c, 1, &never, false),
+            plan(&state(events), &c, sizes(1), &never, false),
             Phase::Train { id, .. } if id == e(1)
         ));
     }
@@ -442,7 +505,7 @@ mod tests {
         let s = state(events);
         assert_eq!(s.edit(e(0)).unwrap().reward, None);
         assert_eq!(
-            plan(&s, &c, 1, &|_, rev, _| rev == 0, false),
+            plan(&s, &c, sizes(1), &|_, rev, _| rev == 0, false),
             Phase::Train {
                 id: e(0),
                 rev: 1,
@@ -468,7 +531,7 @@ mod tests {
         });
         let s = state(events);
         assert_eq!(
-            plan(&s, &c, 1, &never, false),
+            plan(&s, &c, sizes(1), &never, false),
             Phase::Train {
                 id: e(0),
                 rev: 0,
@@ -476,7 +539,10 @@ mod tests {
                 repeat: 1
             }
         );
-        assert_eq!(plan(&s, &c, 1, &never, true), Phase::Select { id: C });
+        assert_eq!(
+            plan(&s, &c, sizes(1), &never, true),
+            Phase::Select { id: C }
+        );
     }
 
     /// (rewards, gains, decisions, approval, threshold) -> kept
@@ -545,6 +611,83 @@ mod tests {
             let (got, reason) = select(&state(events), &c, C);
             assert_eq!(got, kept, "case {i}: {reason}");
         }
+    }
+
+    #[test]
+    fn heldout_passes_come_before_round_one_and_after_each_update() {
+        use crate::record::HeldoutSummary;
+        let c = cfg(1, 1, false);
+        let sz = Sizes {
+            contexts: 1,
+            heldout: 2,
+        };
+        let p = |events: &Vec<Event>| plan(&state(events.clone()), &c, sz, &never, false);
+        let mut events = vec![];
+        assert_eq!(
+            p(&events),
+            Phase::HeldoutStart {
+                pass: 0,
+                after_round: None
+            }
+        );
+        events.push(Event::HeldoutStarted {
+            pass: 0,
+            after_round: None,
+            contexts: 2,
+        });
+        let scored = |pass, index| Event::HeldoutScored {
+            pass,
+            index,
+            title: "h".into(),
+            questions: 1,
+            baseline: 0.0,
+            edits: vec![],
+            secs: 0.0,
+        };
+        assert_eq!(p(&events), Phase::Heldout { pass: 0, index: 0 });
+        events.push(scored(0, 0));
+        assert_eq!(p(&events), Phase::Heldout { pass: 0, index: 1 });
+        events.push(scored(0, 1));
+        assert_eq!(p(&events), Phase::HeldoutFinish { pass: 0 });
+        events.push(Event::HeldoutFinished {
+            pass: 0,
+            summary: HeldoutSummary::default(),
+        });
+        // A finished pass is never redone; the round starts.
+        assert_eq!(p(&events), Phase::StartRound { round: 0 });
+        events.extend(started());
+        events.push(sampled(0));
+        events.push(scored_edit(0));
+        events.push(Event::ContextFinished {
+            id: C,
+            kept: Some(0),
+            reason: String::new(),
+        });
+        assert_eq!(p(&events), Phase::PolicyUpdate { round: 0 });
+        // An updated policy is measured again before the round closes...
+        let mut updated = events.clone();
+        updated.push(Event::PolicyUpdated {
+            round: 0,
+            adapter: "a".into(),
+            secs: 0.0,
+        });
+        assert_eq!(
+            p(&updated),
+            Phase::HeldoutStart {
+                pass: 1,
+                after_round: Some(0)
+            }
+        );
+        // ...an unchanged one is not.
+        events.push(Event::PolicySkipped {
+            round: 0,
+            reason: String::new(),
+        });
+        assert_eq!(p(&events), Phase::FinishRound { round: 0 });
+    }
+
+    fn scored_edit(edit: usize) -> Event {
+        scored(edit, 0, 0.5)
     }
 
     #[test]

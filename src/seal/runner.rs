@@ -5,7 +5,7 @@ use super::control::{handle_commands, set_mode, Control, Wake};
 use super::domain::{Domain, GradingFailed};
 use super::emitter::Emitter;
 use super::execute::{execute, Env, Work};
-use super::plan::{plan, Phase};
+use super::plan::{plan, Phase, Sizes};
 use super::settings;
 use crate::engine::{peft, Model};
 use crate::record::config::RunConfig;
@@ -30,6 +30,8 @@ pub struct RunHandle {
 pub struct Setup {
     pub model: Model,
     pub domain: Box<dyn Domain>,
+    /// The held-out contexts the policy is measured on and never trained on.
+    pub heldout: Option<Box<dyn Domain>>,
     pub model_path: PathBuf,
     pub model_sha256: String,
     pub data_sha256: String,
@@ -290,6 +292,7 @@ fn run_loop(
     let mut work = Work {
         policy: built.model,
         domain: built.domain,
+        heldout: built.heldout,
         adapters: HashMap::new(),
         last_adapter: HashMap::new(),
     };
@@ -306,7 +309,10 @@ fn run_loop(
         let merged = work.policy.transformer.merged(&adapter)?;
         work.policy = work.policy.with_transformer(merged);
     }
-    let total = work.domain.num_contexts();
+    let sizes = Sizes {
+        contexts: work.domain.num_contexts(),
+        heldout: work.heldout.as_ref().map_or(0, |d| d.num_contexts()),
+    };
     let env = Env {
         cfg,
         dir,
@@ -322,7 +328,7 @@ fn run_loop(
             plan(
                 s,
                 cfg,
-                total,
+                sizes,
                 &|id, rev, rep| work.trained(id, rev, rep),
                 skip,
             )

@@ -3,7 +3,7 @@
 //! report printed to a terminal or opened in a spreadsheet cannot run anything.
 
 use super::sanitize::sanitize_line;
-use crate::record::metrics::shown_metrics;
+use crate::record::metrics::{heldout_summary, shown_metrics};
 use crate::record::state::{ContextState, EditState, RunState};
 use crate::record::Decision;
 use anyhow::{Context, Result};
@@ -85,6 +85,39 @@ pub const ROUND_COLUMNS: [&str; 9] = [
     "mean gain",
     "policy update",
 ];
+
+pub const HELDOUT_COLUMNS: [&str; 7] = [
+    "pass",
+    "policy",
+    "contexts",
+    "accuracy",
+    "95% interval",
+    "correct of graded",
+    "unadapted",
+];
+
+/// A row per held-out pass: the policy before round 1, then after each update.
+pub fn heldout_rows(state: &RunState) -> Vec<Vec<String>> {
+    state
+        .heldout
+        .iter()
+        .map(|h| {
+            let s = h.summary.clone().unwrap_or_else(|| heldout_summary(h));
+            vec![
+                (h.pass + 1).to_string(),
+                match h.after_round {
+                    None => "before round 1".to_string(),
+                    Some(r) => format!("after round {}", r + 1),
+                },
+                format!("{}/{}", s.contexts, h.planned),
+                pct(s.accuracy),
+                format!("{}-{}", pct(s.ci95_low), pct(s.ci95_high)),
+                format!("{}/{}", s.correct, s.graded),
+                pct(s.baseline),
+            ]
+        })
+        .collect()
+}
 
 pub const QUESTION_COLUMNS: [&str; 11] = [
     "round",
@@ -201,6 +234,10 @@ pub fn markdown_report(state: &RunState) -> String {
     }
     out.push_str("## Rounds\n\n");
     out.push_str(&markdown(&ROUND_COLUMNS, &round_rows(state)));
+    if !state.heldout.is_empty() {
+        out.push_str("\n## Held-out contexts (never trained on)\n\n");
+        out.push_str(&markdown(&HELDOUT_COLUMNS, &heldout_rows(state)));
+    }
     out.push_str("\n## Questions\n\n");
     out.push_str(&markdown(&QUESTION_COLUMNS, &question_rows(state)));
     out
@@ -215,7 +252,14 @@ pub fn write_csv(state: &RunState, dir: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot write {}", rounds.display()))?;
     std::fs::write(&questions, csv(&QUESTION_COLUMNS, &question_rows(state)))
         .with_context(|| format!("cannot write {}", questions.display()))?;
-    Ok(vec![rounds, questions])
+    let mut written = vec![rounds, questions];
+    if !state.heldout.is_empty() {
+        let heldout = dir.join("heldout.csv");
+        std::fs::write(&heldout, csv(&HELDOUT_COLUMNS, &heldout_rows(state)))
+            .with_context(|| format!("cannot write {}", heldout.display()))?;
+        written.push(heldout);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -110,6 +110,50 @@ pub fn describe(record: &Record) -> Option<String> {
             metrics.edits_kept,
             metrics.contexts
         ),
+        Event::HeldoutStarted {
+            pass,
+            after_round,
+            contexts,
+        } => match after_round {
+            None => format!(
+                "held-out pass {}: the policy before round 1 on {contexts} held-out contexts",
+                pass + 1
+            ),
+            Some(r) => format!(
+                "held-out pass {}: the policy after round {} on {contexts} held-out contexts",
+                pass + 1,
+                r + 1
+            ),
+        },
+        Event::HeldoutScored {
+            pass,
+            index,
+            title,
+            baseline,
+            edits,
+            secs,
+            ..
+        } => format!(
+            "held-out pass {} context {} ({title}): unadapted {}, adapted {} ({secs:.1} s)",
+            pass + 1,
+            index + 1,
+            pct(*baseline),
+            edits
+                .iter()
+                .map(|e| pct(e.accuracy))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Event::HeldoutFinished { pass, summary } => format!(
+            "held-out pass {} done: {} of {} questions ({}, 95% {}-{}), unadapted {}",
+            pass + 1,
+            summary.correct,
+            summary.graded,
+            pct(summary.accuracy),
+            pct(summary.ci95_low),
+            pct(summary.ci95_high),
+            pct(summary.baseline)
+        ),
         Event::RunFinished { secs } => format!("run finished in {secs:.1} s"),
         Event::ModeChanged { mode } => format!("mode: {}", mode.name()),
         Event::Warning { message } => format!("warning: {message}"),

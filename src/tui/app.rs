@@ -305,6 +305,17 @@ impl App {
                     metrics.edits_kept
                 ),
             ),
+            Event::HeldoutFinished { pass, summary } => (
+                LogKind::Info,
+                format!(
+                    "held-out pass {}: {} ({}–{}), unadapted {}",
+                    pass + 1,
+                    labels::pct(summary.accuracy),
+                    labels::pct(summary.ci95_low),
+                    labels::pct(summary.ci95_high),
+                    labels::pct(summary.baseline)
+                ),
+            ),
             Event::RunFinished { secs } => (
                 LogKind::Info,
                 format!("run finished in {}", labels::secs(*secs)),

@@ -82,6 +82,10 @@ pub fn activity(app: &App) -> String {
                 None => base,
             }
         }
+        Activity::Heldout { pass } => match state.heldout.iter().find(|h| h.pass == *pass) {
+            Some(h) => format!("{base} · context {}/{}", h.contexts.len() + 1, h.planned),
+            None => base,
+        },
         Activity::Finished => match state.total_secs {
             Some(s) => format!("finished in {}", labels::secs(s)),
             None => base,

@@ -112,6 +112,7 @@ pub fn activity(a: &Activity) -> String {
         Activity::Training { id } => format!("training {}", edit(*id)),
         Activity::Evaluating { id } => format!("evaluating {}", edit(*id)),
         Activity::PolicyUpdate { round } => format!("policy update r{}", round + 1),
+        Activity::Heldout { pass } => format!("held-out pass {}", pass + 1),
         Activity::Finished => "finished".into(),
         Activity::Failed => "failed".into(),
     }

@@ -91,6 +91,7 @@ theme_colours!(
     chart_before,
     chart_after,
     chart_reward,
+    chart_heldout,
     syntax_key,
     syntax_string,
     syntax_number,

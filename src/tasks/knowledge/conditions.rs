@@ -24,6 +24,8 @@ pub enum Condition {
     Passage,
     PassageSelfEdit,
     PassageSynthetic,
+    /// The policy after RL writes the self-edit and is trained on it (the paper's SEAL row).
+    Seal,
 }
 
 impl Condition {
@@ -32,7 +34,19 @@ impl Condition {
             Condition::Base => "base model (no adaptation)",
             Condition::Passage => "train on passage",
             Condition::PassageSelfEdit => "train on passage + self-edit",
-            Condition::PassageSynthetic => "train on passage + synthetic file",
+            Condition::PassageSynthetic => "train on passage + synthetic data",
+            Condition::Seal => "SEAL: passage + self-edit of the RL policy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Condition> {
+        match s.trim() {
+            "base" => Some(Condition::Base),
+            "passage" => Some(Condition::Passage),
+            "passage-self-edit" | "self-edit" => Some(Condition::PassageSelfEdit),
+            "passage-synthetic" | "synthetic" => Some(Condition::PassageSynthetic),
+            "seal" => Some(Condition::Seal),
+            _ => None,
         }
     }
 }
@@ -63,6 +77,9 @@ pub struct PassageResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConditionReport {
     pub condition: Condition,
+    /// The self-edit template of a row that samples self-edits.
+    #[serde(default)]
+    pub template: Option<String>,
     pub label: String,
     pub correct: usize,
     pub graded: usize,
@@ -150,16 +167,158 @@ impl Synthetic {
 
 pub struct EvalPlan<'a> {
     pub conditions: Vec<Condition>,
-    pub template: &'a PromptTemplate,
+    /// Self-edit strategies; the self-edit and SEAL rows are run once per template (the
+    /// paper's prompt comparison), the others with the first.
+    pub templates: Vec<&'a PromptTemplate>,
     pub k: usize,
     pub repeats: usize,
     pub sampling: SamplingParams,
     pub train: TrainConfig,
     pub synthetic: Option<&'a Synthetic>,
     pub seed: u64,
+    /// The policy after RL (the base merged with a session's policy updates), for the SEAL row:
+    /// it writes the self-edits and is the model they are trained into.
+    pub policy: Option<&'a Model>,
 }
 
-/// Runs every planned condition over `passages` (each paired with its index in the data file).
+impl EvalPlan<'_> {
+    fn first_template(&self) -> &PromptTemplate {
+        self.templates[0]
+    }
+
+    /// The passage alone, as the "train on passage" row trains on it.
+    fn passage_only(&self) -> PromptTemplate {
+        PromptTemplate {
+            sampling: None,
+            include_passage: true,
+            ..self.first_template().clone()
+        }
+    }
+
+    fn sampling_for(&self, idx: usize, sample: usize) -> SamplingParams {
+        SamplingParams {
+            seed: self.seed ^ ((idx as u64) << 20) ^ sample as u64,
+            ..self.sampling.clone()
+        }
+    }
+}
+
+/// Samples a self-edit for `passage` from `model` and returns it with the texts a trial trains
+/// on: the passage (the rows' names promise it, whatever the template says) and the self-edit's
+/// sequences.
+fn self_edit_texts(
+    model: &Model,
+    template: &PromptTemplate,
+    passage_only: &PromptTemplate,
+    passage: &Passage,
+    params: &SamplingParams,
+) -> Result<(String, Vec<String>, f64)> {
+    let t0 = Instant::now();
+    let text = match sample_self_edit(model, template, passage, params, None, &mut |_| {})? {
+        Some((_, gen)) => gen.text,
+        None => String::new(),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let mut texts = passage_only.training_sequences(passage, "");
+    for t in template.training_sequences(passage, &text) {
+        if !texts.contains(&t) {
+            texts.push(t);
+        }
+    }
+    Ok((text, texts, secs))
+}
+
+/// The rows of the table: each condition with the template it runs (several templates only
+/// multiply the rows that sample self-edits).
+fn rows<'p>(plan: &'p EvalPlan<'p>) -> Vec<(Condition, &'p PromptTemplate)> {
+    let mut out = Vec::new();
+    for &c in &plan.conditions {
+        match c {
+            Condition::PassageSelfEdit | Condition::Seal => {
+                out.extend(plan.templates.iter().map(|t| (c, *t)))
+            }
+            _ => out.push((c, plan.first_template())),
+        }
+    }
+    out
+}
+
+fn row_label(condition: Condition, template: &PromptTemplate, several: bool) -> String {
+    match condition {
+        Condition::PassageSelfEdit | Condition::Seal if several => {
+            format!("{} ({})", condition.label(), template.name)
+        }
+        _ => condition.label().to_string(),
+    }
+}
+
+fn report(
+    condition: Condition,
+    template: Option<String>,
+    label: String,
+    per_passage: Vec<PassageResult>,
+    questions: usize,
+    secs: f64,
+) -> ConditionReport {
+    let runs = per_passage.iter().flat_map(|p| &p.runs);
+    let graded: usize = runs.clone().map(|r| r.results.len()).sum();
+    let correct: usize = runs
+        .map(|r| r.results.iter().filter(|q| q.verdict.correct).count())
+        .sum();
+    ConditionReport {
+        condition,
+        template,
+        label,
+        correct,
+        graded,
+        accuracy: correct as f64 / graded.max(1) as f64,
+        ci95: wilson95(correct, graded),
+        questions,
+        secs,
+        passages: per_passage,
+    }
+}
+
+/// The unadapted model's score on every passage, which every gain is measured against.
+fn base_scores(
+    model: &Model,
+    eval: &KnowledgeEval<'_>,
+    passages: &[(usize, Passage)],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(HashMap<usize, Scored>, f64)> {
+    let mut scores = HashMap::new();
+    let start = Instant::now();
+    for (i, p) in passages {
+        let s = eval.score(model, None, p, None)?;
+        progress(&format!(
+            "base: passage {} ({}): {:.1}% of {} questions, {:.1} s",
+            i + 1,
+            p.title,
+            s.accuracy * 100.0,
+            p.questions.len(),
+            s.secs
+        ));
+        scores.insert(*i, s);
+    }
+    Ok((scores, start.elapsed().as_secs_f64()))
+}
+
+fn base_run(base: &Scored) -> RunResult {
+    RunResult {
+        self_edit: None,
+        sample: 0,
+        repeat: 0,
+        accuracy: base.accuracy,
+        gain: 0.0,
+        results: base.results.clone(),
+        sample_secs: 0.0,
+        train_secs: 0.0,
+        answer_secs: base.secs,
+        train_tokens: 0,
+    }
+}
+
+/// Runs every planned row over `passages` (each paired with its index in the data file).
 pub fn run_conditions(
     model: &Model,
     eval: &KnowledgeEval<'_>,
@@ -167,83 +326,46 @@ pub fn run_conditions(
     plan: &EvalPlan<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
-    // The unadapted accuracy of each passage, which every gain is measured against.
-    let mut base_scores: HashMap<usize, Scored> = HashMap::new();
-    let start = Instant::now();
-    for (i, p) in passages {
-        let s = eval.score(model, None, p, None)?;
-        progress(&format!(
-            "base: passage {i} ({}): {:.1}% of {} questions, {:.1} s",
-            p.title,
-            s.accuracy * 100.0,
-            p.questions.len(),
-            s.secs
-        ));
-        base_scores.insert(*i, s);
+    if plan.conditions.contains(&Condition::Seal) && plan.policy.is_none() {
+        bail!("the SEAL row needs a policy (--policy SESSION/policy/round-N)");
     }
-    let base_secs = start.elapsed().as_secs_f64();
-    let none = PromptTemplate {
-        sampling: None,
-        include_passage: true,
-        ..plan.template.clone()
-    };
-
+    let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
+    let passage_only = plan.passage_only();
+    let several = plan.templates.len() > 1;
     let mut reports = Vec::new();
-    for &condition in &plan.conditions {
+    for (condition, template) in rows(plan) {
         let start = Instant::now();
+        let label = row_label(condition, template, several);
+        // The SEAL row samples from the policy and trains it; every other row the base.
+        let learner = match condition {
+            Condition::Seal => plan.policy.unwrap_or(model),
+            _ => model,
+        };
         let mut per_passage = Vec::new();
         for (idx, passage) in passages {
             let base = &base_scores[idx];
             let mut runs = Vec::new();
             match condition {
-                Condition::Base => runs.push(RunResult {
-                    self_edit: None,
-                    sample: 0,
-                    repeat: 0,
-                    accuracy: base.accuracy,
-                    gain: 0.0,
-                    results: base.results.clone(),
-                    sample_secs: 0.0,
-                    train_secs: 0.0,
-                    answer_secs: base.secs,
-                    train_tokens: 0,
-                }),
+                Condition::Base => runs.push(base_run(base)),
                 Condition::Passage => runs.extend(run_trial(
-                    model,
+                    learner,
                     eval,
                     passage,
                     base,
                     plan,
-                    &Trial::plain(none.training_sequences(passage, "")),
+                    &Trial::plain(passage_only.training_sequences(passage, "")),
                 )?),
-                Condition::PassageSelfEdit => {
+                Condition::PassageSelfEdit | Condition::Seal => {
                     for sample in 0..plan.k {
-                        let params = SamplingParams {
-                            seed: plan.seed ^ ((*idx as u64) << 20) ^ sample as u64,
-                            ..plan.sampling.clone()
-                        };
-                        let t0 = Instant::now();
-                        let text = match sample_self_edit(
-                            model,
-                            plan.template,
+                        let (text, texts, sample_secs) = self_edit_texts(
+                            learner,
+                            template,
+                            &passage_only,
                             passage,
-                            &params,
-                            None,
-                            &mut |_| {},
-                        )? {
-                            Some((_, gen)) => gen.text,
-                            None => String::new(),
-                        };
-                        let sample_secs = t0.elapsed().as_secs_f64();
-                        // The condition's name promises the passage, whatever the template says.
-                        let mut texts = none.training_sequences(passage, "");
-                        for t in plan.template.training_sequences(passage, &text) {
-                            if !texts.contains(&t) {
-                                texts.push(t);
-                            }
-                        }
+                            &plan.sampling_for(*idx, sample),
+                        )?;
                         runs.extend(run_trial(
-                            model,
+                            learner,
                             eval,
                             passage,
                             base,
@@ -260,15 +382,18 @@ pub fn run_conditions(
                 Condition::PassageSynthetic => {
                     let synthetic = plan
                         .synthetic
-                        .ok_or_else(|| anyhow!("the synthetic condition needs --synthetic FILE"))?;
+                        .ok_or_else(|| anyhow!("the synthetic row needs --synthetic FILE"))?;
                     let Some(extra) = synthetic.texts_for(*idx, passage) else {
-                        progress(&format!("synthetic: no data for passage {idx}; skipped"));
+                        progress(&format!(
+                            "synthetic: no data for passage {}; skipped",
+                            idx + 1
+                        ));
                         continue;
                     };
-                    let mut texts = none.training_sequences(passage, "");
+                    let mut texts = passage_only.training_sequences(passage, "");
                     texts.extend(extra.iter().cloned());
                     runs.extend(run_trial(
-                        model,
+                        learner,
                         eval,
                         passage,
                         base,
@@ -277,21 +402,19 @@ pub fn run_conditions(
                     )?);
                 }
             }
-            for r in &runs {
-                if condition != Condition::Base {
-                    progress(&format!(
-                        "{}: passage {idx} sample {} repeat {}: {:.1}% (gain {:+.1}), sample {:.1} s + train {:.1} s ({} tokens) + answer {:.1} s",
-                        condition.label(),
-                        r.sample,
-                        r.repeat,
-                        r.accuracy * 100.0,
-                        r.gain * 100.0,
-                        r.sample_secs,
-                        r.train_secs,
-                        r.train_tokens,
-                        r.answer_secs
-                    ));
-                }
+            for r in runs.iter().filter(|_| condition != Condition::Base) {
+                progress(&format!(
+                    "{label}: passage {} sample {} repeat {}: {:.1}% (gain {:+.1}), sample {:.1} s + train {:.1} s ({} tokens) + answer {:.1} s",
+                    idx + 1,
+                    r.sample + 1,
+                    r.repeat + 1,
+                    r.accuracy * 100.0,
+                    r.gain * 100.0,
+                    r.sample_secs,
+                    r.train_secs,
+                    r.train_tokens,
+                    r.answer_secs
+                ));
             }
             per_passage.push(PassageResult {
                 index: *idx,
@@ -299,44 +422,216 @@ pub fn run_conditions(
                 runs,
             });
         }
-        let graded: usize = per_passage
-            .iter()
-            .flat_map(|p| &p.runs)
-            .map(|r| r.results.len())
-            .sum();
-        let correct: usize = per_passage
-            .iter()
-            .flat_map(|p| &p.runs)
-            .map(|r| r.results.iter().filter(|q| q.verdict.correct).count())
-            .sum();
         let questions = per_passage
             .iter()
             .filter(|p| !p.runs.is_empty())
-            .map(|p| {
-                passages
-                    .iter()
-                    .find(|(i, _)| *i == p.index)
-                    .map(|(_, x)| x.questions.len())
-                    .unwrap_or(0)
-            })
+            .filter_map(|p| passages.iter().find(|(i, _)| *i == p.index))
+            .map(|(_, x)| x.questions.len())
             .sum();
         let secs = match condition {
             Condition::Base => base_secs,
             _ => start.elapsed().as_secs_f64(),
         };
-        reports.push(ConditionReport {
+        let uses_template = matches!(condition, Condition::PassageSelfEdit | Condition::Seal);
+        reports.push(report(
             condition,
-            label: condition.label().to_string(),
-            correct,
-            graded,
-            accuracy: correct as f64 / graded.max(1) as f64,
-            ci95: wilson95(correct, graded),
+            uses_template.then(|| template.name.clone()),
+            label,
+            per_passage,
             questions,
             secs,
-            passages: per_passage,
-        });
+        ));
     }
     Ok(reports)
+}
+
+/// Continued pretraining (the paper's multi-passage setting): every row fits ONE adapter on the
+/// pooled training texts of all passages (one self-edit each for the self-edit rows) and grades
+/// every passage's questions with it.
+pub fn run_cpt(
+    model: &Model,
+    eval: &KnowledgeEval<'_>,
+    passages: &[(usize, Passage)],
+    plan: &EvalPlan<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ConditionReport>> {
+    if plan.conditions.contains(&Condition::Seal) && plan.policy.is_none() {
+        bail!("the SEAL row needs a policy (--policy SESSION/policy/round-N)");
+    }
+    let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
+    let passage_only = plan.passage_only();
+    let several = plan.templates.len() > 1;
+    let questions: usize = passages.iter().map(|(_, p)| p.questions.len()).sum();
+    let mut reports = Vec::new();
+    for (condition, template) in rows(plan) {
+        let start = Instant::now();
+        let label = format!("CPT: {}", row_label(condition, template, several));
+        let learner = match condition {
+            Condition::Seal => plan.policy.unwrap_or(model),
+            _ => model,
+        };
+        if condition == Condition::Base {
+            let per_passage = passages
+                .iter()
+                .map(|(i, p)| PassageResult {
+                    index: *i,
+                    title: p.title.clone(),
+                    runs: vec![base_run(&base_scores[i])],
+                })
+                .collect();
+            reports.push(report(
+                condition,
+                None,
+                label,
+                per_passage,
+                questions,
+                base_secs,
+            ));
+            continue;
+        }
+        let mut pooled = Vec::new();
+        let mut edits: HashMap<usize, String> = HashMap::new();
+        for (idx, passage) in passages {
+            match condition {
+                Condition::Passage => pooled.extend(passage_only.training_sequences(passage, "")),
+                Condition::PassageSelfEdit | Condition::Seal => {
+                    let (text, texts, _) = self_edit_texts(
+                        learner,
+                        template,
+                        &passage_only,
+                        passage,
+                        &plan.sampling_for(*idx, 0),
+                    )?;
+                    pooled.extend(texts);
+                    edits.insert(*idx, text);
+                }
+                Condition::PassageSynthetic => {
+                    let synthetic = plan
+                        .synthetic
+                        .ok_or_else(|| anyhow!("the synthetic row needs --synthetic FILE"))?;
+                    pooled.extend(passage_only.training_sequences(passage, ""));
+                    if let Some(extra) = synthetic.texts_for(*idx, passage) {
+                        pooled.extend(extra.iter().cloned());
+                    }
+                }
+                Condition::Base => {}
+            }
+        }
+        let mut per_passage: Vec<PassageResult> = passages
+            .iter()
+            .map(|(i, p)| PassageResult {
+                index: *i,
+                title: p.title.clone(),
+                runs: Vec::new(),
+            })
+            .collect();
+        for repeat in 0..plan.repeats {
+            let cfg = TrainConfig {
+                seed: plan.train.seed.wrapping_add(repeat as u64),
+                ..plan.train.clone()
+            };
+            let outcome = train_on_texts(learner, &pooled, &cfg, None, &mut |_| {})
+                .map_err(|e| anyhow!("the pooled finetune failed: {e}"))?;
+            progress(&format!(
+                "{label}: one adapter on {} texts of {} passages ({} tokens), {:.1} s",
+                pooled.len(),
+                passages.len(),
+                outcome.tokens,
+                outcome.secs
+            ));
+            for (slot, (idx, passage)) in per_passage.iter_mut().zip(passages) {
+                let scored = eval.score(learner, Some(&outcome.adapter), passage, None)?;
+                slot.runs.push(RunResult {
+                    self_edit: edits.get(idx).cloned(),
+                    sample: 0,
+                    repeat,
+                    accuracy: scored.accuracy,
+                    gain: scored.accuracy - base_scores[idx].accuracy,
+                    results: scored.results,
+                    sample_secs: 0.0,
+                    train_secs: outcome.secs,
+                    answer_secs: scored.secs,
+                    train_tokens: outcome.tokens,
+                });
+            }
+        }
+        let uses_template = matches!(condition, Condition::PassageSelfEdit | Condition::Seal);
+        reports.push(report(
+            condition,
+            uses_template.then(|| template.name.clone()),
+            label,
+            per_passage,
+            questions,
+            start.elapsed().as_secs_f64(),
+        ));
+    }
+    Ok(reports)
+}
+
+/// Continual learning (the paper's forgetting experiment): passages are learnt one after another,
+/// each from a self-edit the current model writes, with the adapter merged before the next;
+/// after each update every passage learnt so far is graded again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContinualReport {
+    pub titles: Vec<String>,
+    /// The unadapted model's accuracy on each passage.
+    pub base: Vec<f64>,
+    /// `matrix[i][j]`, `j <= i`: accuracy on passage `j` after the update for passage `i`.
+    pub matrix: Vec<Vec<f64>>,
+    pub template: String,
+    pub secs: f64,
+}
+
+pub fn run_continual(
+    model: &Model,
+    eval: &KnowledgeEval<'_>,
+    passages: &[(usize, Passage)],
+    plan: &EvalPlan<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ContinualReport> {
+    let start = Instant::now();
+    let (base_scores, _) = base_scores(model, eval, passages, progress)?;
+    let passage_only = plan.passage_only();
+    let template = plan.first_template();
+    let mut current = plan.policy.unwrap_or(model).clone();
+    let mut matrix = Vec::with_capacity(passages.len());
+    for (i, (idx, passage)) in passages.iter().enumerate() {
+        let (_, texts, _) = self_edit_texts(
+            &current,
+            template,
+            &passage_only,
+            passage,
+            &plan.sampling_for(*idx, 0),
+        )?;
+        let outcome = train_on_texts(&current, &texts, &plan.train, None, &mut |_| {})
+            .map_err(|e| anyhow!("the update for passage {}: {e}", idx + 1))?;
+        current = current.with_transformer(current.transformer.merged(&outcome.adapter)?);
+        let mut row = Vec::with_capacity(i + 1);
+        for (_, earlier) in &passages[..=i] {
+            row.push(eval.score(&current, None, earlier, None)?.accuracy);
+        }
+        progress(&format!(
+            "update {} ({}): accuracy on passages 1..={}: {}",
+            i + 1,
+            passage.title,
+            i + 1,
+            row.iter()
+                .map(|a| format!("{:.0}%", a * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        matrix.push(row);
+    }
+    Ok(ContinualReport {
+        titles: passages.iter().map(|(_, p)| p.title.clone()).collect(),
+        base: passages
+            .iter()
+            .map(|(i, _)| base_scores[i].accuracy)
+            .collect(),
+        matrix,
+        template: template.name.clone(),
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// What one adapted run trains on.

@@ -3,7 +3,7 @@
 //! selections, warnings).
 
 use super::frame_pane;
-use crate::record::metrics::shown_metrics;
+use crate::record::metrics::{heldout_summary, shown_metrics};
 use crate::record::state::PolicyStatus;
 use crate::record::RoundMetrics;
 use crate::tui::app::{App, LogKind, Pane};
@@ -29,6 +29,18 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
         .as_ref()
         .map(|i| i.gain_rule)
         .unwrap_or_default();
+    // Held-out accuracy by pass: pass 0 is the policy before round 1 (drawn at x = 0), pass r
+    // the policy after round r's update (drawn with round r).
+    let heldout: Vec<(usize, f64)> = app
+        .state
+        .heldout
+        .iter()
+        .filter(|h| !h.contexts.is_empty())
+        .map(|h| {
+            let s = h.summary.clone().unwrap_or_else(|| heldout_summary(h));
+            (h.pass, s.accuracy)
+        })
+        .collect();
     let rows: Vec<(usize, RoundMetrics, bool, PolicyStatus)> = app
         .state
         .rounds
@@ -47,9 +59,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
         Constraint::Min(0),
     ])
     .areas(inner);
-    chart(theme, frame, chart_area, &rows, planned);
+    chart(theme, frame, chart_area, &rows, &heldout, planned);
     frame.render_widget(
-        Paragraph::new(table(theme, &rows, table_area.height)),
+        Paragraph::new(table(theme, &rows, &heldout, table_area.height)),
         table_area,
     );
     log(app, frame, log_area);
@@ -60,6 +72,7 @@ fn chart(
     frame: &mut Frame,
     area: Rect,
     rows: &[(usize, RoundMetrics, bool, PolicyStatus)],
+    heldout: &[(usize, f64)],
     planned: usize,
 ) {
     let series = |f: fn(&RoundMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -70,12 +83,20 @@ fn chart(
     let before = series(|m| m.accuracy_before);
     let after = series(|m| m.accuracy_after);
     let reward = series(|m| m.mean_reward);
+    let held: Vec<(f64, f64)> = heldout
+        .iter()
+        .map(|&(p, a)| (p as f64, a * 100.0))
+        .collect();
     let last = rows.len().max(planned).max(2);
-    let series = [
+    let first = if held.is_empty() { 1 } else { 0 };
+    let mut series = vec![
         ("before", &before, theme.chart_before, Marker::Dot),
         ("after", &after, theme.chart_after, Marker::Braille),
         ("reward", &reward, theme.chart_reward, Marker::Bar),
     ];
+    if !held.is_empty() {
+        series.push(("held-out", &held, theme.chart_heldout, Marker::HalfBlock));
+    }
     // Without colour the three lines differ by their marker.
     let marker = |m: Marker| if theme.colored { Marker::Braille } else { m };
     let symbol = |m: Marker| match marker(m) {
@@ -102,16 +123,24 @@ fn chart(
         .iter()
         .map(|(name, data, colour, m)| line(theme, name, data, *colour, marker(*m)))
         .collect();
-    let x_labels: Vec<String> = (1..=last).map(|r| format!("r{r}")).collect();
+    let x_labels: Vec<String> = (first..=last)
+        .map(|r| {
+            if r == 0 {
+                "start".into()
+            } else {
+                format!("r{r}")
+            }
+        })
+        .collect();
     let x_labels = if x_labels.len() > 6 {
-        vec![x_labels[0].clone(), x_labels[last - 1].clone()]
+        vec![x_labels[0].clone(), x_labels[x_labels.len() - 1].clone()]
     } else {
         x_labels
     };
     let chart = Chart::new(datasets)
         .x_axis(
             Axis::default()
-                .bounds([1.0, last as f64])
+                .bounds([first as f64, last as f64])
                 .labels(x_labels)
                 .style(theme.muted()),
         )
@@ -149,12 +178,19 @@ fn line<'a>(
 fn table(
     theme: &Theme,
     rows: &[(usize, RoundMetrics, bool, PolicyStatus)],
+    heldout: &[(usize, f64)],
     height: u16,
 ) -> Vec<Line<'static>> {
-    let header = format!(
-        "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {}",
+    let with_heldout = !heldout.is_empty();
+    let mut header = format!(
+        "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {:<9}",
         "round", "ctx", "before", "after", "reward", "gain", "kept", "policy"
     );
+    if with_heldout {
+        // The held-out accuracy of the policy after the round (before round 1 in the title).
+        let start = heldout.iter().find(|(p, _)| *p == 0).map(|&(_, a)| a);
+        header.push_str(&format!("held-out (start {})", labels::pct(start)));
+    }
     let mut lines = vec![Line::styled(header, theme.muted())];
     let fit = usize::from(height.saturating_sub(1));
     for (i, m, done, policy) in rows.iter().skip(rows.len().saturating_sub(fit)) {
@@ -164,8 +200,8 @@ fn table(
             PolicyStatus::Updated => "updated",
             PolicyStatus::Skipped => "skipped",
         };
-        let text = format!(
-            "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {}",
+        let mut text = format!(
+            "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {:<9}",
             format!("r{}{}", i + 1, if *done { "" } else { "…" }),
             m.contexts,
             labels::pct(m.accuracy_before),
@@ -175,6 +211,10 @@ fn table(
             m.edits_kept,
             policy
         );
+        if with_heldout {
+            let after = heldout.iter().find(|(p, _)| *p == i + 1).map(|&(_, a)| a);
+            text.push_str(&labels::pct(after));
+        }
         lines.push(Line::styled(
             text,
             if *done { theme.text() } else { theme.muted() },

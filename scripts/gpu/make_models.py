@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Random-weight Hugging Face folders in the shapes of Llama-3.2-1B and Qwen2.5-7B, written by
+this machine's own transformers (save_pretrained: safetensors shards, config.json as this
+version writes it, chat_template.jinja), around a tokenizer exported by `seal-tui dev
+export-tokenizer` (SmolLM2's: its 49,152 tokens sit inside both vocabularies).
+
+    make_models.py TOKENIZER_DIR OUT_DIR [--only llama-1b,qwen-7b] [--device cuda]
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+SHAPES = {
+    # Llama-3.2-1B: 16 layers, 32 heads over 8 key/value heads, tied embeddings, llama3 RoPE.
+    "llama-1b": lambda tok: LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        rope_theta=500000.0, bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
+    # Qwen2.5-7B: 28 layers, 28 heads over 4 key/value heads, q/k/v biases, untied head.
+    "qwen-7b": lambda tok: Qwen2Config(
+        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
+        bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
+}
+
+
+def token_ids(tokenizer_dir):
+    with open(os.path.join(tokenizer_dir, "tokenizer.json")) as f:
+        tok = json.load(f)
+    with open(os.path.join(tokenizer_dir, "tokenizer_config.json")) as f:
+        cfg = json.load(f)
+    vocab = dict(tok["model"]["vocab"])
+    for added in tok.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    return {"bos": vocab.get(cfg.get("bos_token")), "eos": vocab.get(cfg.get("eos_token"))}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("tokenizer_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--only", default=",".join(SHAPES))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    ids = token_ids(args.tokenizer_dir)
+    made = {}
+    for name in args.only.split(","):
+        start = time.time()
+        config = SHAPES[name](ids)
+        with torch.device(args.device):
+            try:
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            except TypeError:  # transformers < 5 names it torch_dtype
+                model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+        out = os.path.join(args.out_dir, name)
+        model.save_pretrained(out, max_shard_size="4GB")
+        for f in os.listdir(args.tokenizer_dir):
+            shutil.copy(os.path.join(args.tokenizer_dir, f), out)
+        made[name] = {
+            "path": out,
+            "parameters": sum(t.numel() for t in model.parameters()),
+            "secs": round(time.time() - start, 1),
+        }
+        del model
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    print(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
+                      "models": made}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

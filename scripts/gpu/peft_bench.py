@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""The PyTorch + PEFT reference for seal-tui's LoRA step, on the same model folder with the same
+settings: batch 1, the same text repeated to each sequence length, LoRA on the given modules
+with f32 adapter weights and AdamW state over a bf16 base, loss on every token, SDPA attention.
+Prints one JSON line: ms per step (median after warm-up), tokens/s, peak allocated memory.
+
+    peft_bench.py MODEL_DIR [--seq-lens 1024,2048] [--rank 32] [--alpha 64] [--targets q_proj,v_proj]
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+TEXT = ("The lighthouse stood on a rock at the edge of the bay, and every night its keeper "
+        "climbed the ninety-nine steps to light the lamp. Ships passed in the dark, and the "
+        "beam swept over the water like a slow hand. ")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--seq-lens", default="1024,2048")
+    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--alpha", type=float, default=64)
+    p.add_argument("--targets", default="q_proj,v_proj")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args()
+    start = time.time()
+    load_start = now_ms()
+    kwargs = dict(attn_implementation="sdpa")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, **kwargs)
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16,
+                                                     **kwargs)
+    model = model.cuda()
+    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0,
+                                             target_modules=args.targets.split(","), bias="none"))
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    base_ids = tok(TEXT)["input_ids"]
+    out = {"model": args.model, "torch": torch.__version__, "load_secs": time.time() - start,
+           "load": {"start_ms": load_start, "end_ms": now_ms()}, "train": []}
+    model.train()
+    for seq in [int(s) for s in args.seq_lens.split(",")]:
+        phase_start = now_ms()
+        ids = (base_ids * (seq // len(base_ids) + 1))[:seq]
+        ids = torch.tensor([ids], device="cuda")
+        torch.cuda.reset_peak_memory_stats()
+        times, losses = [], []
+        try:
+            for _ in range(args.warmup + args.steps):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            ms = statistics.median(times[args.warmup:]) * 1000
+            out["train"].append({
+                "seq_len": seq, "ms_per_step": ms, "tokens_per_sec": seq / (ms / 1000),
+                "step_ms": [t * 1000 for t in times[args.warmup:]],
+                "first_loss": losses[0], "last_loss": losses[-1],
+                "peak_allocated_gb": torch.cuda.max_memory_allocated() / 2**30,
+                "start_ms": phase_start, "end_ms": now_ms()})
+        except torch.cuda.OutOfMemoryError as e:
+            out["train"].append({"seq_len": seq, "error": f"out of memory: {e}"[:300]})
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
