@@ -628,7 +628,7 @@ impl RunConfig {
             bail!("outer.rounds = 0: must be at least 1");
         }
         if self.heldout.enabled() && self.heldout.k == 0 {
-            bail!("heldout.k must be at least 1");
+            bail!("heldout.k = 0: must be at least 1");
         }
         if self.heldout.data.as_ref() == Some(&self.task.data) {
             bail!(

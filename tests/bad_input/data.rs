@@ -26,6 +26,9 @@ fn run_fails_with(lab: &Lab, edits: &[(&str, Option<&str>)], phrases: &[&str]) {
     );
 }
 
+/// A passage whose title would retitle the terminal and clear the screen if printed raw.
+const ESCAPED_PASSAGE: &str = r#"[{"title": "\u001b]0;pwned\u0007Lone\u001b[2J", "context": "Only one passage here.", "questions": [{"question": "How many?", "answer": "one"}]}]"#;
+
 const ONE_PASSAGE: &str = r#"[{"title": "Lone", "context": "Only one passage here.", "questions": [{"question": "How many?", "answer": "one"}]}]"#;
 
 fn finetune(lab: &Lab, data: &Path, extra: &[&str]) -> super::lab::Out {
@@ -115,6 +118,82 @@ pub fn cases() -> Vec<Case> {
                     ("task.contexts_per_round", Some("2")),
                 ],
                 &["task.contexts_per_round = 2", "one.json", "1 passage"],
+            );
+        }),
+        case(
+            "a passage title carrying terminal escapes, run headless",
+            |lab| {
+                let p = lab.write("escapes.json", ESCAPED_PASSAGE);
+                let cfg = config_with(lab, &[("task.data", Some(&format!("{:?}", s(&p))))]);
+                // `sane` (inside `ok`) refuses any raw ESC or C1 byte in what was printed.
+                lab.run(&["run", "--headless", "--config", &s(&cfg)])
+                    .ok()
+                    .says(&["␛]0;pwned␇Lone␛[2J"]);
+            },
+        ),
+        case(
+            "a passage title carrying terminal escapes, in eval",
+            |lab| {
+                let p = lab.write("escapes.json", ESCAPED_PASSAGE);
+                lab.run(&[
+                    "eval",
+                    "-m",
+                    &s(&gguf()),
+                    "--data",
+                    &s(&p),
+                    "--passages",
+                    "1",
+                    "--conditions",
+                    "base",
+                    "--out",
+                    &s(&lab.path("results.json")),
+                ])
+                .ok()
+                .says(&["␛]0;pwned␇Lone␛[2J"]);
+            },
+        ),
+        case(
+            "a model file that fails only when the run loads it",
+            |lab| {
+                // It exists, so the door lets it through; the runner's setup then fails, and the
+                // half-made session folder must not be left for later commands to trip over.
+                let model = lab.write("broken.gguf", b"GGUF\x03\x00\x00\x00garbage");
+                lab.run(&[
+                    "run",
+                    "--headless",
+                    "--config",
+                    &s(&config_with(lab, &[])),
+                    "--model",
+                    &s(&model),
+                ])
+                .fails(&["broken.gguf"]);
+                assert!(
+                    lab.session_dirs().is_empty(),
+                    "a run that failed at setup left {:?}",
+                    lab.session_dirs()
+                );
+            },
+        ),
+        case("held-out passages that are the training passages", |lab| {
+            let copy = lab.write(
+                "copy.json",
+                std::fs::read(super::lab::root().join("assets/passages.json")).unwrap(),
+            );
+            run_fails_with(
+                lab,
+                &[("heldout.data", Some(&format!("{:?}", s(&copy))))],
+                &["heldout.data", "also in task.data"],
+            );
+        }),
+        case("held-out k = 0", |lab| {
+            let p = lab.write("one.json", ONE_PASSAGE);
+            run_fails_with(
+                lab,
+                &[
+                    ("heldout.data", Some(&format!("{:?}", s(&p)))),
+                    ("heldout.k", Some("0")),
+                ],
+                &["heldout.k = 0"],
             );
         }),
         case("an ARC run given a passages file", |lab| {

@@ -78,7 +78,7 @@ fn signal(child: &Child, sig: i32) {
 
 /// Kills a run with `sig` once it is training, then resumes it to the end.
 fn killed_then_resumed(lab: &Lab, sig: i32) {
-    let mut child = start(lab, &[("inner.epochs", Some("100"))], &[]);
+    let mut child = start(lab, &[("inner.epochs", Some("30"))], &[]);
     read_until(&mut child, "self-edit sampled");
     signal(&child, sig);
     let status = child.wait().unwrap();
@@ -173,10 +173,13 @@ pub fn cases() -> Vec<Case> {
             "a second writer while the first still runs (resume after an SSH drop)",
             |lab| {
                 let mut first = start(lab, &[], &["--mode", "step"]);
-                wait_for(60, "the first run's lock", || {
+                // Once its mode is recorded, a step-mode run writes nothing until a step comes,
+                // so any change to the log after that would be the second writer's.
+                wait_for(60, "the first run to idle in step mode", || {
                     lab.session_dirs().first().is_some_and(|d| {
                         std::fs::read_to_string(d.join("lock")).is_ok_and(|t| t.starts_with("pid"))
-                            && d.join("header.json").exists()
+                            && std::fs::read_to_string(events(d))
+                                .is_ok_and(|t| t.contains("\"type\":\"mode_changed\""))
                     })
                 });
                 let dir = lab.session();
