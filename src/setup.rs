@@ -3,7 +3,7 @@
 //! that can be checked without loading the model is checked first ([`Prepare::check`]), before
 //! a session folder exists.
 
-use crate::engine::{self, fetch};
+use crate::engine::{self, fetch, Model};
 use crate::record::config::{DomainKind, Grader, RunConfig};
 use crate::record::Header;
 use crate::seal::domain::Domain;
@@ -190,37 +190,24 @@ impl Prepare for Standard {
     }
 
     fn build(&self, cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup> {
-        let mut notices = Vec::new();
         let model_path = match &cfg.model.path {
             Some(p) => fetch::resolve_model(p, say)?,
             None => fetch::ensure_default_model(say)?,
         };
         say(&format!("hashing {} ...", model_path.display()));
         let model_sha256 = model_fingerprint(&model_path)?;
-        say(&format!("loading {} ...", model_path.display()));
-        let (options, notice) = load_options(&cfg.model)?;
-        notices.extend(notice);
-        let model = engine::load_model(&model_path, &options)?;
-        notices.extend(model.info.notices.iter().cloned());
+        let loaded = load(cfg, &model_path, say)?;
         let data = cfg.task.data.as_path();
-        if cfg.task.domain == DomainKind::Arc && is_fetched_arc_file(data) {
-            arc::fetch::ensure_arc_file(data, say)?;
-        }
         let data_sha256 = fetch::sha256_file(data)
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
-        let judge_model = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
-            (Grader::JudgeLocal, None) => Some(model.clone()),
-            (Grader::JudgeLocal, Some(path)) => Some(engine::load_model(path, &options)?),
-            _ => None,
-        };
         let (domain, template_source) =
-            build_domain(cfg, &model, judge_model.clone(), data, None, say)?;
+            build_domain(cfg, &loaded.model, loaded.judge.clone(), data, None, say)?;
         // Checked again here: a fetched ARC file could only be counted once it was fetched.
         enough_contexts(cfg, domain.num_contexts(), "context")?;
         let heldout = match &cfg.heldout.data {
             Some(path) => {
                 let limit = (cfg.heldout.contexts > 0).then_some(cfg.heldout.contexts);
-                let (d, _) = build_domain(cfg, &model, judge_model, path, limit, say)?;
+                let (d, _) = build_domain(cfg, &loaded.model, loaded.judge, path, limit, say)?;
                 say(&format!("{} held-out context(s)", d.num_contexts()));
                 Some(d)
             }
@@ -228,16 +215,67 @@ impl Prepare for Standard {
         };
         say("ready");
         Ok(Setup {
-            model,
+            model: loaded.model,
             domain,
             heldout,
             model_path,
             model_sha256,
             data_sha256,
             template_source,
-            notices,
+            notices: loaded.notices,
         })
     }
+
+    fn build_worker(
+        &self,
+        cfg: &RunConfig,
+        model_path: &Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(Model, Box<dyn Domain>)> {
+        let loaded = load(cfg, model_path, say)?;
+        for notice in &loaded.notices {
+            say(notice);
+        }
+        let (domain, _) =
+            build_domain(cfg, &loaded.model, loaded.judge, &cfg.task.data, None, say)?;
+        Ok((loaded.model, domain))
+    }
+}
+
+/// A loaded model, the local judge model if the grader needs one, and what loading announced.
+struct Loaded {
+    model: Model,
+    judge: Option<Model>,
+    notices: Vec<String>,
+}
+
+/// Loads the model (and a local judge), and fetches the ARC collection when the run names it:
+/// the part of a run's setup that a worker on a cluster node repeats for every inner loop.
+fn load(cfg: &RunConfig, model_path: &Path, say: &mut dyn FnMut(&str)) -> Result<Loaded> {
+    let mut notices = Vec::new();
+    say(&format!("loading {} ...", model_path.display()));
+    let (options, notice) = load_options(&cfg.model)?;
+    notices.extend(notice);
+    let model = engine::load_model(model_path, &options)?;
+    notices.extend(model.info.notices.iter().cloned());
+    let data = cfg.task.data.as_path();
+    if cfg.task.domain == DomainKind::Arc && is_fetched_arc_file(data) {
+        arc::fetch::ensure_arc_file(data, say)?;
+    }
+    let judge = match (&cfg.knowledge.grader, &cfg.knowledge.judge_model) {
+        (Grader::JudgeLocal, None) if cfg.task.domain == DomainKind::Knowledge => {
+            Some(model.clone())
+        }
+        (Grader::JudgeLocal, Some(path)) if cfg.task.domain == DomainKind::Knowledge => {
+            Some(engine::load_model(path, &options)?)
+        }
+        _ => None,
+    };
+    Ok(Loaded {
+        model,
+        judge,
+        notices,
+    })
 }
 
 /// The run's domain over the contexts of `data` (the first `limit` of them, if given), with the

@@ -13,8 +13,16 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("engine", &[][..]),
         ("text", &["record"][..]),
         ("session", &["record"][..]),
-        ("seal", &["record", "engine", "session"][..]),
-        ("tasks", &["record", "engine", "seal"][..]),
+        // SLURM's commands: they need the [cluster] settings they submit with, nothing else.
+        ("cluster", &["record"][..]),
+        // The OpenAI-compatible protocol: its settings and the recorded prompt form only.
+        ("openai", &["record"][..]),
+        (
+            "seal",
+            &["record", "engine", "session", "cluster", "openai"][..],
+        ),
+        // The HTTP judge talks to its endpoint through the one OpenAI-compatible client.
+        ("tasks", &["record", "engine", "seal", "openai"][..]),
         ("setup", &["record", "engine", "seal", "tasks"][..]),
         ("tui", &["record", "text"][..]),
     ])
@@ -24,7 +32,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
 fn forbidden_crates(room: &str) -> &'static [&'static str] {
     match room {
         // The screen runs no model code.
-        "tui" | "record" | "text" | "session" => &["candle_core", "candle_nn", "tokenizers"],
+        "tui" | "record" | "text" | "session" | "cluster" | "openai" => {
+            &["candle_core", "candle_nn", "tokenizers"]
+        }
         _ => &[],
     }
 }

@@ -668,3 +668,44 @@ fn no_theme_draws_text_in_its_background_colour() {
         }
     }
 }
+
+// --- A round's inner loops on a SLURM cluster -------------------------------------------------
+
+/// A real run with the slurm backend on the test cluster (tests/fixtures/recipes/slurm-demo.toml).
+fn slurm() -> Vec<Record> {
+    fixture("tests/fixtures/slurm-demo")
+}
+
+#[test]
+fn finetune_pane_shows_the_array_with_live_loss() {
+    let records = slurm();
+    // The moment the first task's result came back: others still running or waiting.
+    let app = app_until(&records, Theme::dark(), |e| {
+        matches!(
+            e,
+            Event::ClusterTask {
+                status: seal_tui::record::TaskStatus::Done,
+                ..
+            }
+        )
+    });
+    let screen = text(&focused(app, Pane::Finetune), 100, 30);
+    assert!(screen.contains("SLURM job"), "{screen}");
+    assert!(screen.contains("1 done"), "{screen}");
+    assert!(
+        screen.contains("running") && screen.contains("pending"),
+        "{screen}"
+    );
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn a_finished_slurm_run_reads_as_a_local_one() {
+    let app = app_all(&slurm(), Theme::dark());
+    assert!(app.state.finished);
+    assert!(app.state.arrays.iter().all(|a| !a.is_active()));
+    let screen = text(&app, 200, 60);
+    // After the array, the finetune pane is an edit's own again, with the round's summary.
+    assert!(screen.contains("slurm r1: 8 done"), "{screen}");
+    insta::assert_snapshot!(screen);
+}

@@ -296,6 +296,7 @@ fn bench_tui(args: BenchTuiArgs) -> Result<()> {
                             event: Event::TrainStep {
                                 id,
                                 rev: 0,
+                                repeat: 0,
                                 progress: progress(p),
                             },
                         });

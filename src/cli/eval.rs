@@ -5,6 +5,7 @@ use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use seal_tui::engine::SamplingParams;
+use seal_tui::openai::{Client, Endpoint};
 use seal_tui::record::config::{Grader, HttpJudge};
 use seal_tui::tasks::knowledge::conditions::{
     format_table, run_conditions, run_continual, run_cpt, Condition, ConditionReport,
@@ -75,8 +76,22 @@ pub struct EvalArgs {
     #[arg(long, default_value = "base,passage,passage-self-edit")]
     pub conditions: String,
     /// Synthetic training data for the passage-synthetic condition (JSON or JSONL).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "synthetic_from")]
     pub synthetic: Option<PathBuf>,
+    /// Generate the passage-synthetic condition's data on the fly instead: the --prompt
+    /// template sent to this OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1), its reply
+    /// split as a self-edit is.
+    #[arg(long)]
+    pub synthetic_from: Option<String>,
+    /// --synthetic-from: the model name the server knows.
+    #[arg(long, default_value = "default")]
+    pub synthetic_model: String,
+    /// --synthetic-from: the environment variable holding the API key (never written anywhere).
+    #[arg(long)]
+    pub synthetic_key_env: Option<String>,
+    /// --synthetic-from: most tokens in one reply.
+    #[arg(long, default_value_t = 1024)]
+    pub synthetic_max_tokens: usize,
     /// Self-edit sampling: nucleus mass.
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
@@ -243,7 +258,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("--prompt names no template");
     }
     let answer = AnswerTemplate::find(&args.prompts_dir)?;
-    let synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
     let grader = grader_from_args(&args)?;
     if let Grader::JudgeHttp(judge) = &grader {
         check_api_key(judge).context("--judge-key-env")?;
@@ -255,6 +269,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 path.display()
             );
         }
+    }
+    let mut synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
+    if let Some(url) = &args.synthetic_from {
+        if !conditions.contains(&Condition::PassageSynthetic) {
+            bail!("--synthetic-from feeds the passage-synthetic condition; add it to --conditions");
+        }
+        seal_tui::openai::api_key(args.synthetic_key_env.as_deref())
+            .context("--synthetic-key-env")?;
+        let client = Client::new(Endpoint {
+            base_url: Endpoint::base_of(url),
+            model: args.synthetic_model.clone(),
+            api_key_env: args.synthetic_key_env.clone(),
+            timeout_secs: 600,
+            max_retries: 2,
+        });
+        let sampling = SamplingParams {
+            temperature: 1.0,
+            top_p: args.top_p,
+            max_tokens: args.synthetic_max_tokens,
+            seed: args.seed,
+            stop: Vec::new(),
+        };
+        let made = Synthetic::from_server(
+            &client,
+            // The external generator is asked with the first template's prompt.
+            &templates[0],
+            &passages,
+            &sampling,
+            &mut |line| errln!("{line}"),
+            &mut |piece| out_err!("{piece}"),
+        )?;
+        errln!("");
+        synthetic = Some(made);
     }
     let model = args.model.load()?;
     let policy = merged_policy(&model, &args.policy)?;
@@ -317,6 +364,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "seed": args.seed,
         "train": plan.train,
         "sampling": plan.sampling,
+        "synthetic_from": args.synthetic_from,
+        "synthetic": synthetic.as_ref().map(|s| s.by_index()),
     });
     if args.continual {
         let report = run_continual(&model, &eval, &passages, &plan, &mut say)?;

@@ -15,6 +15,7 @@ mod run;
 mod sample;
 mod train_args;
 mod workbench;
+mod worker;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -69,6 +70,9 @@ pub enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Run one inner loop of a session from its job file (what each task of a SLURM array
+    /// runs with [cluster] backend = "slurm").
+    Worker(worker::WorkerArgs),
     /// Developer tools (tests use them).
     #[command(subcommand, hide = true)]
     Dev(DevCommand),
@@ -213,6 +217,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sample(args)) => sample::run(args),
         Some(Command::FetchModel { name, list }) => fetch_model(name.as_deref(), list),
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Worker(args)) => worker::run(&args),
         Some(Command::Dev(cmd)) => dev(cmd),
         Some(Command::Eval(args)) => eval::run(*args),
         Some(Command::Finetune(args)) => finetune::run(*args),

@@ -191,6 +191,9 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     }
     let state = RunState::from_events(records.iter().map(|r| &r.event));
     outln!("{}", seal_tui::text::report::markdown_report(&state));
+    if let Some(cluster) = seal_tui::text::report::cluster_markdown(&records) {
+        outln!("{cluster}");
+    }
     let out = args.out.clone().unwrap_or_else(|| dir.join("report"));
     for path in seal_tui::text::report::write_csv(&state, &out).context("writing the CSV report")? {
         errln!("wrote {}", path.display());

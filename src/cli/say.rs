@@ -30,6 +30,16 @@ macro_rules! out {
     }};
 }
 
+/// `eprint!` without a newline, sanitised, flushed (text streamed to stderr).
+macro_rules! out_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(seal_tui::text::sanitize(&format!($($arg)*)).as_bytes());
+        let _ = stderr.flush();
+    }};
+}
+
 /// Rewrites the current stderr line (a progress counter): a carriage return, the sanitised
 /// single-line text, and a few spaces to cover a longer previous line.
 pub fn progress(text: &str) {

@@ -248,11 +248,109 @@ impl LoraAdapter {
     pub fn delta(&self, pair: &LoraPair) -> Result<Tensor> {
         Ok((pair.b.matmul(&pair.a)? * self.scale())?)
     }
+
+    /// One adapter equal to applying these in turn: `sum_i s_i B_i A_i` is `[s_1 B_1 ...]
+    /// [A_1; ...]`, a LoRA whose rank is the sum of theirs and whose scale is 1. A module one
+    /// of them lacks gets zeros in its place. Serving the stack over the base model serves the
+    /// base with every adapter merged in, where a server takes one adapter per request.
+    pub fn stacked(adapters: &[LoraAdapter]) -> Result<LoraAdapter> {
+        if adapters.is_empty() {
+            bail!("nothing to stack");
+        }
+        let rank: usize = adapters.iter().map(|a| a.config.rank).sum();
+        let mut keys: Vec<(usize, Target)> = adapters
+            .iter()
+            .flat_map(|a| a.modules.keys().copied())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut modules = BTreeMap::new();
+        for key in keys {
+            // Some adapter has it: its shapes give the zeros of those that do not.
+            let Some(first) = adapters.iter().find_map(|a| a.modules.get(&key)) else {
+                continue;
+            };
+            let (out_dim, in_dim) = (first.b.dim(0)?, first.a.dim(1)?);
+            let device = first.a.device().clone();
+            let mut a_parts = Vec::new();
+            let mut b_parts = Vec::new();
+            for adapter in adapters {
+                let r = adapter.config.rank;
+                match adapter.modules.get(&key) {
+                    Some(p) => {
+                        a_parts.push(p.a.to_dtype(DType::F32)?);
+                        b_parts.push((p.b.to_dtype(DType::F32)? * adapter.scale())?);
+                    }
+                    None => {
+                        a_parts.push(Tensor::zeros((r, in_dim), DType::F32, &device)?);
+                        b_parts.push(Tensor::zeros((out_dim, r), DType::F32, &device)?);
+                    }
+                }
+            }
+            modules.insert(
+                key,
+                LoraPair {
+                    a: Tensor::cat(&a_parts, 0)?,
+                    b: Tensor::cat(&b_parts, 1)?,
+                },
+            );
+        }
+        let mut targets: Vec<Target> = modules.keys().map(|(_, t)| *t).collect();
+        targets.sort();
+        targets.dedup();
+        Ok(LoraAdapter {
+            config: LoraConfig {
+                rank,
+                alpha: rank as f64,
+                dropout: 0.0,
+                targets,
+            },
+            modules,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stack_applies_its_adapters_together() {
+        let shapes = [(0, Target::Q, 6, 8), (0, Target::V, 6, 8)];
+        let make = |rank, alpha, targets: Vec<Target>, seed| {
+            let cfg = LoraConfig {
+                rank,
+                alpha,
+                dropout: 0.0,
+                targets,
+            };
+            LoraAdapter::init_with(&cfg, &shapes, seed, &Device::Cpu, DType::F32, 0.5)
+                .unwrap()
+                .0
+        };
+        let one = make(2, 4.0, vec![Target::Q, Target::V], 1);
+        let two = make(3, 1.5, vec![Target::Q], 2);
+        let stack = LoraAdapter::stacked(&[one.clone(), two.clone()]).unwrap();
+        assert_eq!(stack.config.rank, 5);
+        assert_eq!(stack.scale(), 1.0);
+        for target in [Target::Q, Target::V] {
+            let mut want = one.delta(one.get(0, target).unwrap()).unwrap();
+            if let Some(p) = two.get(0, target) {
+                want = (want + two.delta(p).unwrap()).unwrap();
+            }
+            let got = stack.delta(stack.get(0, target).unwrap()).unwrap();
+            let diff: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-5, "{target:?}: {diff}");
+        }
+        assert!(LoraAdapter::stacked(&[]).is_err());
+    }
 
     #[test]
     fn targets_parse_in_short_and_long_form() {

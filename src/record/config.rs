@@ -550,9 +550,209 @@ impl Default for HeldoutSection {
     }
 }
 
+/// Where the inner loops run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterBackend {
+    /// In this process, one after another.
+    #[default]
+    Local,
+    /// As tasks of SLURM job arrays, one array per round (`seal-tui worker` runs each task).
+    Slurm,
+}
+
+/// The `[cluster]` section: where inner loops run, and what a SLURM job asks for. Empty
+/// strings and zeros leave a setting to the cluster's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    pub backend: ClusterBackend,
+    /// `--partition`.
+    pub partition: String,
+    /// `--account`.
+    pub account: String,
+    /// `--qos`.
+    pub qos: String,
+    /// `--time`, per task: `MM`, `HH:MM:SS`, `D-HH:MM` ...
+    pub time_limit: String,
+    /// `--gres=gpu:N` per task.
+    pub gpus_per_task: usize,
+    /// A `--gres` of your own (`gpu:a100:1`); takes the place of `gpus_per_task`.
+    pub gres: String,
+    /// `--cpus-per-task`; the worker also uses this many threads.
+    pub cpus_per_task: usize,
+    /// `--mem` per task (`16G`).
+    pub mem: String,
+    /// At most this many tasks of an array at once (`--array=0-N%M`); 0: no limit.
+    pub max_parallel: usize,
+    /// More `sbatch` options, one per entry (`"--constraint=a100"`).
+    pub sbatch_args: Vec<String>,
+    /// Shell lines run before the worker in each task (`module load cuda/12.4`).
+    pub setup: String,
+    /// Further attempts for a task that ends without a result, before it is recorded as failed.
+    pub retries: u32,
+    /// The seal-tui binary the tasks run; empty: the one running the loop. It must be reachable
+    /// from the compute nodes, as must the session folder.
+    #[serde(with = "optional_path")]
+    pub worker: Option<PathBuf>,
+    /// How often the runner asks SLURM and reads the tasks' files, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            backend: ClusterBackend::Local,
+            partition: String::new(),
+            account: String::new(),
+            qos: String::new(),
+            time_limit: String::new(),
+            gpus_per_task: 0,
+            gres: String::new(),
+            cpus_per_task: 0,
+            mem: String::new(),
+            max_parallel: 0,
+            sbatch_args: Vec::new(),
+            setup: String::new(),
+            retries: 2,
+            worker: None,
+            poll_ms: 250,
+        }
+    }
+}
+
 impl HeldoutSection {
     pub fn enabled(&self) -> bool {
         self.data.is_some()
+    }
+}
+
+impl ClusterSection {
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("partition", &self.partition),
+            ("account", &self.account),
+            ("qos", &self.qos),
+            ("gres", &self.gres),
+            ("mem", &self.mem),
+        ] {
+            if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("{name} = {value:?}: no blanks or line breaks allowed");
+            }
+        }
+        let time_ok = self
+            .time_limit
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '-');
+        if !time_ok {
+            bail!(
+                "time_limit = {:?}: use SLURM's form, e.g. 30, 02:00:00 or 1-00:00",
+                self.time_limit
+            );
+        }
+        let mem_ok = self.mem.is_empty()
+            || (self.mem.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && self
+                    .mem
+                    .trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit()));
+        if !mem_ok {
+            bail!("mem = {:?}: use a size such as 16G or 4000M", self.mem);
+        }
+        for arg in &self.sbatch_args {
+            if !arg.starts_with('-') || arg.chars().any(|c| c == '\n' || c == '\r') {
+                bail!(
+                    "sbatch_args: {arg:?} is not one sbatch option (such as \"--constraint=a100\")"
+                );
+            }
+        }
+        if self.poll_ms == 0 {
+            bail!("poll_ms must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Where self-edits are sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InferenceBackend {
+    /// The policy in this process.
+    #[default]
+    Engine,
+    /// A served policy behind an OpenAI-compatible API (vLLM, llama.cpp's llama-server, ...).
+    Openai,
+}
+
+/// Which OpenAI-compatible endpoint a served model is asked through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenAiApi {
+    /// `/chat/completions`: the server applies its own chat template (any server, OpenAI's too).
+    #[default]
+    Chat,
+    /// `/completions` with the prompt rendered here, exactly as the engine would see it.
+    Completions,
+}
+
+/// The `[inference]` section: who samples the self-edits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceSection {
+    pub backend: InferenceBackend,
+    /// The server's OpenAI base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub url: String,
+    /// The model name the server knows the policy by.
+    pub model: String,
+    /// Environment variable holding the API key, sent as a bearer token; none: no key sent.
+    #[serde(with = "optional_string")]
+    pub api_key_env: Option<String>,
+    pub api: OpenAiApi,
+    /// Limit for one request, the whole streamed reply included.
+    pub timeout_secs: u64,
+    /// Further attempts after a failed connection, HTTP 429 or a 5xx (before any text arrived).
+    pub max_retries: u32,
+    /// From round 2 on, serve the updated policy as a LoRA adapter loaded at run time
+    /// (`/v1/load_lora_adapter`, vLLM with `--enable-lora`): the rounds' updates, stacked into
+    /// one adapter, over the served base model.
+    pub policy_lora: bool,
+}
+
+impl Default for InferenceSection {
+    fn default() -> Self {
+        InferenceSection {
+            backend: InferenceBackend::Engine,
+            url: String::new(),
+            model: String::new(),
+            api_key_env: None,
+            api: OpenAiApi::Chat,
+            timeout_secs: 300,
+            max_retries: 2,
+            policy_lora: false,
+        }
+    }
+}
+
+impl InferenceSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.backend == InferenceBackend::Engine {
+            return Ok(());
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            bail!(
+                "url = {:?}: the openai backend needs the server's base URL, such as \
+                 http://127.0.0.1:8000/v1",
+                self.url
+            );
+        }
+        if self.model.trim().is_empty() {
+            bail!("model: the openai backend needs the name the server gives the policy");
+        }
+        if self.timeout_secs == 0 {
+            bail!("timeout_secs must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -570,6 +770,10 @@ pub struct RunConfig {
     pub outer: OuterSection,
     pub policy: PolicySection,
     pub heldout: HeldoutSection,
+    /// Where the inner loops run (this process, or SLURM job arrays).
+    pub cluster: ClusterSection,
+    /// Where self-edits are sampled (this process, or a served policy).
+    pub inference: InferenceSection,
     pub seed: u64,
 }
 
@@ -610,6 +814,17 @@ impl RunConfig {
         if let Some(p) = self.knowledge.judge_model.as_mut() {
             resolve(p);
         }
+        if let Some(p) = self.cluster.worker.as_mut() {
+            resolve(p);
+        }
+        // A template given as a file: a worker on a cluster node starts in another folder.
+        let template = Path::new(&self.knowledge.template);
+        if template.is_relative() && template.extension().is_some_and(|e| e == "toml") {
+            let found = resolve_path(template, config_dir);
+            if found.exists() {
+                self.knowledge.template = found.display().to_string();
+            }
+        }
     }
 
     /// The rules this vocabulary owns. Training and sampling settings are checked by the
@@ -640,6 +855,18 @@ impl RunConfig {
             bail!("outer.min_gain = {}: must be a number", self.outer.min_gain);
         }
         self.arc.validate().context("arc")?;
+        self.cluster.validate().context("cluster")?;
+        self.inference.validate().context("inference")?;
+        if self.inference.backend == InferenceBackend::Openai
+            && self.outer.rounds > 1
+            && !self.inference.policy_lora
+        {
+            bail!(
+                "inference: a served policy does not follow the policy updates of later rounds; \
+                 set outer.rounds = 1, or inference.policy_lora = true with a server that loads \
+                 LoRA adapters at run time (vLLM with --enable-lora)"
+            );
+        }
         if let Grader::F1 { threshold } = self.knowledge.grader {
             if !(0.0..=1.0).contains(&threshold) {
                 bail!("knowledge.grader: the F1 threshold = {threshold}: must be between 0 and 1");
@@ -708,6 +935,20 @@ mod optional_path {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
         let text = String::deserialize(d)?;
         Ok((!text.trim().is_empty()).then(|| PathBuf::from(text.trim())))
+    }
+}
+
+/// An optional string where the empty string means none.
+mod optional_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok((!text.trim().is_empty()).then(|| text.trim().to_string()))
     }
 }
 
@@ -796,6 +1037,32 @@ mod tests {
         assert_eq!((cfg.model.dtype, cfg.model.path), (None, None));
         assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
         assert!("cuda:x".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn cluster_and_inference_sections_read_and_check() {
+        let cfg = RunConfig::from_toml(
+            "[cluster]\nbackend = \"slurm\"\npartition = \"gpu\"\ntime_limit = \"1-00:00\"\n\
+             mem = \"16G\"\nsbatch_args = [\"--constraint=a100\"]\nsetup = \"module load x\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.backend, ClusterBackend::Slurm);
+        assert_eq!(cfg.cluster.retries, 2);
+        assert!(err("[cluster]\nbackend = \"pbs\"\n").contains("pbs"));
+        assert!(err("[cluster]\npartition = \"a b\"\n").contains("partition"));
+        assert!(err("[cluster]\ntime_limit = \"1 hour\"\n").contains("time_limit"));
+        assert!(err("[cluster]\nmem = \"lots\"\n").contains("mem"));
+        let e = err("[cluster]\nsbatch_args = [\"--x\\n#SBATCH --y\"]\n");
+        assert!(e.contains("sbatch_args"), "{e}");
+        let served = "[inference]\nbackend = \"openai\"\nurl = \"http://127.0.0.1:1/v1\"\n\
+                      model = \"p\"\n";
+        let e = err(&format!("{served}[outer]\nrounds = 2\n"));
+        assert!(e.contains("policy_lora"), "{e}");
+        RunConfig::from_toml(&format!("{served}policy_lora = true\n"), "t").unwrap();
+        RunConfig::from_toml(&format!("{served}[outer]\nrounds = 1\n"), "t").unwrap();
+        let e = err("[inference]\nbackend = \"openai\"\nmodel = \"p\"\n[outer]\nrounds = 1\n");
+        assert!(e.contains("url"), "{e}");
     }
 
     #[test]

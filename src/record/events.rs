@@ -7,6 +7,7 @@
 //! Every type here is written to `events.jsonl`: changing one changes the file format, which the
 //! format test in `record/mod.rs` catches (bump [`super::FORMAT_VERSION`] with it).
 
+use super::cluster::{ClusterTask, TaskStatus};
 use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
 
@@ -271,6 +272,10 @@ pub enum Event {
         id: EditId,
         #[serde(default)]
         rev: u32,
+        /// Which of the edit's evaluations this finetune serves (format 3; before, one at a
+        /// time, so the fold did not need it).
+        #[serde(default)]
+        repeat: usize,
         total_steps: usize,
         examples: usize,
         tokens: usize,
@@ -279,12 +284,20 @@ pub enum Event {
         id: EditId,
         #[serde(default)]
         rev: u32,
+        /// Which of the edit's evaluations this finetune serves (format 3; before, one at a
+        /// time, so the fold did not need it).
+        #[serde(default)]
+        repeat: usize,
         progress: TrainProgress,
     },
     TrainFinished {
         id: EditId,
         #[serde(default)]
         rev: u32,
+        /// Which of the edit's evaluations this finetune serves (format 3; before, one at a
+        /// time, so the fold did not need it).
+        #[serde(default)]
+        repeat: usize,
         steps: usize,
         final_loss: f64,
         secs: f64,
@@ -372,6 +385,26 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// Inner loops sent to a cluster as one job array (a retry is an array of its own).
+    ClusterSubmitted {
+        job: String,
+        round: usize,
+        tasks: Vec<ClusterTask>,
+    },
+    /// A task's state changed, as SLURM or its result file tells; `detail` is the node while it
+    /// runs, SLURM's reason when it failed, its timings when done.
+    ClusterTask {
+        job: String,
+        index: usize,
+        status: TaskStatus,
+        #[serde(default)]
+        detail: String,
+    },
+    /// The runner cancelled what was left of an array (a quit).
+    ClusterCancelled {
+        job: String,
+        reason: String,
+    },
     /// Progress outside the loop proper (fetching or loading the model).
     Status {
         message: String,
@@ -403,8 +436,10 @@ impl Event {
                 | Event::HeldoutFinished { .. }
                 | Event::RunFinished { .. }
                 | Event::ModeChanged { .. }
+                | Event::ClusterSubmitted { .. }
+                | Event::ClusterCancelled { .. }
                 | Event::Failed { .. }
-        )
+        ) || matches!(self, Event::ClusterTask { status, .. } if status.is_final())
     }
 
     /// Streaming detail that a headless progress printer leaves out.

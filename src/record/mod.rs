@@ -6,6 +6,7 @@
 //! at their boundary, so renaming a trainer's field cannot silently change the file format. The
 //! format test below pins the serialised shape of every type to [`FORMAT_VERSION`].
 
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod header;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod metrics;
 pub mod state;
 
+pub use cluster::{ArrayState, ClusterTask, TaskCounts, TaskState, TaskStatus, UnitId};
 pub use config::RunConfig;
 pub use events::{
     ArcTaskView, Command, ContextBody, ContextView, Decision, Event, GainRule, Grid, GridPair,
@@ -29,7 +31,10 @@ pub use state::RunState;
 ///
 /// 2: work events carry the self-edit's revision; round figures may be absent; ARC answers
 /// carry the grid read from them; the run names its gain rule.
-/// 3: held-out passes (`heldout_started`, `heldout_scored`, `heldout_finished`).
+/// 3: held-out passes (`heldout_started`, `heldout_scored`, `heldout_finished`); inner loops
+/// may run on a cluster: `cluster_submitted`, `cluster_task` and
+/// `cluster_cancelled` events; training events name the evaluation repeat they serve (several
+/// may run at once); the configuration gains `[cluster]` and `[inference]`.
 pub const FORMAT_VERSION: u32 = 3;
 
 #[cfg(test)]
@@ -78,6 +83,9 @@ mod format {
             Event::RunFinished { .. } => "run_finished",
             Event::ModeChanged { .. } => "mode_changed",
             Event::Warning { .. } => "warning",
+            Event::ClusterSubmitted { .. } => "cluster_submitted",
+            Event::ClusterTask { .. } => "cluster_task",
+            Event::ClusterCancelled { .. } => "cluster_cancelled",
             Event::Status { .. } => "status",
             Event::Failed { .. } => "failed",
         }
@@ -199,6 +207,7 @@ mod format {
             Event::TrainStarted {
                 id,
                 rev: 1,
+                repeat: 1,
                 total_steps: 10,
                 examples: 2,
                 tokens: 100,
@@ -206,11 +215,13 @@ mod format {
             Event::TrainStep {
                 id,
                 rev: 1,
+                repeat: 1,
                 progress: progress.clone(),
             },
             Event::TrainFinished {
                 id,
                 rev: 1,
+                repeat: 1,
                 steps: 10,
                 final_loss: 0.5,
                 secs: 3.0,
@@ -301,6 +312,29 @@ mod format {
             Event::ModeChanged {
                 mode: RunMode::Step,
             },
+            Event::ClusterSubmitted {
+                job: "1234".into(),
+                round: 0,
+                tasks: vec![ClusterTask {
+                    index: 0,
+                    unit: UnitId {
+                        id,
+                        rev: 1,
+                        repeat: 1,
+                    },
+                    attempt: 2,
+                }],
+            },
+            Event::ClusterTask {
+                job: "1234".into(),
+                index: 0,
+                status: TaskStatus::Failed,
+                detail: "TIMEOUT".into(),
+            },
+            Event::ClusterCancelled {
+                job: "1234".into(),
+                reason: "quit".into(),
+            },
             Event::Warning {
                 message: "w".into(),
             },
@@ -345,6 +379,33 @@ mod format {
         });
         config.model.device = Device::Cuda(1);
         config.model.dtype = Some(Dtype::Bf16);
+        config.cluster = ClusterSection {
+            backend: ClusterBackend::Slurm,
+            partition: "gpu".into(),
+            account: "lab".into(),
+            qos: "normal".into(),
+            time_limit: "01:00:00".into(),
+            gpus_per_task: 1,
+            gres: String::new(),
+            cpus_per_task: 8,
+            mem: "32G".into(),
+            max_parallel: 16,
+            sbatch_args: vec!["--constraint=a100".into()],
+            setup: "module load cuda".into(),
+            retries: 2,
+            worker: Some("/opt/seal-tui".into()),
+            poll_ms: 500,
+        };
+        config.inference = InferenceSection {
+            backend: InferenceBackend::Openai,
+            url: "http://127.0.0.1:8000/v1".into(),
+            model: "policy".into(),
+            api_key_env: Some("KEY".into()),
+            api: OpenAiApi::Completions,
+            timeout_secs: 60,
+            max_retries: 1,
+            policy_lora: true,
+        };
         Header {
             format_version: FORMAT_VERSION,
             tool_version: "x".into(),
@@ -438,5 +499,31 @@ mod format {
         .unwrap();
         assert_eq!(cfg.model.path, None);
         assert_eq!(cfg.outer.start_mode, RunMode::Step);
+    }
+
+    #[test]
+    fn format_2_sessions_still_read() {
+        // The golden file of format 2: every record, command and header it holds still reads,
+        // and a format-2 configuration runs locally and samples on the engine.
+        let path = golden_path().with_file_name("v2.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut headers = 0;
+        for line in text.lines() {
+            let read = serde_json::from_str::<Record>(line).is_ok()
+                || serde_json::from_str::<Command>(line).is_ok();
+            if !read {
+                let h: Header =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert_eq!(h.config.cluster.backend, ClusterBackend::Local);
+                assert_eq!(h.config.inference.backend, InferenceBackend::Engine);
+                headers += 1;
+            }
+        }
+        assert_eq!(headers, 1);
+        let r: Record = serde_json::from_str(
+            r#"{"t":1.0,"type":"train_started","id":{"round":0,"ctx":0,"edit":0},"rev":0,"total_steps":2,"examples":1,"tokens":3}"#,
+        )
+        .unwrap();
+        assert!(matches!(r.event, Event::TrainStarted { repeat: 0, .. }));
     }
 }

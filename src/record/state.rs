@@ -1,6 +1,7 @@
 //! The state of a run as a fold over its events. The loop, the screen, replay and resume all
 //! build it the same way: `for e in events { state.apply(&e) }`.
 
+use super::cluster::{ArrayState, TaskState, TaskStatus, UnitId};
 use super::events::{
     ContextView, Decision, Event, HeldoutEdit, HeldoutSummary, QuestionResult, RoundMetrics,
     RunInfo, RunMode, TrainProgress,
@@ -24,6 +25,9 @@ pub enum EditStatus {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainState {
+    /// The evaluation repeat this finetune serves; with several at once (on a cluster), the
+    /// latest started is the one shown.
+    pub repeat: usize,
     pub total_steps: usize,
     pub examples: usize,
     pub tokens: usize,
@@ -173,6 +177,10 @@ pub enum Activity {
     Heldout {
         pass: usize,
     },
+    /// Inner loops are out on a cluster as a job array.
+    Cluster {
+        job: String,
+    },
     Finished,
     Failed,
 }
@@ -199,6 +207,9 @@ pub struct RunState {
     pub failure: Option<String>,
     pub finished: bool,
     pub total_secs: Option<f64>,
+    /// Job arrays submitted to a cluster, oldest first.
+    #[serde(default)]
+    pub arrays: Vec<ArrayState>,
     /// Events folded so far.
     pub events: usize,
 }
@@ -240,6 +251,56 @@ impl RunState {
     /// The edit, if `rev` is its current revision: work on a superseded text is not folded.
     fn current_edit_mut(&mut self, id: EditId, rev: u32) -> Option<&mut EditState> {
         self.edit_mut(id).filter(|e| e.revision == rev)
+    }
+
+    /// The task that carries `unit` now: the newest one not yet over.
+    pub fn active_task(&self, unit: UnitId) -> Option<(&ArrayState, &TaskState)> {
+        self.arrays.iter().rev().find_map(|a| {
+            a.tasks
+                .iter()
+                .find(|t| t.unit == unit && !t.status.is_final())
+                .map(|t| (a, t))
+        })
+    }
+
+    fn active_task_mut(&mut self, unit: UnitId) -> Option<&mut TaskState> {
+        self.arrays.iter_mut().rev().find_map(|a| {
+            a.tasks
+                .iter_mut()
+                .find(|t| t.unit == unit && !t.status.is_final())
+        })
+    }
+
+    /// Tasks that ended without a result for `unit` (each one an attempt spent).
+    pub fn failed_attempts(&self, unit: UnitId) -> u32 {
+        let n = self
+            .arrays
+            .iter()
+            .flat_map(|a| &a.tasks)
+            .filter(|t| t.unit == unit && t.status == TaskStatus::Failed)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Work reported for a unit that a cluster task carries: the task's progress is noted, and
+    /// the run's activity stays the array's.
+    fn note_task(&mut self, unit: UnitId, f: impl FnOnce(&mut TaskState)) -> bool {
+        match self.active_task_mut(unit) {
+            Some(t) => {
+                f(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After a task's end: the activity falls back to idle once no array has work out.
+    fn settle_cluster_activity(&mut self) {
+        if matches!(self.activity, Activity::Cluster { .. })
+            && !self.arrays.iter().any(ArrayState::is_active)
+        {
+            self.activity = Activity::Idle;
+        }
     }
 
     /// The most recent context, which the screen follows by default.
@@ -349,39 +410,84 @@ impl RunState {
             Event::TrainStarted {
                 id,
                 rev,
+                repeat,
                 total_steps,
                 examples,
                 tokens,
             } => {
+                let unit = UnitId {
+                    id: *id,
+                    rev: *rev,
+                    repeat: *repeat,
+                };
+                let on_cluster = self.note_task(unit, |t| {
+                    // A task that reports training runs, whether or not SLURM said so yet.
+                    t.status = TaskStatus::Running;
+                    t.started = true;
+                    t.total_steps = *total_steps;
+                    t.step = 0;
+                    t.loss = None;
+                });
                 if let Some(e) = self.current_edit_mut(*id, *rev) {
                     e.status = EditStatus::Training;
                     // Earlier repeats' evaluations stay: the reward is their mean.
                     e.train = TrainState {
+                        repeat: *repeat,
                         total_steps: *total_steps,
                         examples: *examples,
                         tokens: *tokens,
                         ..Default::default()
                     };
                 }
-                self.activity = Activity::Training { id: *id };
+                if !on_cluster {
+                    self.activity = Activity::Training { id: *id };
+                }
             }
-            Event::TrainStep { id, rev, progress } => {
+            Event::TrainStep {
+                id,
+                rev,
+                repeat,
+                progress,
+            } => {
+                let unit = UnitId {
+                    id: *id,
+                    rev: *rev,
+                    repeat: *repeat,
+                };
+                self.note_task(unit, |t| {
+                    t.step = progress.step;
+                    t.total_steps = progress.total_steps;
+                    t.loss = Some(progress.loss);
+                });
                 if let Some(e) = self.current_edit_mut(*id, *rev) {
-                    e.train.steps.push(progress.clone());
+                    if e.train.repeat == *repeat {
+                        e.train.steps.push(progress.clone());
+                    }
                 }
             }
             Event::TrainFinished {
                 id,
                 rev,
+                repeat,
                 final_loss,
                 secs,
                 ..
             } => {
+                let unit = UnitId {
+                    id: *id,
+                    rev: *rev,
+                    repeat: *repeat,
+                };
+                let on_cluster = self.note_task(unit, |_| {});
                 if let Some(e) = self.current_edit_mut(*id, *rev) {
-                    e.train.final_loss = Some(*final_loss);
-                    e.train.secs = Some(*secs);
-                    e.status = EditStatus::Evaluating;
-                    self.activity = Activity::Evaluating { id: *id };
+                    if e.train.repeat == *repeat {
+                        e.train.final_loss = Some(*final_loss);
+                        e.train.secs = Some(*secs);
+                        e.status = EditStatus::Evaluating;
+                        if !on_cluster {
+                            self.activity = Activity::Evaluating { id: *id };
+                        }
+                    }
                 }
             }
             Event::TrainFailed { id, rev, message } => {
@@ -389,7 +495,9 @@ impl RunState {
                     e.train.error = Some(message.clone());
                     e.status = EditStatus::Failed;
                 }
-                self.activity = Activity::Idle;
+                if !matches!(self.activity, Activity::Cluster { .. }) {
+                    self.activity = Activity::Idle;
+                }
             }
             Event::EditEvaluated {
                 id,
@@ -399,13 +507,22 @@ impl RunState {
                 accuracy,
                 secs,
             } => {
-                if let Some(e) = self.current_edit_mut(*id, *rev) {
-                    e.evaluations.push(Evaluation {
+                if let Some(e) = self
+                    .current_edit_mut(*id, *rev)
+                    .filter(|e| e.status != EditStatus::Failed)
+                {
+                    // Kept in repeat order (a cluster returns them in any), so the reward, their
+                    // mean, is summed in one order however the work was spread.
+                    let evaluation = Evaluation {
                         repeat: *repeat,
                         results: results.clone(),
                         accuracy: *accuracy,
                         secs: *secs,
-                    });
+                    };
+                    match e.evaluations.binary_search_by_key(repeat, |v| v.repeat) {
+                        Ok(i) => e.evaluations[i] = evaluation,
+                        Err(i) => e.evaluations.insert(i, evaluation),
+                    }
                 }
             }
             Event::EditScored {
@@ -522,6 +639,56 @@ impl RunState {
                 self.total_secs = Some(*secs);
                 self.activity = Activity::Finished;
             }
+            Event::ClusterSubmitted { job, round, tasks } => {
+                self.arrays.push(ArrayState {
+                    job: job.clone(),
+                    round: *round,
+                    tasks: tasks
+                        .iter()
+                        .map(|t| TaskState {
+                            index: t.index,
+                            unit: t.unit,
+                            attempt: t.attempt,
+                            status: TaskStatus::Pending,
+                            detail: String::new(),
+                            started: false,
+                            step: 0,
+                            total_steps: 0,
+                            loss: None,
+                        })
+                        .collect(),
+                    cancelled: None,
+                });
+                self.activity = Activity::Cluster { job: job.clone() };
+            }
+            Event::ClusterTask {
+                job,
+                index,
+                status,
+                detail,
+            } => {
+                let task = self
+                    .arrays
+                    .iter_mut()
+                    .rev()
+                    .find(|a| &a.job == job)
+                    .and_then(|a| a.tasks.iter_mut().find(|t| t.index == *index));
+                if let Some(t) = task {
+                    t.status = *status;
+                    t.detail = detail.clone();
+                }
+                self.settle_cluster_activity();
+            }
+            Event::ClusterCancelled { job, reason } => {
+                if let Some(a) = self.arrays.iter_mut().rev().find(|a| &a.job == job) {
+                    for t in a.tasks.iter_mut().filter(|t| !t.status.is_final()) {
+                        t.status = TaskStatus::Cancelled;
+                        t.detail = reason.clone();
+                    }
+                    a.cancelled = Some(reason.clone());
+                }
+                self.settle_cluster_activity();
+            }
             Event::ModeChanged { mode } => self.mode = *mode,
             Event::Warning { message } => self.warnings.push(message.clone()),
             Event::Status { message } => self.status = Some(message.clone()),
@@ -530,5 +697,170 @@ impl RunState {
                 self.activity = Activity::Failed;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::cluster::ClusterTask;
+
+    fn unit(edit: usize, repeat: usize) -> UnitId {
+        UnitId {
+            id: EditId {
+                round: 0,
+                ctx: 0,
+                edit,
+            },
+            rev: 0,
+            repeat,
+        }
+    }
+
+    fn progress(step: usize, loss: f64) -> TrainProgress {
+        TrainProgress {
+            step,
+            total_steps: 4,
+            loss,
+            ..Default::default()
+        }
+    }
+
+    /// The fold of an array: task states, live loss from the training events, the activity
+    /// held by the array while it is out, and evaluations kept in repeat order.
+    #[test]
+    fn an_array_folds_into_tasks_with_live_loss() {
+        let ctx = CtxId { round: 0, ctx: 0 };
+        let mut s = RunState::from_events(&[
+            Event::RoundStarted {
+                round: 0,
+                contexts: 1,
+            },
+            Event::ContextStarted {
+                id: ctx,
+                context: crate::record::ContextView {
+                    id: "0".into(),
+                    title: "t".into(),
+                    body: crate::record::ContextBody::Passage {
+                        text: String::new(),
+                    },
+                    questions: vec![],
+                },
+            },
+            Event::EditSampled {
+                id: unit(0, 0).id,
+                text: "t".into(),
+                tokens: 1,
+                secs: 0.0,
+            },
+        ]);
+        let tasks = (0..2)
+            .map(|r| ClusterTask {
+                index: r,
+                unit: unit(0, r),
+                attempt: 1,
+            })
+            .collect();
+        s.apply(&Event::ClusterSubmitted {
+            job: "7".into(),
+            round: 0,
+            tasks,
+        });
+        assert_eq!(s.activity, Activity::Cluster { job: "7".into() });
+        for repeat in [1, 0] {
+            s.apply(&Event::TrainStarted {
+                id: unit(0, repeat).id,
+                rev: 0,
+                repeat,
+                total_steps: 4,
+                examples: 1,
+                tokens: 3,
+            });
+        }
+        s.apply(&Event::TrainStep {
+            id: unit(0, 1).id,
+            rev: 0,
+            repeat: 1,
+            progress: progress(2, 0.5),
+        });
+        s.apply(&Event::TrainStep {
+            id: unit(0, 0).id,
+            rev: 0,
+            repeat: 0,
+            progress: progress(1, 0.9),
+        });
+        let tasks = &s.arrays[0].tasks;
+        assert_eq!(
+            (tasks[0].status, tasks[0].step, tasks[0].loss),
+            (TaskStatus::Running, 1, Some(0.9))
+        );
+        assert_eq!((tasks[1].step, tasks[1].loss), (2, Some(0.5)));
+        // The edit shows the finetune started last; the other's steps are not mixed in.
+        let e = s.edit(unit(0, 0).id).unwrap();
+        assert_eq!(e.train.repeat, 0);
+        assert_eq!(e.train.steps.len(), 1);
+        assert_eq!(
+            s.activity,
+            Activity::Cluster { job: "7".into() },
+            "training does not take the activity"
+        );
+        for repeat in [1, 0] {
+            s.apply(&Event::EditEvaluated {
+                id: unit(0, repeat).id,
+                rev: 0,
+                repeat,
+                results: vec![],
+                accuracy: repeat as f64,
+                secs: 0.0,
+            });
+            s.apply(&Event::ClusterTask {
+                job: "7".into(),
+                index: repeat,
+                status: TaskStatus::Done,
+                detail: String::new(),
+            });
+        }
+        let e = s.edit(unit(0, 0).id).unwrap();
+        let repeats: Vec<usize> = e.evaluations.iter().map(|v| v.repeat).collect();
+        assert_eq!(repeats, vec![0, 1]);
+        assert_eq!(s.activity, Activity::Idle, "the array is over");
+        assert!(s.active_task(unit(0, 0)).is_none());
+    }
+
+    #[test]
+    fn failed_attempts_count_and_a_cancelled_array_is_over() {
+        let mut s = RunState::default();
+        for (job, attempt) in [("1", 1), ("2", 2)] {
+            s.apply(&Event::ClusterSubmitted {
+                job: job.into(),
+                round: 0,
+                tasks: vec![ClusterTask {
+                    index: 0,
+                    unit: unit(0, 0),
+                    attempt,
+                }],
+            });
+        }
+        s.apply(&Event::ClusterTask {
+            job: "1".into(),
+            index: 0,
+            status: TaskStatus::Failed,
+            detail: "TIMEOUT".into(),
+        });
+        assert_eq!(s.failed_attempts(unit(0, 0)), 1);
+        let (array, task) = s.active_task(unit(0, 0)).unwrap();
+        assert_eq!((array.job.as_str(), task.attempt), ("2", 2));
+        s.apply(&Event::ClusterCancelled {
+            job: "2".into(),
+            reason: "quit".into(),
+        });
+        assert!(s.active_task(unit(0, 0)).is_none());
+        assert_eq!(s.arrays[1].tasks[0].status, TaskStatus::Cancelled);
+        assert_eq!(
+            s.failed_attempts(unit(0, 0)),
+            1,
+            "a cancellation is no failure"
+        );
+        assert_eq!(s.activity, Activity::Idle);
     }
 }

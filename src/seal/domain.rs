@@ -3,7 +3,7 @@
 
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
-use crate::engine::{LoraAdapter, Model};
+use crate::engine::{LoraAdapter, Model, Prompt};
 use crate::record::{ContextView, GainRule, QuestionResult};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
@@ -32,9 +32,17 @@ pub trait Domain: Send {
     fn num_contexts(&self) -> usize;
     fn view(&self, index: usize) -> ContextView;
 
-    /// The rendered prompt that asks the policy for a self-edit, or `None` when the strategy
-    /// samples nothing (the context alone is trained on).
-    fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>>;
+    /// What the policy is asked for a self-edit, or `None` when the strategy samples nothing
+    /// (the context alone is trained on).
+    fn self_edit_request(&self, index: usize) -> Option<Prompt>;
+
+    /// That request in the policy's own chat markup, as the engine samples it and the log
+    /// records it.
+    fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>> {
+        self.self_edit_request(index)
+            .map(|p| model.chat.prompt(&p))
+            .transpose()
+    }
 
     /// Sampling settings for a self-edit, given the run's.
     fn self_edit_sampling(&self, run: &SamplingParams) -> SamplingParams {

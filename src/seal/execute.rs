@@ -10,9 +10,9 @@ use super::settings;
 use crate::engine::sample::generate;
 use crate::engine::train::{train_lora, Example, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{peft, LoraAdapter, Model, StopReason};
-use crate::record::config::{RunConfig, SaveAdapters};
+use crate::record::config::{ClusterBackend, RunConfig, SaveAdapters};
 use crate::record::metrics::{heldout_summary, mean, round_metrics};
-use crate::record::{EditId, Event, HeldoutEdit, TrainProgress};
+use crate::record::{EditId, Event, HeldoutEdit, TrainProgress, UnitId};
 use crate::session;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -29,6 +29,8 @@ pub struct Work {
     pub adapters: HashMap<(EditId, u32, usize), LoraAdapter>,
     /// The last adapter of each edit, until its context's selection.
     pub last_adapter: HashMap<EditId, LoraAdapter>,
+    /// The served policy self-edits are sampled from, when not this process's.
+    pub served: Option<super::served::Served>,
 }
 
 impl Work {
@@ -107,6 +109,7 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
             }
             Ok(())
         }
+        Phase::Units { round, ref units } => super::dispatch::run_units(round, units, env),
         Phase::Score { id, rev } => {
             let (accuracies, base) = emitter.with_state(|s| {
                 let accs: Vec<f64> = s
@@ -129,6 +132,10 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
         }
         Phase::Select { id } => {
             let (kept, reason) = emitter.with_state(|s| select(s, cfg, id));
+            if cfg.cluster.backend == ClusterBackend::Slurm {
+                emitter.with_state(|s| super::dispatch::keep_adapters(dir, s, cfg, id, kept));
+                return emitter.emit(Event::ContextFinished { id, kept, reason });
+            }
             let save = |eid: EditId, a: &LoraAdapter| {
                 peft::save_adapter(
                     a,
@@ -187,6 +194,47 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
         }),
         Phase::AwaitDecision { .. } | Phase::Done => Ok(()),
     }
+}
+
+/// The finetune settings of one inner loop, its seed mixed from the unit's coordinates: the
+/// same whether it runs in this process or as a worker on a cluster.
+pub fn unit_train_config(cfg: &RunConfig, unit: UnitId) -> crate::engine::train::TrainConfig {
+    let UnitId { id, rev, repeat } = unit;
+    crate::engine::train::TrainConfig {
+        seed: derive_seed(
+            cfg.seed,
+            &[
+                1,
+                id.round as u64,
+                id.ctx as u64,
+                id.edit as u64,
+                repeat as u64,
+                u64::from(rev),
+            ],
+        ),
+        ..settings::train_config(&cfg.inner)
+    }
+}
+
+/// The policy updates recorded so far (session-relative adapter folders), oldest first.
+pub fn recorded_policy_updates(state: &crate::record::RunState) -> Vec<String> {
+    state
+        .rounds
+        .iter()
+        .filter_map(|r| r.policy.adapter.clone())
+        .collect()
+}
+
+/// The model with these policy updates merged in, in order: how a resumed run and a worker
+/// rebuild the policy a live run holds in memory.
+pub fn apply_policy_updates(mut model: Model, dir: &Path, updates: &[String]) -> Result<Model> {
+    for (n, rel) in updates.iter().enumerate() {
+        let adapter = peft::load_adapter(&dir.join(rel), &model)
+            .with_context(|| format!("cannot reload policy update {} ({rel})", n + 1))?;
+        let merged = model.transformer.merged(&adapter)?;
+        model = model.with_transformer(merged);
+    }
+    Ok(model)
 }
 
 /// The engine's progress report as recorded.
@@ -261,20 +309,8 @@ fn train(
                 .map(|e| e.text.clone())
         })
         .ok_or_else(cancelled)?;
-    let train = crate::engine::train::TrainConfig {
-        seed: derive_seed(
-            cfg.seed,
-            &[
-                1,
-                id.round as u64,
-                id.ctx as u64,
-                id.edit as u64,
-                repeat as u64,
-                u64::from(rev),
-            ],
-        ),
-        ..settings::train_config(&cfg.inner)
-    };
+    let unit = UnitId { id, rev, repeat };
+    let train = unit_train_config(cfg, unit);
     let outcome: std::result::Result<TrainOutcome, TrainError> = train_with_events(
         emitter,
         |e| match e {
@@ -286,6 +322,7 @@ fn train(
             } => Some(Event::TrainStarted {
                 id,
                 rev,
+                repeat,
                 total_steps: *total_steps,
                 examples: *examples,
                 tokens: *tokens,
@@ -293,6 +330,7 @@ fn train(
             TrainEvent::Step(p) => Some(Event::TrainStep {
                 id,
                 rev,
+                repeat,
                 progress: progress(p),
             }),
             TrainEvent::Truncated { .. } => Some(Event::Warning {
@@ -317,6 +355,7 @@ fn train(
             emitter.emit(Event::TrainFinished {
                 id,
                 rev,
+                repeat,
                 steps: o.steps,
                 final_loss,
                 secs: o.secs,
@@ -354,6 +393,8 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
         });
     };
     let ids = work.policy.tokenizer.encode(&prompt)?;
+    let request = work.domain.self_edit_request(index).unwrap_or_default();
+    let updates = emitter.with_state(recorded_policy_updates);
     let attempts = 1 + work.domain.max_resamples();
     for attempt in 0..attempts {
         let seed = derive_seed(
@@ -375,28 +416,46 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
         })?;
         let start = Instant::now();
         let mut emit_err = None;
-        let gen = generate(
-            &work.policy,
-            None,
-            &ids,
-            &params,
-            Some(&control.cancel),
-            &mut |piece| {
-                if let Err(e) = emitter.emit(Event::EditToken {
-                    id,
-                    piece: piece.to_string(),
-                }) {
-                    emit_err.get_or_insert(e);
-                }
-            },
-        )?;
+        let mut on_piece = |piece: &str| {
+            if let Err(e) = emitter.emit(Event::EditToken {
+                id,
+                piece: piece.to_string(),
+            }) {
+                emit_err.get_or_insert(e);
+            }
+        };
+        let sampled = match work.served.as_mut() {
+            None => {
+                let gen = generate(
+                    &work.policy,
+                    None,
+                    &ids,
+                    &params,
+                    Some(&control.cancel),
+                    &mut on_piece,
+                )?;
+                (gen.stop != StopReason::Cancelled).then_some((gen.text, gen.tokens.len()))
+            }
+            Some(served) => served
+                .sample(
+                    env.dir,
+                    &work.policy,
+                    &updates,
+                    &request,
+                    &prompt,
+                    &params,
+                    &control.cancel,
+                    &mut on_piece,
+                )?
+                .map(|s| (s.text, s.tokens)),
+        };
         if let Some(e) = emit_err {
             return Err(e);
         }
-        if gen.stop == StopReason::Cancelled {
+        let Some((text, tokens)) = sampled else {
             return Err(cancelled());
-        }
-        let usable = work.domain.check_self_edit(index, &gen.text);
+        };
+        let usable = work.domain.check_self_edit(index, &text);
         if let Err(why) = &usable {
             emitter.emit(Event::Warning {
                 message: format!("self-edit {id} attempt {} is unusable: {why}", attempt + 1),
@@ -407,8 +466,8 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
         }
         emitter.emit(Event::EditSampled {
             id,
-            text: gen.text.clone(),
-            tokens: gen.tokens.len(),
+            text,
+            tokens,
             secs: start.elapsed().as_secs_f64(),
         })?;
         if let Err(why) = usable {

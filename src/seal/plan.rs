@@ -2,9 +2,16 @@
 //! one (whose state is the fold of its log) follow the same path; and which self-edit a context
 //! keeps. Both are pure: no model, no threads.
 
-use crate::record::config::RunConfig;
+use crate::record::config::{ClusterBackend, RunConfig};
 use crate::record::state::{EditState, EditStatus, PolicyStatus, RunState};
-use crate::record::{CtxId, EditId};
+use crate::record::{CtxId, EditId, UnitId};
+
+/// An inner loop to run, with the data-set index of its context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedUnit {
+    pub unit: UnitId,
+    pub index: usize,
+}
 
 /// What the loop does next.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +46,11 @@ pub enum Phase {
         rev: u32,
         index: usize,
         repeat: usize,
+    },
+    /// Every inner loop the round still needs, sent out at once (the slurm backend).
+    Units {
+        round: usize,
+        units: Vec<PlannedUnit>,
     },
     Score {
         id: EditId,
@@ -79,6 +91,7 @@ impl Phase {
                 | Phase::Sample { .. }
                 | Phase::Train { .. }
                 | Phase::Evaluate { .. }
+                | Phase::Units { .. }
                 | Phase::PolicyUpdate { .. }
                 | Phase::Heldout { .. }
         )
@@ -112,6 +125,13 @@ fn heldout_phase(
     }
 }
 
+/// The evaluation repeats an edit still lacks (at its current revision).
+fn missing_repeats(edit: &EditState, repeats: usize) -> Vec<usize> {
+    (0..repeats)
+        .filter(|r| !edit.evaluations.iter().any(|v| v.repeat == *r))
+        .collect()
+}
+
 /// The data-set indices of a round's contexts: consecutive slices of the data set (shuffled
 /// once with the run's seed if asked), wrapping around.
 pub fn contexts_for_round(cfg: &RunConfig, total: usize, round: usize) -> Vec<usize> {
@@ -140,6 +160,13 @@ pub fn derive_seed(base: u64, parts: &[u64]) -> u64 {
 /// Decides the next phase from the state alone. `trained(id, rev, repeat)` says whether an
 /// adapter for that edit's revision and repeat is in memory (it is not after a resume, so the
 /// finetune is redone).
+///
+/// Locally, a context is finished before the next starts, and its inner loops run one after
+/// another. With the slurm backend, every context of the round is started, scored unadapted
+/// and sampled first; then all of the round's inner loops go out as one job array (one wait in
+/// the queue per round, and as many tasks at once as the cluster gives); then each edit is
+/// scored and each context's selection made. The seeds depend on the work's coordinates, not
+/// its order, so both give the same rewards.
 pub fn plan(
     state: &RunState,
     cfg: &RunConfig,
@@ -165,20 +192,30 @@ pub fn plan(
     let Some(round) = state.rounds.get(r) else {
         return Phase::StartRound { round: r };
     };
+    let batched = cfg.cluster.backend == ClusterBackend::Slurm;
     let k = cfg.self_edit.k;
-    for (ci, &index) in contexts_for_round(cfg, total_contexts, r)
-        .iter()
-        .enumerate()
-    {
+    let contexts = contexts_for_round(cfg, total_contexts, r);
+    if skip_context {
+        // Locally the context in work is the first unfinished one; a batched round works on
+        // all of them, and the newest is the one a person is looking at.
+        let mut unfinished = round.contexts.iter().filter(|c| !c.finished);
+        let current = if batched {
+            unfinished.next_back()
+        } else {
+            unfinished.min_by_key(|c| c.id.ctx)
+        };
+        if let Some(c) = current {
+            return Phase::Select { id: c.id };
+        }
+    }
+    let mut units = Vec::new();
+    for (ci, &index) in contexts.iter().enumerate() {
         let id = CtxId { round: r, ctx: ci };
         let Some(c) = round.contexts.get(ci) else {
             return Phase::StartContext { id, index };
         };
         if c.finished {
             continue;
-        }
-        if skip_context {
-            return Phase::Select { id };
         }
         if c.baseline.is_none() {
             return Phase::Baseline { id, index };
@@ -204,9 +241,20 @@ pub fn plan(
                 return Phase::AwaitDecision { id: eid };
             }
             let rev = edit.revision;
-            let repeat = edit.evaluations.len();
-            if repeat >= cfg.eval.repeats {
+            let missing = missing_repeats(edit, cfg.eval.repeats);
+            let Some(&repeat) = missing.first() else {
                 return Phase::Score { id: eid, rev };
+            };
+            if batched {
+                units.extend(missing.into_iter().map(|repeat| PlannedUnit {
+                    unit: UnitId {
+                        id: eid,
+                        rev,
+                        repeat,
+                    },
+                    index,
+                }));
+                continue;
             }
             return if edit.status == EditStatus::Evaluating && trained(eid, rev, repeat) {
                 Phase::Evaluate {
@@ -224,7 +272,15 @@ pub fn plan(
                 }
             };
         }
-        return Phase::Select { id };
+        if !batched {
+            return Phase::Select { id };
+        }
+    }
+    if !units.is_empty() {
+        return Phase::Units { round: r, units };
+    }
+    if let Some(c) = round.contexts.iter().find(|c| !c.finished) {
+        return Phase::Select { id: c.id };
     }
     match round.policy.status {
         PolicyStatus::Pending | PolicyStatus::Training => Phase::PolicyUpdate { round: r },
@@ -349,6 +405,7 @@ mod tests {
         Event::TrainFinished {
             id: e(edit),
             rev,
+            repeat: 0,
             steps: 1,
             final_loss: 0.0,
             secs: 0.0,
@@ -688,6 +745,86 @@ mod tests {
 
     fn scored_edit(edit: usize) -> Event {
         scored(edit, 0, 0.5)
+    }
+
+    #[test]
+    fn a_batched_round_samples_every_context_then_sends_all_its_units_at_once() {
+        let mut c = cfg(2, 2, false);
+        c.cluster.backend = ClusterBackend::Slurm;
+        c.task.contexts_per_round = 2;
+        let c1 = CtxId { round: 0, ctx: 1 };
+        let mut events = started();
+        events.extend([sampled(0), sampled(1)]);
+        // Not the first context's finetunes: the second context first.
+        assert_eq!(
+            plan(&state(events.clone()), &c, sizes(3), &never, false),
+            Phase::StartContext { id: c1, index: 1 }
+        );
+        events.push(Event::ContextStarted {
+            id: c1,
+            context: view(),
+        });
+        events.push(Event::BaselineScored {
+            id: c1,
+            results: vec![],
+            accuracy: 0.0,
+            secs: 0.0,
+        });
+        for edit in 0..2 {
+            events.push(Event::EditSampled {
+                id: EditId::new(c1, edit),
+                text: "t".into(),
+                tokens: 1,
+                secs: 0.0,
+            });
+        }
+        let Phase::Units { round: 0, units } =
+            plan(&state(events.clone()), &c, sizes(3), &never, false)
+        else {
+            panic!("expected the round's units");
+        };
+        // 2 contexts x 2 edits x 2 repeats, each with its context's data index.
+        assert_eq!(units.len(), 8);
+        assert!(units.iter().all(|u| u.index == u.unit.id.ctx));
+        // Results come back in any order; what is still missing goes out, then scoring.
+        let evaluated = |u: &PlannedUnit| Event::EditEvaluated {
+            id: u.unit.id,
+            rev: u.unit.rev,
+            repeat: u.unit.repeat,
+            results: vec![],
+            accuracy: 0.5,
+            secs: 0.0,
+        };
+        events.extend(units.iter().rev().skip(1).map(evaluated));
+        assert_eq!(
+            plan(&state(events.clone()), &c, sizes(3), &never, false),
+            Phase::Units {
+                round: 0,
+                units: vec![units[0]]
+            }
+        );
+        events.push(evaluated(&units[0]));
+        assert_eq!(
+            plan(&state(events.clone()), &c, sizes(3), &never, false),
+            Phase::Score { id: e(0), rev: 0 }
+        );
+        for (ctx, edit) in [(C, 0), (C, 1), (c1, 0), (c1, 1)] {
+            events.push(Event::EditScored {
+                id: EditId::new(ctx, edit),
+                rev: 0,
+                reward: 0.5,
+                gain: 0.0,
+            });
+        }
+        assert_eq!(
+            plan(&state(events.clone()), &c, sizes(3), &never, false),
+            Phase::Select { id: C }
+        );
+        // "Finish the context now" in a batched round finishes the newest one.
+        assert_eq!(
+            plan(&state(events), &c, sizes(3), &never, true),
+            Phase::Select { id: c1 }
+        );
     }
 
     #[test]

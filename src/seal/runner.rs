@@ -4,11 +4,11 @@
 use super::control::{handle_commands, set_mode, Control, Wake};
 use super::domain::{Domain, GradingFailed};
 use super::emitter::Emitter;
-use super::execute::{execute, Env, Work};
+use super::execute::{apply_policy_updates, execute, recorded_policy_updates, Env, Work};
 use super::plan::{plan, Phase, Sizes};
 use super::settings;
-use crate::engine::{peft, Model};
-use crate::record::config::RunConfig;
+use crate::engine::Model;
+use crate::record::config::{InferenceBackend, RunConfig};
 use crate::record::{Command, Event, Header, Record, RunInfo, RunMode, RunState, FORMAT_VERSION};
 use crate::session::{self, SessionLock, SessionLog};
 use anyhow::{anyhow, bail, Context, Result};
@@ -54,6 +54,15 @@ pub trait Prepare: Send + 'static {
         let _ = header;
         Ok(())
     }
+    /// The model at `model_path` and the domain alone, for a worker running one inner loop:
+    /// no fingerprints, since hashing a large model in every task would cost more than the
+    /// task's own work (the run that wrote the job checked them).
+    fn build_worker(
+        &self,
+        cfg: &RunConfig,
+        model_path: &Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(Model, Box<dyn Domain>)>;
 }
 
 /// How a run is launched.
@@ -86,6 +95,7 @@ pub fn start(
 ) -> Result<RunHandle> {
     cfg.validate()?;
     settings::check(&cfg)?;
+    super::dispatch::check(&cfg)?;
     prepare.check(&cfg)?;
     let id = session::new_id();
     let dir = sessions_root.join(&id);
@@ -134,6 +144,7 @@ pub fn resume(dir: &Path, prepare: Box<dyn Prepare>, launch: Launch) -> Result<R
     };
     cfg.validate().map_err(pinned)?;
     settings::check(cfg).map_err(pinned)?;
+    super::dispatch::check(cfg).map_err(pinned)?;
     prepare.check(cfg).map_err(pinned)?;
     prepare.check_unchanged(&header)?;
     let log = SessionLog::reopen(&dir.join(session::EVENTS_FILE), reader.intact_len, lock)?;
@@ -295,20 +306,12 @@ fn run_loop(
         heldout: built.heldout,
         adapters: HashMap::new(),
         last_adapter: HashMap::new(),
+        served: (cfg.inference.backend == InferenceBackend::Openai)
+            .then(|| super::served::Served::new(&cfg.inference)),
     };
     // A resumed run re-applies every policy update recorded so far.
-    let updates: Vec<(usize, String)> = emitter.with_state(|s| {
-        s.rounds
-            .iter()
-            .filter_map(|r| r.policy.adapter.clone().map(|a| (r.index, a)))
-            .collect()
-    });
-    for (round, rel) in updates {
-        let adapter = peft::load_adapter(&dir.join(&rel), &work.policy)
-            .with_context(|| format!("cannot reload the policy update of round {}", round + 1))?;
-        let merged = work.policy.transformer.merged(&adapter)?;
-        work.policy = work.policy.with_transformer(merged);
-    }
+    let updates = emitter.with_state(recorded_policy_updates);
+    work.policy = apply_policy_updates(work.policy, dir, &updates)?;
     let sizes = Sizes {
         contexts: work.domain.num_contexts(),
         heldout: work.heldout.as_ref().map_or(0, |d| d.num_contexts()),
@@ -321,7 +324,8 @@ fn run_loop(
     };
     loop {
         if control.quitting() {
-            return Ok(());
+            // Nothing of a quit run keeps running on a cluster.
+            return super::dispatch::cancel_out(&env, "the run was quit");
         }
         let skip = control.lock().skip_context;
         let phase = emitter.with_state(|s| {
@@ -351,7 +355,7 @@ fn run_loop(
             }
             match control.wait_until(decided) {
                 Wake::Go => continue,
-                Wake::Quit => return Ok(()),
+                Wake::Quit => return super::dispatch::cancel_out(&env, "the run was quit"),
                 Wake::NoCommands => bail!(
                     "the command input closed while the run waited for a decision on {id} \
                      (approval_required = true), so none can come; resume the session and \
@@ -362,7 +366,7 @@ fn run_loop(
         if phase.is_work() {
             match control.wait_turn() {
                 Wake::Go => {}
-                Wake::Quit => return Ok(()),
+                Wake::Quit => return super::dispatch::cancel_out(&env, "the run was quit"),
                 Wake::NoCommands => {
                     let mode = control.lock().mode;
                     bail!(

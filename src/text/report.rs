@@ -5,7 +5,7 @@
 use super::sanitize::sanitize_line;
 use crate::record::metrics::{heldout_summary, shown_metrics};
 use crate::record::state::{ContextState, EditState, RunState};
-use crate::record::Decision;
+use crate::record::{Decision, Event, Record, TaskStatus, UnitId};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -241,6 +241,187 @@ pub fn markdown_report(state: &RunState) -> String {
     out.push_str("\n## Questions\n\n");
     out.push_str(&markdown(&QUESTION_COLUMNS, &question_rows(state)));
     out
+}
+
+/// How a round's inner loops fared on a cluster, reckoned from the log's times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterFigures {
+    pub round: usize,
+    /// Arrays submitted (the first and its retries).
+    pub arrays: usize,
+    /// Units that came back with a result.
+    pub units: usize,
+    /// From the first submission to the last result collected, in seconds.
+    pub wall_secs: f64,
+    /// The inner loops' own time (finetune and answering), summed over units.
+    pub work_secs: f64,
+    /// The most tasks seen running at once.
+    pub slots: usize,
+}
+
+impl ClusterFigures {
+    /// Slot time not spent on the inner loops themselves (submission, queueing, start, model
+    /// load, result pickup), per unit: `(slots x wall - work) / units`.
+    pub fn overhead_per_unit(&self) -> f64 {
+        (self.slots as f64 * self.wall_secs - self.work_secs) / self.units.max(1) as f64
+    }
+
+    pub fn mean_unit_secs(&self) -> f64 {
+        self.work_secs / self.units.max(1) as f64
+    }
+}
+
+/// Per round, the figures of its cluster work; empty for a run that had none.
+pub fn cluster_figures(records: &[Record]) -> Vec<ClusterFigures> {
+    use std::collections::{BTreeMap, HashMap};
+    // (round, first submitted, last done, arrays)
+    let mut rounds: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+    let mut round_of_job: HashMap<String, usize> = HashMap::new();
+    let mut unit_of_task: HashMap<(String, usize), UnitId> = HashMap::new();
+    let mut train: HashMap<UnitId, f64> = HashMap::new();
+    let mut answer: HashMap<UnitId, f64> = HashMap::new();
+    let mut done: HashMap<usize, Vec<UnitId>> = HashMap::new();
+    // Running intervals: +1 when a task starts, -1 when it ends.
+    let mut edges: HashMap<usize, Vec<(f64, i32)>> = HashMap::new();
+    let mut running: HashMap<(String, usize), f64> = HashMap::new();
+    for r in records {
+        match &r.event {
+            Event::ClusterSubmitted { job, round, tasks } => {
+                let e = rounds.entry(*round).or_insert((r.t, r.t, 0));
+                e.2 += 1;
+                round_of_job.insert(job.clone(), *round);
+                for t in tasks {
+                    unit_of_task.insert((job.clone(), t.index), t.unit);
+                }
+            }
+            Event::TrainFinished {
+                id,
+                rev,
+                repeat,
+                secs,
+                ..
+            } => {
+                let u = UnitId {
+                    id: *id,
+                    rev: *rev,
+                    repeat: *repeat,
+                };
+                train.insert(u, *secs);
+            }
+            Event::EditEvaluated {
+                id,
+                rev,
+                repeat,
+                secs,
+                ..
+            } => {
+                let u = UnitId {
+                    id: *id,
+                    rev: *rev,
+                    repeat: *repeat,
+                };
+                answer.insert(u, *secs);
+            }
+            Event::ClusterTask {
+                job, index, status, ..
+            } => {
+                let Some(&round) = round_of_job.get(job) else {
+                    continue;
+                };
+                let key = (job.clone(), *index);
+                if *status == TaskStatus::Running {
+                    running.entry(key.clone()).or_insert(r.t);
+                }
+                if status.is_final() {
+                    // A task that finished between two polls was running all along.
+                    let from = running.remove(&key).unwrap_or(r.t);
+                    let list = edges.entry(round).or_default();
+                    list.push((from, 1));
+                    list.push((r.t, -1));
+                    if *status == TaskStatus::Done {
+                        if let Some(e) = rounds.get_mut(&round) {
+                            e.1 = e.1.max(r.t);
+                        }
+                        if let Some(u) = unit_of_task.get(&key) {
+                            done.entry(round).or_default().push(*u);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    rounds
+        .into_iter()
+        .map(|(round, (first, last, arrays))| {
+            let units = done.remove(&round).unwrap_or_default();
+            let work_secs = units
+                .iter()
+                .map(|u| train.get(u).unwrap_or(&0.0) + answer.get(u).unwrap_or(&0.0))
+                .sum();
+            let mut list = edges.remove(&round).unwrap_or_default();
+            // Ends before starts at the same moment: a slot handed on is not two slots.
+            list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let (mut now, mut peak) = (0i32, 0i32);
+            for (_, d) in list {
+                now += d;
+                peak = peak.max(now);
+            }
+            ClusterFigures {
+                round,
+                arrays,
+                units: units.len(),
+                wall_secs: (last - first).max(0.0),
+                work_secs,
+                slots: usize::try_from(peak).unwrap_or(0).max(1),
+            }
+        })
+        .collect()
+}
+
+/// The cluster section of a report, when the run used one.
+pub fn cluster_markdown(records: &[Record]) -> Option<String> {
+    let figures = cluster_figures(records);
+    if figures.is_empty() {
+        return None;
+    }
+    let columns = [
+        "round",
+        "arrays",
+        "units",
+        "wall s",
+        "slots",
+        "inner loop s (mean)",
+        "overhead s per unit",
+        "overhead %",
+    ];
+    let rows: Vec<Vec<String>> = figures
+        .iter()
+        .map(|f| {
+            vec![
+                format!("r{}", f.round + 1),
+                f.arrays.to_string(),
+                f.units.to_string(),
+                format!("{:.1}", f.wall_secs),
+                f.slots.to_string(),
+                format!("{:.2}", f.mean_unit_secs()),
+                format!("{:.2}", f.overhead_per_unit()),
+                format!(
+                    "{:.1}%",
+                    100.0 * f.overhead_per_unit() / f.mean_unit_secs().max(1e-9)
+                ),
+            ]
+        })
+        .collect();
+    let mut out = String::from(
+        "## Cluster
+
+Overhead is slot time not spent training or answering (submission, \
+         queueing, start, model load, result pickup), per unit: (slots x wall - inner loops) / \
+         units.\n\n",
+    );
+    out.push_str(&markdown(&columns, &rows));
+    Some(out)
 }
 
 /// Writes `rounds.csv` and `questions.csv` into `dir`; returns their paths.

@@ -156,6 +156,31 @@ pub fn describe(record: &Record) -> Option<String> {
         ),
         Event::RunFinished { secs } => format!("run finished in {secs:.1} s"),
         Event::ModeChanged { mode } => format!("mode: {}", mode.name()),
+        Event::ClusterSubmitted { job, round, tasks } => format!(
+            "round {}: slurm job {job}: {} task(s) submitted ({})",
+            round + 1,
+            tasks.len(),
+            tasks
+                .iter()
+                .map(|t| t.unit.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Event::ClusterTask {
+            job,
+            index,
+            status,
+            detail,
+        } => {
+            if detail.is_empty() {
+                format!("slurm task {job}_{index}: {}", status.name())
+            } else {
+                format!("slurm task {job}_{index}: {}: {detail}", status.name())
+            }
+        }
+        Event::ClusterCancelled { job, reason } => {
+            format!("slurm job {job} cancelled: {reason}")
+        }
         Event::Warning { message } => format!("warning: {message}"),
         Event::Status { message } => message.clone(),
         Event::Failed { message } => format!("FAILED: {message}"),

@@ -8,8 +8,10 @@ use super::keys::{Action, KeyMap};
 use super::labels;
 use super::replay::Replay;
 use super::theme::Theme;
-use crate::record::state::{ContextState, EditState, EditStatus, RoundState};
-use crate::record::{Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState};
+use crate::record::state::{Activity, ContextState, EditState, EditStatus, RoundState};
+use crate::record::{
+    Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState, TaskStatus,
+};
 use crate::text::sanitize::sanitize_line;
 use std::cell::Cell;
 use std::ops::Range;
@@ -324,6 +326,36 @@ impl App {
                 LogKind::Info,
                 format!("mode {}", labels::mode(*mode).to_lowercase()),
             ),
+            Event::ClusterSubmitted { job, round, tasks } => (
+                LogKind::Info,
+                format!(
+                    "r{} slurm job {}: {} task(s) submitted",
+                    round + 1,
+                    sanitize_line(job),
+                    tasks.len()
+                ),
+            ),
+            Event::ClusterTask {
+                job,
+                index,
+                status: TaskStatus::Failed,
+                detail,
+            } => (
+                LogKind::Warning,
+                format!(
+                    "slurm task {}_{index} failed: {}",
+                    sanitize_line(job),
+                    sanitize_line(detail)
+                ),
+            ),
+            Event::ClusterCancelled { job, reason } => (
+                LogKind::Warning,
+                format!(
+                    "slurm job {} cancelled: {}",
+                    sanitize_line(job),
+                    sanitize_line(reason)
+                ),
+            ),
             Event::Warning { message } => (LogKind::Warning, sanitize_line(message).into_owned()),
             Event::Status { message } => (LogKind::Info, sanitize_line(message).into_owned()),
             Event::Failed { message } => (
@@ -336,7 +368,19 @@ impl App {
     }
 
     fn follow_event(&mut self, event: &Event) {
+        // While an array is out, many edits train at once: the finetune pane shows them all,
+        // and the selection stays where the person put it.
+        let on_cluster = matches!(self.state.activity, Activity::Cluster { .. });
         let target = match event {
+            Event::TrainStarted { .. }
+            | Event::TrainStep { .. }
+            | Event::TrainFinished { .. }
+            | Event::TrainFailed { .. }
+            | Event::EditEvaluated { .. }
+                if on_cluster =>
+            {
+                None
+            }
             Event::ContextStarted { id, .. } => Some((*id, 0)),
             Event::ContextFinished { id, kept, .. } => {
                 Some((*id, kept.unwrap_or(self.selected_edit)))
@@ -621,9 +665,9 @@ pub fn update(app: &mut App, action: Action) -> Vec<Command> {
             app.follow = true;
             if let Some(id) = app.state.current_context() {
                 let edit = match &app.state.activity {
-                    crate::record::state::Activity::Sampling { id }
-                    | crate::record::state::Activity::Training { id }
-                    | crate::record::state::Activity::Evaluating { id } => id.edit,
+                    Activity::Sampling { id }
+                    | Activity::Training { id }
+                    | Activity::Evaluating { id } => id.edit,
                     _ => app
                         .state
                         .context(id)
@@ -800,6 +844,7 @@ mod tests {
             Event::TrainStarted {
                 id: eid(1, 0),
                 rev: 0,
+                repeat: 0,
                 total_steps: 10,
                 examples: 3,
                 tokens: 100,

@@ -223,6 +223,7 @@ pub fn heavy_records() -> Vec<Record> {
                 t,
                 Event::TrainStarted {
                     rev: 0,
+                    repeat: 0,
                     id: eid,
                     total_steps: steps,
                     examples: 40,
@@ -235,6 +236,7 @@ pub fn heavy_records() -> Vec<Record> {
                     t,
                     Event::TrainStep {
                         rev: 0,
+                        repeat: 0,
                         id: eid,
                         progress: TrainProgress {
                             step,
@@ -254,6 +256,7 @@ pub fn heavy_records() -> Vec<Record> {
                 t,
                 Event::TrainFinished {
                     rev: 0,
+                    repeat: 0,
                     id: eid,
                     steps,
                     final_loss: 0.3,

@@ -86,6 +86,33 @@ pub fn activity(app: &App) -> String {
             Some(h) => format!("{base} · context {}/{}", h.contexts.len() + 1, h.planned),
             None => base,
         },
+        Activity::Cluster { job } => {
+            // The round's arrays: its first submission and any retries.
+            let round = state
+                .arrays
+                .iter()
+                .rev()
+                .find(|a| &a.job == job)
+                .map(|a| a.round);
+            let c = crate::record::TaskCounts::of(
+                state
+                    .arrays
+                    .iter()
+                    .filter(|a| Some(a.round) == round)
+                    .flat_map(|a| &a.tasks),
+            );
+            format!(
+                "{base} · {} done · {} running · {} pending{}",
+                c.done,
+                c.running,
+                c.pending,
+                if c.failed > 0 {
+                    format!(" · {} failed", c.failed)
+                } else {
+                    String::new()
+                }
+            )
+        }
         Activity::Finished => match state.total_secs {
             Some(s) => format!("finished in {}", labels::secs(s)),
             None => base,

@@ -3,6 +3,7 @@
 
 use crate::record::state::{Activity, EditStatus};
 use crate::record::{CtxId, EditId, RunMode};
+use crate::text::sanitize::sanitize_line;
 
 pub fn ctx(id: CtxId) -> String {
     format!("r{} c{}", id.round + 1, id.ctx + 1)
@@ -113,6 +114,7 @@ pub fn activity(a: &Activity) -> String {
         Activity::Evaluating { id } => format!("evaluating {}", edit(*id)),
         Activity::PolicyUpdate { round } => format!("policy update r{}", round + 1),
         Activity::Heldout { pass } => format!("held-out pass {}", pass + 1),
+        Activity::Cluster { job } => format!("slurm job {}", sanitize_line(job)),
         Activity::Finished => "finished".into(),
         Activity::Failed => "failed".into(),
     }

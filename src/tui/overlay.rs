@@ -97,6 +97,10 @@ pub fn quit_confirm(app: &App, frame: &mut Frame, area: Rect) {
         Activity::Sampling { id } => format!("{} is being sampled", labels::edit(*id)),
         Activity::Baseline { id } => format!("the base model is answering {}", labels::ctx(*id)),
         Activity::PolicyUpdate { round } => format!("the policy of r{} is training", round + 1),
+        Activity::Cluster { .. } => {
+            let out: usize = app.state.arrays.iter().map(|a| a.counts().active()).sum();
+            format!("{out} SLURM task(s) are out, and quitting cancels them")
+        }
         other => labels::activity(other),
     };
     let lines = vec![

@@ -154,3 +154,178 @@ pub fn tiny_config(rounds: usize, approval: bool) -> RunConfig {
     };
     cfg
 }
+
+/// Whether a missing service turns into a failure (CI sets the variable) rather than a skip.
+fn required(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v != "0")
+}
+
+/// A real single-node SLURM cluster (`scripts/slurm-cluster`) with all its state in a temporary
+/// folder, stopped when dropped. Tasks see `SLURM_CONF` only through [`SlurmCluster::env`]:
+/// give it to every process that talks to this cluster.
+pub struct SlurmCluster {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl SlurmCluster {
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("SLURM_CONF".to_string(), self.conf.display().to_string())]
+    }
+
+    /// A client command (`squeue`, `scancel`, ...) against this cluster.
+    pub fn command(&self, program: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.envs(self.env());
+        cmd
+    }
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(slurm_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn slurm_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-cluster")
+}
+
+/// Starts a cluster, or `None` (with a message) where none can be had: not root, or SLURM not
+/// installed and no way to install it. CI sets SEAL_REQUIRE_SLURM, which turns that skip into
+/// a failure. A cluster that is installed but does not start is always a failure.
+pub fn slurm_cluster(gpus: usize) -> Option<SlurmCluster> {
+    let installed = ["sbatch", "slurmctld", "munged"].iter().all(|p| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("PATH=$PATH:/usr/sbin:/sbin command -v {p}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if required("SEAL_REQUIRE_SLURM") {
+            panic!("SEAL_REQUIRE_SLURM is set, but the test cluster needs root");
+        }
+        eprintln!("skipping: a test SLURM cluster needs root");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("seal-slurm-")
+        .tempdir()
+        .expect("temp dir");
+    let out = std::process::Command::new(slurm_script())
+        .arg("start")
+        .arg(dir.path())
+        .env("SLURM_CLUSTER_GPUS", gpus.to_string())
+        .output()
+        .expect("run scripts/slurm-cluster");
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !installed && !required("SEAL_REQUIRE_SLURM") {
+            eprintln!("skipping: SLURM is not installed and could not be: {why}");
+            return None;
+        }
+        panic!("scripts/slurm-cluster start failed: {why}");
+    }
+    let conf = dir.path().join("etc/slurm.conf");
+    Some(SlurmCluster { dir, conf })
+}
+
+/// llama.cpp's llama-server and llama-bench, built (once, cached) by `scripts/llama-cpp`, or
+/// `None` (with a message) where they cannot be built here. CI sets SEAL_REQUIRE_LLAMA_CPP,
+/// which turns that skip into a failure.
+pub fn llama_cpp() -> Option<(PathBuf, PathBuf)> {
+    static PATHS: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama-cpp");
+            let out = std::process::Command::new(&script)
+                .arg("build")
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run scripts/llama-cpp");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let find = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(PathBuf::from)
+            };
+            match (
+                out.status.success(),
+                find("LLAMA_SERVER="),
+                find("LLAMA_BENCH="),
+            ) {
+                (true, Some(server), Some(bench)) => Some((server, bench)),
+                _ if required("SEAL_REQUIRE_LLAMA_CPP") => {
+                    panic!("SEAL_REQUIRE_LLAMA_CPP is set, but scripts/llama-cpp build failed")
+                }
+                _ => {
+                    eprintln!(
+                        "skipping: llama.cpp could not be built here (scripts/llama-cpp build)"
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A running llama-server on a free local port, killed when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    pub base_url: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `model` with llama-server (CPU, `slots` parallel requests) until dropped.
+pub fn llama_server(server: &Path, model: &Path, slots: usize) -> LlamaServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = scratch().join(format!("llama-server-{port}.log"));
+    let child = std::process::Command::new(server)
+        .args(["-m", &model.display().to_string()])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["-c", "4096", "-np", &slots.to_string(), "-t", "2"])
+        .args(["--alias", "policy"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .expect("start llama-server");
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let server = LlamaServer { child, base_url };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).ok()?;
+                Some(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"))
+            })
+            .unwrap_or(false);
+        if ok {
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "llama-server did not become healthy; see {}",
+            log.with_extension("err").display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -9,7 +9,7 @@ use super::task::ArcTask;
 use super::ttt::{Ttt, GRADER};
 use crate::engine::sample::generate;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
-use crate::engine::{LoraAdapter, Model, SamplingParams};
+use crate::engine::{LoraAdapter, Model, Prompt, SamplingParams};
 use crate::record::{ContextBody, ContextView, GainRule, QuestionView};
 use crate::seal::domain::{Domain, Scored};
 use anyhow::{anyhow, bail, Result};
@@ -148,8 +148,8 @@ impl Domain for ArcDomain {
         }
     }
 
-    fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>> {
-        self_edit_chat_prompt(model, self.task(index), &self.ttt.limits).map(Some)
+    fn self_edit_request(&self, index: usize) -> Option<Prompt> {
+        Some(self_edit_prompt(self.task(index), &self.ttt.limits))
     }
 
     fn check_self_edit(&self, index: usize, text: &str) -> std::result::Result<(), String> {

@@ -158,6 +158,75 @@ impl Synthetic {
         Ok(s)
     }
 
+    /// Synthetic data written on the fly by a served model (the paper's "GPT-4.1 synthetic
+    /// data" row, with any model behind an OpenAI-compatible API): each passage's self-edit
+    /// prompt is sent to the server, and its reply split into training sequences as the
+    /// template splits a self-edit. `on_piece` sees the reply as it streams.
+    pub fn from_server(
+        client: &crate::openai::Client,
+        template: &PromptTemplate,
+        passages: &[(usize, Passage)],
+        sampling: &SamplingParams,
+        progress: &mut dyn FnMut(&str),
+        on_piece: &mut dyn FnMut(&str),
+    ) -> Result<Synthetic> {
+        use crate::openai::{Ask, Message, Sampling};
+        // The passage goes into the condition's training data once, by the condition itself.
+        let split = PromptTemplate {
+            include_passage: false,
+            ..template.clone()
+        };
+        let mut by_index = HashMap::new();
+        for (i, (index, passage)) in passages.iter().enumerate() {
+            let prompt = template.render(passage).ok_or_else(|| {
+                anyhow!(
+                    "template {} samples nothing; choose one that asks for text (such as \
+                     implications)",
+                    template.name
+                )
+            })?;
+            let mut messages = Vec::new();
+            if let Some(system) = prompt.system {
+                messages.push(Message {
+                    role: "system",
+                    content: system,
+                });
+            }
+            messages.push(Message {
+                role: "user",
+                content: prompt.user,
+            });
+            let sampling = Sampling {
+                temperature: sampling.temperature,
+                top_p: sampling.top_p,
+                max_tokens: sampling.max_tokens,
+                seed: Some(sampling.seed.wrapping_add(i as u64)),
+            };
+            let start = Instant::now();
+            let reply = client
+                .stream(&Ask::Chat(&messages), &sampling, None, on_piece)
+                .with_context(|| format!("synthetic data for passage {index}"))?;
+            let texts = split.training_sequences(passage, &reply.text);
+            progress(&format!(
+                "synthetic: passage {index} ({}): {} tokens, {} training sequences, {:.1} s",
+                passage.title,
+                reply.tokens,
+                texts.len(),
+                start.elapsed().as_secs_f64()
+            ));
+            by_index.insert(*index, texts);
+        }
+        Ok(Synthetic {
+            by_index,
+            by_context: HashMap::new(),
+        })
+    }
+
+    /// Every passage's synthetic texts, by data-set index (to write beside the results).
+    pub fn by_index(&self) -> &HashMap<usize, Vec<String>> {
+        &self.by_index
+    }
+
     pub fn texts_for(&self, index: usize, passage: &Passage) -> Option<&Vec<String>> {
         self.by_index
             .get(&index)

@@ -7,7 +7,7 @@ use super::passage::Passage;
 use super::templates::{AnswerTemplate, PromptTemplate};
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
-use crate::engine::{LoraAdapter, Model};
+use crate::engine::{LoraAdapter, Model, Prompt};
 use crate::record::{ContextBody, ContextView, QuestionView};
 use crate::seal::domain::{Domain, Scored};
 use anyhow::Result;
@@ -69,11 +69,8 @@ impl Domain for KnowledgeDomain {
         }
     }
 
-    fn self_edit_prompt(&self, model: &Model, index: usize) -> Result<Option<String>> {
-        self.template
-            .render(self.passage(index))
-            .map(|prompt| model.chat.prompt(&prompt))
-            .transpose()
+    fn self_edit_request(&self, index: usize) -> Option<Prompt> {
+        self.template.render(self.passage(index))
     }
 
     fn self_edit_sampling(&self, run: &SamplingParams) -> SamplingParams {

@@ -3,36 +3,21 @@
 //! engine uses [`JudgeTemplate::render`] and [`verdict_from_reply`] around its own sampling.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use crate::openai::{Ask, Client, Endpoint, Message, Sampling};
 
 use super::grading::{Grader, Verdict};
 use super::templates::{PromptFile, TemplateError, JUDGE_TEMPLATE_FILE};
 use crate::engine::Prompt;
 
+/// A judge that could not be asked; see [`crate::openai::Error`].
+pub type JudgeError = crate::openai::Error;
+
+/// A reply that is neither yes nor no.
 #[derive(Debug, thiserror::Error)]
-pub enum JudgeError {
-    #[error("the judge replied neither yes nor no: {reply:?}")]
-    Unparseable { reply: String },
-    #[error("the judge's API key variable `{var}` is not set or empty")]
-    MissingApiKey { var: String },
-    #[error("{url}: no reply within {secs} s")]
-    Timeout { url: String, secs: u64 },
-    #[error("{url}: HTTP {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{url}: request failed: {message}")]
-    Transport { url: String, message: String },
-    #[error("{url}: malformed reply ({problem}): {body}")]
-    MalformedReply {
-        url: String,
-        problem: String,
-        body: String,
-    },
+#[error("the judge replied neither yes nor no: {reply:?}")]
+pub struct Unparseable {
+    pub reply: String,
 }
 
 /// The judge prompt: `{question}`, `{gold_answers}` (one per line, `- ` first) and `{answer}`.
@@ -80,7 +65,7 @@ impl JudgeTemplate {
 /// Reads a judge reply as yes (`true`) or no (`false`): the first word that is `yes` or `no`,
 /// in any case and whatever punctuation or markdown surrounds it. Reasoning inside
 /// `<think>...</think>` is skipped, since it may mention either word before the verdict.
-pub fn parse_reply(reply: &str) -> Result<bool, JudgeError> {
+pub fn parse_reply(reply: &str) -> Result<bool, Unparseable> {
     let verdict_part = match reply.rfind("</think>") {
         Some(i) => &reply[i + "</think>".len()..],
         None => reply,
@@ -96,7 +81,7 @@ pub fn parse_reply(reply: &str) -> Result<bool, JudgeError> {
                 None
             }
         })
-        .ok_or_else(|| JudgeError::Unparseable {
+        .ok_or_else(|| Unparseable {
             reply: reply.to_string(),
         })
 }
@@ -115,31 +100,24 @@ pub fn verdict_from_reply(grader: &str, reply: &str) -> Verdict {
 
 pub use crate::record::config::HttpJudge as HttpJudgeConfig;
 
-/// Longest stretch of an error body kept in an error message.
-const ERROR_BODY_LIMIT: usize = 500;
+/// Checks, before a run starts, that the judge's key variable (if one is named) is set.
+pub fn check_api_key(config: &HttpJudgeConfig) -> Result<(), JudgeError> {
+    crate::openai::api_key(config.api_key_env.as_deref()).map(|_| ())
+}
 
 pub struct HttpJudge {
     config: HttpJudgeConfig,
     template: JudgeTemplate,
-    agent: ureq::Agent,
+    client: Client,
 }
 
 impl HttpJudge {
     pub fn new(config: HttpJudgeConfig, template: JudgeTemplate) -> Self {
-        let mut builder = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(config.timeout_secs.max(1))))
-            // Error statuses are read here, so their bodies can go into the error.
-            .http_status_as_error(false);
-        // A proxy from the environment is meant for the outside world; a judge served on this
-        // machine must be reached directly, and ureq does not exempt loopback by itself.
-        if is_loopback_url(&config.url) {
-            builder = builder.proxy(None);
-        }
-        let agent = builder.build().new_agent();
+        let client = Client::new(Endpoint::from_judge(&config));
         Self {
             config,
             template,
-            agent,
+            client,
         }
     }
 
@@ -161,210 +139,38 @@ impl HttpJudge {
         Ok(verdict_from_reply(&grader, &reply))
     }
 
-    /// The whole time one judgement may take, retries and their pauses included.
-    pub fn time_limit(&self) -> Duration {
-        Duration::from_secs(
-            self.config.timeout_secs.max(1) * (u64::from(self.config.max_retries) + 1),
-        )
-    }
-
-    /// Sends one chat completion, retrying transient failures (with a growing pause, inside
-    /// [`Self::time_limit`]), and returns the reply text.
+    /// Sends one chat completion, retrying transient failures with a growing pause inside a
+    /// bounded total time (see [`crate::openai::Client`]), and returns the reply text.
     pub fn complete(&self, prompt: &Prompt) -> Result<String, JudgeError> {
-        let key = api_key(&self.config)?;
         let mut messages = Vec::new();
         if let Some(system) = &prompt.system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.push(json!({"role": "user", "content": prompt.user}));
-        let body = json!({
-            "model": self.config.model,
-            "messages": messages,
-            "temperature": 0.0,
-            "max_tokens": self.template.chat.max_tokens,
-            "stream": false,
-        });
-        let started = Instant::now();
-        let limit = self.time_limit();
-        let mut attempt = 0;
-        loop {
-            let left = limit.saturating_sub(started.elapsed());
-            let result = self.send_once(&body, key.as_deref(), left.max(Duration::from_secs(1)));
-            match result {
-                Err(err) if attempt < self.config.max_retries && is_transient(&err) => {
-                    let pause = Duration::from_millis(500 << attempt.min(4));
-                    if started.elapsed() + pause >= limit {
-                        return Err(err);
-                    }
-                    tracing::warn!(
-                        "judge attempt {} of {} failed: {err}; trying again in {:.1} s",
-                        attempt + 1,
-                        self.config.max_retries + 1,
-                        pause.as_secs_f64()
-                    );
-                    std::thread::sleep(pause);
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn send_once(
-        &self,
-        body: &Value,
-        key: Option<&str>,
-        timeout: Duration,
-    ) -> Result<String, JudgeError> {
-        let url = &self.config.url;
-        let shown_url = redact_url(url);
-        let timeout = timeout.min(Duration::from_secs(self.config.timeout_secs.max(1)));
-        let mut request = self
-            .agent
-            .post(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build();
-        if let Some(key) = key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        let mut response = request
-            .send_json(body)
-            .map_err(|err| self.transport_error(err, key))?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|err| self.transport_error(err, key))?;
-        // A server may echo the key (or the whole Authorization header) in an error body; what
-        // goes into an error may be recorded, so the key never does.
-        let shown = redact(&truncate(&text), key);
-        if !(200..300).contains(&status) {
-            return Err(JudgeError::Status {
-                url: shown_url,
-                status,
-                body: shown,
+            messages.push(Message {
+                role: "system",
+                content: system.clone(),
             });
         }
-        let malformed = |problem: &str| JudgeError::MalformedReply {
-            url: shown_url.clone(),
-            problem: problem.to_string(),
-            body: shown.clone(),
+        messages.push(Message {
+            role: "user",
+            content: prompt.user.clone(),
+        });
+        let sampling = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_tokens: self.template.chat.max_tokens,
+            seed: None,
         };
-        let reply: Value = serde_json::from_str(&text).map_err(|_| malformed("not JSON"))?;
-        reply
-            .pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .map(String::from)
-            .ok_or_else(|| malformed("no `choices[0].message.content` string"))
-    }
-
-    fn transport_error(&self, err: ureq::Error, key: Option<&str>) -> JudgeError {
-        match err {
-            ureq::Error::Timeout(_) => JudgeError::Timeout {
-                url: redact_url(&self.config.url),
-                secs: self.config.timeout_secs.max(1),
-            },
-            other => JudgeError::Transport {
-                url: redact_url(&self.config.url),
-                message: redact(&other.to_string(), key),
-            },
-        }
-    }
-}
-
-/// The API key from the variable the configuration names (none when it names none). Read at
-/// call time and dropped right after, so the key lives in no struct that could be saved.
-fn api_key(config: &HttpJudgeConfig) -> Result<Option<String>, JudgeError> {
-    let Some(var) = &config.api_key_env else {
-        return Ok(None);
-    };
-    std::env::var(var)
-        .ok()
-        .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty())
-        .map(Some)
-        .ok_or_else(|| JudgeError::MissingApiKey { var: var.clone() })
-}
-
-/// Checks, before a run starts, that the judge's key variable (if one is named) is set.
-pub fn check_api_key(config: &HttpJudgeConfig) -> Result<(), JudgeError> {
-    api_key(config).map(|_| ())
-}
-
-/// What is shown in place of a secret.
-const REDACTED: &str = "[redacted]";
-
-/// `text` with the key, and any bearer token, replaced by [`REDACTED`].
-fn redact(text: &str, key: Option<&str>) -> String {
-    let mut out = match key {
-        // A very short "key" would blank out ordinary words; such a key is no secret anyway.
-        Some(k) if k.len() >= 4 => text.replace(k, REDACTED),
-        _ => text.to_string(),
-    };
-    let mut from = 0;
-    while let Some(i) = out[from..].find("Bearer ").map(|i| i + from) {
-        let start = i + "Bearer ".len();
-        let end = out[start..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}'))
-            .map_or(out.len(), |e| start + e);
-        if end > start && &out[start..end] != REDACTED {
-            out.replace_range(start..end, REDACTED);
-            from = start + REDACTED.len();
-        } else {
-            from = end;
-        }
-    }
-    out
-}
-
-/// The URL with any `user:password@` part hidden.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{REDACTED}@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
-        return false;
-    };
-    let Some(host) = uri.host() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn is_transient(err: &JudgeError) -> bool {
-    match err {
-        JudgeError::Timeout { .. } | JudgeError::Transport { .. } => true,
-        JudgeError::Status { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
+        self.client.complete(&Ask::Chat(&messages), &sampling)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::mpsc;
+    use std::time::Duration;
 
     fn template() -> JudgeTemplate {
         JudgeTemplate::find(&Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts")).unwrap()
@@ -409,7 +215,7 @@ mod tests {
         assert!(parse_reply("Nope, yesterday").is_err());
         assert!(parse_reply("<think>no idea, maybe</think>\nYes").unwrap());
         let err = parse_reply("I cannot tell.").unwrap_err();
-        assert!(matches!(err, JudgeError::Unparseable { .. }));
+        assert_eq!(err.reply, "I cannot tell.");
         assert!(err.to_string().contains("I cannot tell."));
         assert!(parse_reply("").is_err());
     }
@@ -421,57 +227,6 @@ mod tests {
         assert_eq!(verdict.score, 0.0);
         assert_eq!(verdict.raw, "Maybe.");
         assert!(verdict_from_reply("judge-local", "Yes").correct);
-    }
-
-    #[test]
-    fn secrets_are_redacted_from_what_errors_carry() {
-        let body = r#"{"error":"invalid key sk-live-123456","header":"Bearer sk-live-123456"}"#;
-        let shown = redact(body, Some("sk-live-123456"));
-        assert!(!shown.contains("sk-live-123456"), "{shown}");
-        assert!(shown.contains("invalid key [redacted]"), "{shown}");
-        let shown = redact(
-            "got Authorization: Bearer abc.def-ghi, expected another",
-            None,
-        );
-        assert_eq!(
-            shown,
-            "got Authorization: Bearer [redacted], expected another"
-        );
-        assert_eq!(redact("Bearer ", None), "Bearer ");
-        assert_eq!(
-            redact_url("http://me:pw@127.0.0.1:8/v1/chat/completions"),
-            "http://[redacted]@127.0.0.1:8/v1/chat/completions"
-        );
-        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
-    }
-
-    #[test]
-    fn a_key_echoed_in_a_401_is_not_in_the_error() {
-        let var = "SEAL_TUI_TEST_JUDGE_KEY_ECHO_7B1E";
-        std::env::set_var(var, "sk-echo-7b1e-secret");
-        let (url, _requests) = serve(vec![http_response(
-            "401 Unauthorized",
-            r#"{"error":"Incorrect API key provided: sk-echo-7b1e-secret"}"#,
-        )]);
-        let err = judge(&url, Some(var), 3)
-            .judge("q", GOLDS, "a")
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("HTTP 401") && !text.contains("sk-echo-7b1e-secret"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn loopback_urls_are_recognised() {
-        assert!(is_loopback_url("http://127.0.0.1:8000/v1/chat/completions"));
-        assert!(is_loopback_url("http://localhost/v1/chat/completions"));
-        assert!(is_loopback_url("http://[::1]:8080/v1/chat/completions"));
-        assert!(!is_loopback_url(
-            "https://judge.example/v1/chat/completions"
-        ));
-        assert!(!is_loopback_url("not a url"));
     }
 
     /// A stand-in server: answers each connection with the next canned response, then stops.
@@ -640,6 +395,24 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(requests.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn a_key_echoed_in_a_401_is_not_in_the_error() {
+        let var = "SEAL_TUI_TEST_JUDGE_KEY_ECHO_7B1E";
+        std::env::set_var(var, "sk-echo-7b1e-secret");
+        let (url, _requests) = serve(vec![http_response(
+            "401 Unauthorized",
+            r#"{"error":"Incorrect API key provided: sk-echo-7b1e-secret"}"#,
+        )]);
+        let err = judge(&url, Some(var), 3)
+            .judge("q", GOLDS, "a")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 401") && !text.contains("sk-echo-7b1e-secret"),
+            "{text}"
+        );
     }
 
     #[test]

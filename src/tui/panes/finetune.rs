@@ -3,7 +3,7 @@
 
 use super::{frame_pane, placeholder};
 use crate::record::state::{Activity, EditStatus, PolicyState, PolicyStatus};
-use crate::record::TrainProgress;
+use crate::record::{TaskCounts, TaskState, TaskStatus, TrainProgress};
 use crate::text::sanitize::sanitize_line;
 use crate::tui::app::{App, Pane};
 use crate::tui::labels;
@@ -66,18 +66,47 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
         (_, Some(id)) => labels::edit(id),
         _ => String::new(),
     };
+    // While inner loops are out on a cluster and the user follows the run, the array is the
+    // news: every task's state and live loss.
+    let cluster_round = match &app.state.activity {
+        Activity::Cluster { job } => app
+            .state
+            .arrays
+            .iter()
+            .rev()
+            .find(|a| &a.job == job)
+            .map(|a| a.round),
+        _ => None,
+    };
+    let show_cluster = cluster_round.is_some() && app.follow && !show_policy;
+    let subtitle = if show_cluster {
+        "cluster".to_string()
+    } else {
+        subtitle
+    };
     let inner = frame_pane(app, frame, Pane::Finetune, area, focused, &subtitle);
-    // The round's policy update, in one line, under an edit's finetune.
-    let policy_line = round
-        .filter(|r| !show_policy && r.policy.status != PolicyStatus::Pending)
-        .map(|r| policy_summary(theme, r.index, &r.policy));
+    if let (true, Some(round)) = (show_cluster, cluster_round) {
+        draw_cluster(app, frame, inner, round);
+        return;
+    }
+    // The round's policy update and its cluster tasks, a line each, under an edit's finetune.
+    let mut foot_lines: Vec<Line> = Vec::new();
+    if let Some(r) = round.filter(|r| !show_policy && r.policy.status != PolicyStatus::Pending) {
+        foot_lines.push(policy_summary(theme, r.index, &r.policy));
+    }
+    if let Some(r) = round {
+        let tasks: Vec<&TaskState> = round_tasks(app, r.index).collect();
+        if !tasks.is_empty() {
+            foot_lines.push(cluster_summary(theme, r.index, &tasks));
+        }
+    }
     let [main, foot] = Layout::vertical([
         Constraint::Min(1),
-        Constraint::Length(u16::from(policy_line.is_some())),
+        Constraint::Length(u16::try_from(foot_lines.len()).unwrap_or(0)),
     ])
     .areas(inner);
-    if let Some(line) = policy_line {
-        frame.render_widget(Paragraph::new(line), foot);
+    if !foot_lines.is_empty() {
+        frame.render_widget(Paragraph::new(foot_lines), foot);
     }
     let Some(t) = training.filter(|t| t.total_steps > 0 || !t.steps.is_empty()) else {
         let why = match app.edit().map(|e| e.status) {
@@ -89,6 +118,110 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, focused: bool) {
         return;
     };
     draw_training(app, frame, main, &t);
+}
+
+/// Every task sent out for a round: its first array and any retries, oldest first.
+fn round_tasks(app: &App, round: usize) -> impl Iterator<Item = &TaskState> {
+    app.state
+        .arrays
+        .iter()
+        .filter(move |a| a.round == round)
+        .flat_map(|a| &a.tasks)
+}
+
+fn cluster_summary(theme: &Theme, round: usize, tasks: &[&TaskState]) -> Line<'static> {
+    let c = TaskCounts::of(tasks.iter().copied());
+    let mut spans = vec![
+        Span::styled(format!("slurm r{}: ", round + 1), theme.strong()),
+        Span::styled(format!("{} done", c.done), theme.ok()),
+        Span::styled(format!(" · {} running", c.running), theme.accent()),
+        Span::styled(format!(" · {} pending", c.pending), theme.muted()),
+    ];
+    if c.failed > 0 {
+        spans.push(Span::styled(format!(" · {} failed", c.failed), theme.bad()));
+    }
+    if c.cancelled > 0 {
+        spans.push(Span::styled(
+            format!(" · {} cancelled", c.cancelled),
+            theme.warn(),
+        ));
+    }
+    Line::from(spans)
+}
+
+/// The round's tasks on the cluster: running ones first (with their live loss), then pending,
+/// failed, cancelled and done.
+fn draw_cluster(app: &App, frame: &mut Frame, area: Rect, round: usize) {
+    let theme = &app.theme;
+    let arrays: Vec<_> = app
+        .state
+        .arrays
+        .iter()
+        .filter(|a| a.round == round)
+        .collect();
+    let mut rows: Vec<(&str, &TaskState)> = arrays
+        .iter()
+        .flat_map(|a| a.tasks.iter().map(move |t| (a.job.as_str(), t)))
+        .collect();
+    let rank = |s: TaskStatus| match s {
+        TaskStatus::Running => 0,
+        TaskStatus::Pending => 1,
+        TaskStatus::Failed => 2,
+        TaskStatus::Cancelled => 3,
+        TaskStatus::Done => 4,
+    };
+    rows.sort_by_key(|(_, t)| (rank(t.status), t.unit));
+    let tasks: Vec<&TaskState> = rows.iter().map(|(_, t)| *t).collect();
+    let jobs: Vec<String> = arrays
+        .iter()
+        .map(|a| sanitize_line(&a.job).into_owned())
+        .collect();
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("SLURM job {}", jobs.join(", ")), theme.strong()),
+            Span::styled(
+                format!(" · round {} · {} task(s)", round + 1, tasks.len()),
+                theme.muted(),
+            ),
+        ]),
+        cluster_summary(theme, round, &tasks),
+        Line::styled(
+            format!(
+                "{:<10} {:<20} {:<9} {:>3} {:>9} {:>7}  {}",
+                "task", "unit", "state", "try", "step", "loss", "where / why"
+            ),
+            theme.muted(),
+        ),
+    ];
+    for (job, t) in rows {
+        let style = match t.status {
+            TaskStatus::Running => theme.accent(),
+            TaskStatus::Pending => theme.muted(),
+            TaskStatus::Failed => theme.bad(),
+            TaskStatus::Cancelled => theme.warn(),
+            TaskStatus::Done => theme.ok(),
+        };
+        let step = if t.started {
+            format!("{}/{}", t.step, t.total_steps)
+        } else {
+            "–".to_string()
+        };
+        let loss = t.loss.map_or_else(|| "–".to_string(), labels::loss);
+        let text = format!(
+            "{:<10} {:<20} {:<9} {:>3} {:>9} {:>7}  {}",
+            format!("{}_{}", sanitize_line(job), t.index),
+            t.unit.to_string(),
+            t.status.name(),
+            t.attempt,
+            step,
+            loss,
+            sanitize_line(&t.detail)
+        );
+        lines.push(Line::styled(text, style));
+    }
+    let height = usize::from(area.height);
+    lines.truncate(height.max(1));
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn policy_training<'a>(theme: &Theme, round: usize, p: &'a PolicyState) -> Training<'a> {

@@ -183,10 +183,11 @@ fn table(
 ) -> Vec<Line<'static>> {
     let with_heldout = !heldout.is_empty();
     let mut header = format!(
-        "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {:<9}",
+        "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {}",
         "round", "ctx", "before", "after", "reward", "gain", "kept", "policy"
     );
     if with_heldout {
+        header.push_str("   ");
         // The held-out accuracy of the policy after the round (before round 1 in the title).
         let start = heldout.iter().find(|(p, _)| *p == 0).map(|&(_, a)| a);
         header.push_str(&format!("held-out (start {})", labels::pct(start)));
@@ -201,7 +202,7 @@ fn table(
             PolicyStatus::Skipped => "skipped",
         };
         let mut text = format!(
-            "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {:<9}",
+            "{:<6}{:>5}{:>8}{:>7}{:>8}{:>7}{:>6}  {}",
             format!("r{}{}", i + 1, if *done { "" } else { "…" }),
             m.contexts,
             labels::pct(m.accuracy_before),
@@ -212,6 +213,8 @@ fn table(
             policy
         );
         if with_heldout {
+            // Under the header's "held-out", past the widest policy word ("training").
+            text.push_str(&" ".repeat(11usize.saturating_sub(policy.chars().count())));
             let after = heldout.iter().find(|(p, _)| *p == i + 1).map(|&(_, a)| a);
             text.push_str(&labels::pct(after));
         }
