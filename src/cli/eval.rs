@@ -191,8 +191,11 @@ fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p {}: must be above 0 and at most 1", args.top_p);
     }
-    if conditions.contains(&Condition::PassageSynthetic) && args.synthetic.is_none() {
-        bail!("the passage-synthetic condition needs --synthetic FILE");
+    if conditions.contains(&Condition::PassageSynthetic)
+        && args.synthetic.is_none()
+        && args.synthetic_from.is_none()
+    {
+        bail!("the passage-synthetic condition needs --synthetic FILE or --synthetic-from URL");
     }
     if conditions.is_empty() {
         bail!("--conditions {:?}: names no condition", args.conditions);
