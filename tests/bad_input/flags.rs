@@ -89,7 +89,23 @@ pub fn cases() -> Vec<Case> {
         ),
         refused(
             &["eval", "-m", "{m}", "--conditions", "passage-synthetic"],
-            &["--synthetic"],
+            &["--synthetic FILE or --synthetic-from URL"],
+        ),
+        refused(
+            &[
+                "eval",
+                "-m",
+                "{m}",
+                "--conditions",
+                "base",
+                "--synthetic-from",
+                "http://127.0.0.1:9/v1",
+            ],
+            &["--synthetic-from", "add it to --conditions"],
+        ),
+        refused(
+            &["eval", "-m", "{m}", "--conditions", "base,seal"],
+            &["seal row needs --policy"],
         ),
         refused(
             &["eval", "-m", "{m}", "--grader", "judge-http"],
