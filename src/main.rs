@@ -1,5 +1,6 @@
 //! The `seal-tui` command line.
 
+#[macro_use]
 mod cli;
 
 use clap::Parser;
@@ -17,7 +18,7 @@ fn main() {
     cli::diag::init(!args.opens_screen());
     if let Err(err) = cli::run(args) {
         tracing::error!("{err:#}");
-        eprintln!("error: {}", seal_tui::text::sanitize(&format!("{err:#}")));
+        errln!("error: {err:#}");
         std::process::exit(1);
     }
 }

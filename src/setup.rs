@@ -5,6 +5,7 @@
 
 use crate::engine::{self, fetch, Model};
 use crate::record::config::{DomainKind, Grader, RunConfig};
+use crate::record::Header;
 use crate::seal::domain::Domain;
 use crate::seal::settings::{load_options, train_config};
 use crate::seal::{Prepare, Setup};
@@ -12,6 +13,7 @@ use crate::tasks::arc::domain::{ArcDomain, STRATEGY};
 use crate::tasks::arc::{self, ttt::Ttt};
 use crate::tasks::knowledge::domain::KnowledgeDomain;
 use crate::tasks::knowledge::inner::Grading;
+use crate::tasks::knowledge::judge::{check_api_key, JudgeTemplate};
 use crate::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -42,6 +44,21 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
         hasher.update(fetch::sha256_file(&f)?);
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// A round's contexts are distinct: one that asks for more than the data holds would see some
+/// twice within the round, which is refused rather than done quietly.
+fn enough_contexts(cfg: &RunConfig, available: usize, what: &str) -> Result<()> {
+    let wanted = cfg.task.contexts_per_round;
+    if wanted > available {
+        bail!(
+            "task.contexts_per_round = {wanted}, but {} holds {available} {what}(s) for this \
+             run: a round would use some twice. Lower contexts_per_round to at most {available}, \
+             or give more data",
+            cfg.task.data.display()
+        );
+    }
+    Ok(())
 }
 
 /// Held-out contexts must load and share nothing with the training contexts: a passage (or ARC
@@ -111,6 +128,7 @@ impl Prepare for Standard {
                 if passages.is_empty() {
                     bail!("task.data: {} holds no passages", data.display());
                 }
+                enough_contexts(cfg, passages.len(), "passage")?;
                 let prompts = &cfg.knowledge.prompts_dir;
                 PromptTemplate::find(prompts, &cfg.knowledge.template)
                     .context("knowledge.template")?;
@@ -122,6 +140,10 @@ impl Prepare for Standard {
                         bail!("knowledge.judge_model: {} does not exist", judge.display());
                     }
                 }
+                if let Grader::JudgeHttp(judge) = &cfg.knowledge.grader {
+                    JudgeTemplate::find(prompts).context("knowledge.prompts_dir")?;
+                    check_api_key(judge).context("knowledge.grader.api_key_env")?;
+                }
             }
             DomainKind::Arc => {
                 if data.exists() {
@@ -129,6 +151,7 @@ impl Prepare for Standard {
                     if tasks.is_empty() {
                         bail!("task.tasks: {:?} selects no task", cfg.task.tasks);
                     }
+                    enough_contexts(cfg, tasks.len(), "task")?;
                 } else if !is_fetched_arc_file(data) {
                     bail!("task.data: {} does not exist", data.display());
                 } else {
@@ -139,6 +162,30 @@ impl Prepare for Standard {
         if let Some(path) = &cfg.heldout.data {
             check_heldout(cfg, path)?;
         }
+        Ok(())
+    }
+
+    fn check_unchanged(&self, header: &Header) -> Result<()> {
+        let data = &header.config.task.data;
+        let now = fetch::sha256_file(data)
+            .with_context(|| format!("task.data: cannot read {}", data.display()))?;
+        if now != header.data_sha256 {
+            bail!(
+                "{}: the data file has changed since this session started (sha256 {} then, {now} \
+                 now); resuming would score other contexts than the ones recorded",
+                data.display(),
+                header.data_sha256
+            );
+        }
+        let model = Path::new(&header.model_path);
+        if !model.exists() {
+            bail!(
+                "{}: the model this session ran on is not there any more",
+                model.display()
+            );
+        }
+        // Its fingerprint is compared once it is loaded and hashed anyway: hashing a large
+        // model twice would cost a resume minutes.
         Ok(())
     }
 
@@ -155,6 +202,8 @@ impl Prepare for Standard {
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
         let (domain, template_source) =
             build_domain(cfg, &loaded.model, loaded.judge.clone(), data, None, say)?;
+        // Checked again here: a fetched ARC file could only be counted once it was fetched.
+        enough_contexts(cfg, domain.num_contexts(), "context")?;
         let heldout = match &cfg.heldout.data {
             Some(path) => {
                 let limit = (cfg.heldout.contexts > 0).then_some(cfg.heldout.contexts);

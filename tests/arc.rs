@@ -10,7 +10,7 @@ use seal_tui::record::config::{DomainKind, LoraSettings, LoraTarget, RunConfig};
 use seal_tui::record::state::EditStatus;
 use seal_tui::record::ContextBody;
 use seal_tui::record::{Command, EditId, Event, RunMode, RunState};
-use seal_tui::seal::runner;
+use seal_tui::seal::runner::{self, Launch};
 use seal_tui::setup;
 use seal_tui::tasks::arc::ttt::{Ttt, TttSettings};
 use seal_tui::tasks::arc::{parse_answer, ArcTask, Grid, SelfEditConfig};
@@ -215,7 +215,13 @@ fn the_arc_domain_runs_through_the_seal_loop() {
     let root = scratch().join("sessions-arc");
     std::fs::create_dir_all(&root).unwrap();
     let cfg = arc_config(&task_file());
-    let handle = runner::start(cfg, &root, setup::standard(), Some(RunMode::Step)).unwrap();
+    let handle = runner::start(
+        cfg,
+        &root,
+        setup::standard(),
+        Launch::with_mode(RunMode::Step),
+    )
+    .unwrap();
     // Two steps: the in-context baseline and edit 0's sampling. The tiny model writes
     // gibberish, so edit 0 fails; a human then replaces it with a usable config.
     handle.commands.send(Command::Step).unwrap();

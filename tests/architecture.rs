@@ -266,3 +266,58 @@ fn the_checker_sees_what_it_should() {
     );
     assert_eq!(room_of(Path::new("cli/run.rs")), None);
 }
+
+/// The print macros found in a file's code before its test module, as "file:line: macro".
+fn raw_prints(rel: &Path, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#[cfg(test)]") {
+            break;
+        }
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        let code = line.split("//").next().unwrap_or("");
+        for mac in ["println!", "eprintln!", "print!", "eprint!"] {
+            let mut from = 0;
+            while let Some(at) = code[from..].find(mac).map(|i| i + from) {
+                let before = code[..at].chars().next_back();
+                if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    found.push(format!("src/{}:{}: {mac}", rel.display(), n + 1));
+                }
+                from = at + mac.len();
+            }
+        }
+    }
+    found
+}
+
+/// Every line the binary prints passes the one sanitiser: outside `src/cli/say.rs` (which
+/// holds the sanitising print macros) no code prints to the terminal directly, so recorded or
+/// model text cannot carry an escape sequence to it.
+#[test]
+fn terminal_output_goes_through_the_sanitiser() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut problems = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        if rel == Path::new("cli/say.rs") {
+            continue;
+        }
+        problems.extend(raw_prints(rel, &std::fs::read_to_string(file).unwrap()));
+    }
+    assert!(
+        problems.is_empty(),
+        "print through outln!/errln!/out! (src/cli/say.rs) instead:\n{}",
+        problems.join("\n")
+    );
+    let seen = raw_prints(
+        Path::new("x.rs"),
+        "fn f() {\n    eprintln!(\"a\");\n    outln!(\"b\"); // println!(\"c\")\n}\n#[cfg(test)]\nprintln!();\n",
+    );
+    assert_eq!(seen, vec!["src/x.rs:2: eprintln!"]);
+}

@@ -251,6 +251,7 @@ fn training_lowers_the_loss_and_reports_progress() {
             assert_eq!(*total_steps, 16);
         }
         TrainEvent::Step(p) => steps.push(p.clone()),
+        TrainEvent::Truncated { .. } => {}
         TrainEvent::Failed { .. } => panic!("unexpected failure"),
     })
     .unwrap();
@@ -349,8 +350,37 @@ fn a_diverging_run_stops_with_an_error_and_leaves_the_base_untouched() {
     let err = result.err().expect("training with lr 1e30 must diverge");
     assert!(err.to_string().contains("diverged"), "{err}");
     let message = failed.expect("a Failed event");
-    assert!(message.contains("loss became"), "{message}");
+    assert!(message.contains("diverged at step 1"), "{message}");
     assert!(max_abs_diff(&before, &logits(&model, None, "unchanged")) == 0.0);
+}
+
+#[test]
+fn weights_that_blow_up_stop_the_run_though_the_loss_stays_finite() {
+    let model = load(&tiny_gguf(Arch::Llama), Quantize::Off);
+    let cfg = TrainConfig {
+        lora: LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec![Target::Q, Target::V],
+        },
+        learning_rate: 1.0,
+        epochs: 20,
+        ..Default::default()
+    };
+    let mut losses = Vec::new();
+    let result = train_lora(&model, &examples(&model), &cfg, None, &mut |e| {
+        if let TrainEvent::Step(p) = e {
+            losses.push(p.loss);
+        }
+    });
+    let err = result.err().expect("lr 1.0 on LoRA must be stopped");
+    assert!(
+        matches!(err, seal_tui::engine::train::TrainError::Diverged { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("times the weight"), "{err}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 }
 
 #[test]

@@ -58,7 +58,13 @@ fn heldout_passes_are_recorded_and_a_finished_pass_is_not_redone() {
     cfg.heldout.k = 1;
     let root = scratch().join("sessions-heldout");
     std::fs::create_dir_all(&root).unwrap();
-    let handle = runner::start(cfg, &root, setup::standard(), Some(RunMode::Auto)).unwrap();
+    let handle = runner::start(
+        cfg,
+        &root,
+        setup::standard(),
+        runner::Launch::with_mode(RunMode::Auto),
+    )
+    .unwrap();
     let (state, events, dir) = follow(handle);
     assert!(state.finished, "{:?}", state.failure);
     // Before round 1 and after its policy update, each over both held-out passages.
@@ -107,7 +113,7 @@ fn heldout_passes_are_recorded_and_a_finished_pass_is_not_redone() {
         .unwrap();
     let kept: Vec<&str> = text.lines().take(cut + 1).collect();
     std::fs::write(&log, kept.join("\n") + "\n").unwrap();
-    let again = runner::resume(&dir, setup::standard(), None).unwrap();
+    let again = runner::resume(&dir, setup::standard(), runner::Launch::default()).unwrap();
     let (resumed, events, _) = follow(again);
     assert!(resumed.finished, "{:?}", resumed.failure);
     let scored_pass0 = events
@@ -128,7 +134,7 @@ fn the_same_data_as_training_and_heldout_is_refused() {
     cfg.heldout.data = Some(train);
     let root = scratch().join("sessions-heldout-bad");
     std::fs::create_dir_all(&root).unwrap();
-    let err = runner::start(cfg, &root, setup::standard(), None)
+    let err = runner::start(cfg, &root, setup::standard(), runner::Launch::default())
         .err()
         .expect("refused");
     assert!(format!("{err:#}").contains("never trains on"), "{err:#}");

@@ -77,7 +77,7 @@ fn self_edits_stream_from_llama_server_into_the_log() {
             config(&llama.base_url, api),
             &sessions,
             setup::standard(),
-            Some(RunMode::Auto),
+            runner::Launch::with_mode(RunMode::Auto),
         )
         .unwrap();
         let mut live: Vec<Record> = Vec::new();

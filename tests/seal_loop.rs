@@ -8,7 +8,7 @@ use seal_tui::engine::train::{sequence_logprob, train_lora, Example, TrainConfig
 use seal_tui::engine::{Arch, LoraConfig, LossOn, Quantize, Target};
 use seal_tui::record::state::EditStatus;
 use seal_tui::record::{Command, Decision, EditId, Event, Record, RunMode, RunState};
-use seal_tui::seal::runner::{self, RunHandle};
+use seal_tui::seal::runner::{self, Launch, RunHandle};
 use seal_tui::session;
 use seal_tui::setup;
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ fn a_headless_run_folds_from_its_log_to_the_live_state() {
         cfg,
         &sessions_root("fold"),
         setup::standard(),
-        Some(RunMode::Auto),
+        Launch::with_mode(RunMode::Auto),
     )
     .unwrap();
     let (live, dir) = follow(handle, |_, _| {});
@@ -97,11 +97,20 @@ fn a_headless_run_folds_from_its_log_to_the_live_state() {
         .exists());
     assert!(dir.join("adapters/r1-c1-e1").exists() || dir.join("adapters/r1-c1-e2").exists());
 
-    // Resuming a finished session does nothing more and changes nothing.
-    let again = runner::resume(&dir, setup::standard(), None).unwrap();
-    let (resumed, _) = follow(again, |_, _| {});
-    assert!(resumed.finished);
-    assert_eq!(resumed.rounds, live.rounds);
+    // Resuming a finished session is refused, and appends nothing.
+    let before = std::fs::read(dir.join(session::EVENTS_FILE)).unwrap();
+    let err = match runner::resume(&dir, setup::standard(), Launch::default()) {
+        Ok(_) => panic!("a finished run was resumed"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("finished") && err.contains("nothing to resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join(session::EVENTS_FILE)).unwrap(),
+        before
+    );
 
     // The report has a row per round and per question, and writes CSV.
     let md = seal_tui::text::report::markdown_report(&folded);
@@ -121,7 +130,7 @@ fn approval_required_mode_waits_for_the_human_and_honours_rejections() {
         cfg,
         &sessions_root("approval"),
         setup::standard(),
-        Some(RunMode::Auto),
+        Launch::with_mode(RunMode::Auto),
     )
     .unwrap();
     // Approve edit 0 of every context, reject edit 1.
@@ -149,6 +158,106 @@ fn approval_required_mode_waits_for_the_human_and_honours_rejections() {
     }
 }
 
+/// A stand-in HTTP judge on 127.0.0.1: it refuses every request (HTTP 401) until `healthy` is
+/// set, then answers "yes".
+fn switchable_judge(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let (status, body) = if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                (
+                    "200 OK",
+                    r#"{"choices":[{"message":{"role":"assistant","content":"Yes"}}]}"#,
+                )
+            } else {
+                ("401 Unauthorized", r#"{"error":"bad key"}"#)
+            };
+            let _ = write!(
+                reader.into_inner(),
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_judge_that_fails_pauses_a_watched_run_which_goes_on_once_it_answers() {
+    use seal_tui::record::config::{Grader, HttpJudge};
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut cfg = tiny_config(1, false);
+    cfg.task.contexts_per_round = 1;
+    cfg.self_edit.k = 1;
+    cfg.knowledge.grader = Grader::JudgeHttp(HttpJudge {
+        url: switchable_judge(healthy.clone()),
+        model: "judge".into(),
+        api_key_env: None,
+        timeout_secs: 2,
+        max_retries: 0,
+    });
+    let launch = Launch {
+        mode: Some(RunMode::Auto),
+        pause_on_grading_failure: true,
+    };
+    let handle = runner::start(
+        cfg,
+        &sessions_root("judge-pause"),
+        setup::standard(),
+        launch,
+    )
+    .unwrap();
+    let mut paused_with_warning = false;
+    let (state, _) = follow(handle, |record, handle| {
+        if let Event::Warning { message } = &record.event {
+            if message.contains("grading failed") && message.contains("HTTP 401") {
+                assert!(message.contains("paused"), "{message}");
+                paused_with_warning = true;
+            }
+        }
+        if let Event::ModeChanged {
+            mode: RunMode::Paused,
+        } = &record.event
+        {
+            assert!(paused_with_warning, "paused without saying why");
+            // The person fixes the judge, then lets the run go on.
+            healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+            handle
+                .commands
+                .send(Command::Auto { rounds: None })
+                .unwrap();
+        }
+    });
+    assert!(paused_with_warning);
+    assert!(state.finished && state.failure.is_none());
+    let baseline = state.rounds[0].contexts[0].baseline.as_ref().unwrap();
+    assert!(
+        baseline.results.iter().all(|r| r.verdict.raw == "Yes"),
+        "answers were graded while the judge failed"
+    );
+}
+
 #[test]
 fn step_mode_runs_one_phase_per_step_and_edits_are_reevaluated() {
     let cfg = tiny_config(1, false);
@@ -156,7 +265,7 @@ fn step_mode_runs_one_phase_per_step_and_edits_are_reevaluated() {
         cfg,
         &sessions_root("step"),
         setup::standard(),
-        Some(RunMode::Step),
+        Launch::with_mode(RunMode::Step),
     )
     .unwrap();
     // The loop gets as far as it may without a step: the model is loaded and the first context
@@ -286,7 +395,7 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
         cfg,
         &sessions_root("damaged"),
         setup::standard(),
-        Some(RunMode::Auto),
+        Launch::with_mode(RunMode::Auto),
     )
     .unwrap();
     let (live, dir) = follow(handle, |_, _| {});
@@ -296,6 +405,9 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
     // Corrupt a line in the middle (a streamed token, so no decision or phase is lost), and
     // tear the tail.
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // The crash came while the run's last record was being written.
+    let last = lines.pop().unwrap();
+    assert!(last.contains("\"run_finished\""), "{last}");
     let token_line = lines
         .iter()
         .position(|l| l.contains("\"edit_token\""))
@@ -307,7 +419,7 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
     let (_, records, issues) = session::open(&dir).unwrap();
     assert_eq!(issues.len(), 2, "{issues:?}");
     assert_eq!(records.len(), lines.len() - 1);
-    let again = runner::resume(&dir, setup::standard(), None).unwrap();
+    let again = runner::resume(&dir, setup::standard(), Launch::default()).unwrap();
     let (resumed, _) = follow(again, |_, _| {});
     assert!(resumed.finished);
     assert!(
@@ -325,7 +437,7 @@ fn a_damaged_log_resumes_with_warnings_and_a_newer_format_is_refused() {
         serde_json::from_str(&std::fs::read_to_string(&header_path).unwrap()).unwrap();
     h["format_version"] = serde_json::json!(seal_tui::record::FORMAT_VERSION + 1);
     std::fs::write(&header_path, h.to_string()).unwrap();
-    let err = runner::resume(&dir, setup::standard(), None)
+    let err = runner::resume(&dir, setup::standard(), Launch::default())
         .err()
         .unwrap()
         .to_string();

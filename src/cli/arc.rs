@@ -65,8 +65,8 @@ pub struct EvalArgs {
 pub fn run(cmd: ArcCommand) -> Result<()> {
     match cmd {
         ArcCommand::Fetch => {
-            let path = fetch::ensure_arc_data(&mut |m| eprintln!("{m}"))?;
-            println!("{}", path.display());
+            let path = fetch::ensure_arc_data(&mut |m| errln!("{m}"))?;
+            outln!("{}", path.display());
             Ok(())
         }
         ArcCommand::Eval(args) => eval(*args),
@@ -107,7 +107,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     };
     let data = match &args.data {
         Some(path) => path.clone(),
-        None => fetch::ensure_arc_data(&mut |m| eprintln!("{m}"))?,
+        None => fetch::ensure_arc_data(&mut |m| errln!("{m}"))?,
     };
     let tasks = arc::load_tasks(&data, &args.tasks)?;
     if tasks.is_empty() {
@@ -126,7 +126,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         oracle,
         sample_only: args.sample_only,
     };
-    eprintln!(
+    errln!(
         "ARC few-shot table: {} task(s) of {} with {} ({}), k = {}, {} view(s), budget {} steps, {} sampling",
         tasks.len(),
         data.display(),
@@ -142,10 +142,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         }
     );
     let reports = run_conditions(&model, policy.as_ref(), &ttt, &tasks, &plan, &mut |line| {
-        eprintln!("{line}")
+        errln!("{line}")
     })?;
-    println!("{}", format_table(&reports));
-    println!(
+    outln!("{}", format_table(&reports));
+    outln!(
         "Self-edit rows count (task, config) pairs: the share of sampled configs whose adapted \
          model solves its task (SEAL's definition); the other rows count tasks."
     );
@@ -163,6 +163,6 @@ fn eval(args: EvalArgs) -> Result<()> {
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!("results written to {}", args.out.display());
+    errln!("results written to {}", args.out.display());
     Ok(())
 }

@@ -64,7 +64,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sample(args) => bench_sample(args),
         BenchCommand::Train(args) => bench_train(args),
         BenchCommand::Draw { frames } => {
-            print!("{}", seal_tui::tui::bench_draw(frames));
+            out!("{}", seal_tui::tui::bench_draw(frames));
             Ok(())
         }
         BenchCommand::Tui(args) => bench_tui(args),
@@ -84,7 +84,7 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 fn bench_sample(args: BenchSampleArgs) -> Result<()> {
     let model = args.model.load()?;
     let info = &model.info;
-    println!(
+    outln!(
         "model: {} ({:?}, {:.1}M parameters, {}, quantized for sampling: {})",
         info.name,
         info.arch,
@@ -110,20 +110,20 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
         }
         prefill.push(ids.len() as f64 / gen.prefill_secs);
         decode.push((gen.tokens.len().saturating_sub(1)) as f64 / gen.decode_secs);
-        eprintln!(
+        errln!(
             "run {run}: prefill {:.1} tok/s, decode {:.1} tok/s ({} tokens, {total:.2} s)",
             prefill[run - 1],
             decode[run - 1],
             gen.tokens.len()
         );
     }
-    println!(
+    outln!(
         "prefill: {:.1} tokens/s ({} prompt tokens, median of {})",
         median(prefill),
         ids.len(),
         args.runs
     );
-    println!(
+    outln!(
         "decode:  {:.1} tokens/s ({} new tokens, batch 1, greedy, median of {})",
         median(decode),
         args.tokens,
@@ -139,7 +139,7 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
         let mut ids = model.tokenizer.encode_document(&text)?;
         ids.truncate(512);
         let q = engine::quality::compare(&reference, &model, &ids)?;
-        println!(
+        outln!(
             "quality of the quantized path vs f32 ({} tokens, teacher-forced): top-1 agreement {:.1}%, perplexity {:.3} (f32) vs {:.3}",
             q.tokens,
             q.top1_agreement * 100.0,
@@ -155,7 +155,7 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         train_lora, Example, LoraConfig, LossOn, Target, TrainConfig, TrainEvent,
     };
     let model = args.model.load()?;
-    println!(
+    outln!(
         "model: {} ({:.1}M parameters, {}, {})",
         model.info.name,
         model.info.parameters as f64 / 1e6,
@@ -209,7 +209,7 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let step_secs: Vec<f64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
         let ms = median(step_secs) * 1000.0;
-        println!(
+        outln!(
             "{label}: {ms:.0} ms/step, {:.0} trained tokens/s (batch 1, sequence {}, median of {} steps after 1 warm-up), peak memory {:.2} GB",
             args.seq_len as f64 / (ms / 1000.0),
             args.seq_len,
@@ -361,18 +361,18 @@ fn bench_tui(args: BenchTuiArgs) -> Result<()> {
             .unwrap_or(f64::NAN)
             * 1e3
     };
-    println!(
+    outln!(
         "while a finetune ran ({steps} training steps in {:.0} s on the same cores):",
         args.secs
     );
-    println!(
+    outln!(
         "  frame interval: median {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} frames (target: a frame at least every 100 ms)",
         pct(intervals.clone(), 0.5),
         pct(intervals.clone(), 0.99),
         pct(intervals.clone(), 1.0),
         intervals.len()
     );
-    println!(
+    outln!(
         "  key to redrawn screen: median {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} keys (target: under 100 ms)",
         pct(latencies.clone(), 0.5),
         pct(latencies.clone(), 0.99),

@@ -313,6 +313,6 @@ pub fn run(args: SuiteArgs) -> Result<()> {
         out["seal_eval"] =
             seal_figures(&model, &args).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
     }
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

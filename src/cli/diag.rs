@@ -22,18 +22,24 @@ const BUFFER_CAP: usize = 1 << 20;
 struct SinkWriter;
 
 impl Write for SinkWriter {
+    /// Each call holds one formatted line. It passes the one sanitiser on its way, wherever it
+    /// goes: `seal.log` is read with `tail` and `less` on a terminal too, and a line may quote
+    /// model text or a server's reply.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = seal_tui::text::sanitize(&text);
+        let clean = clean.as_bytes();
         let mut sink = SINK.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *sink {
             Sink::Buffer(b) => {
-                if b.len() + buf.len() <= BUFFER_CAP {
-                    b.extend_from_slice(buf);
+                if b.len() + clean.len() <= BUFFER_CAP {
+                    b.extend_from_slice(clean);
                 }
-                Ok(buf.len())
             }
-            Sink::Stderr => std::io::stderr().write(buf),
-            Sink::File(f) => f.write(buf),
+            Sink::Stderr => std::io::stderr().write_all(clean)?,
+            Sink::File(f) => f.write_all(clean)?,
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -49,7 +55,7 @@ pub fn init(stderr_allowed: bool) {
         .filter(|s| !s.trim().is_empty());
     let filter = tracing_subscriber::EnvFilter::try_new(asked.as_deref().unwrap_or("info"))
         .unwrap_or_else(|e| {
-            eprintln!("warning: SEAL_LOG: {e}; using \"info\"");
+            errln!("warning: SEAL_LOG: {e}; using \"info\"");
             tracing_subscriber::EnvFilter::new("info")
         });
     if stderr_allowed && asked.is_some() {
@@ -78,7 +84,7 @@ pub fn to_file(path: &Path) {
         }
         Err(e) => {
             if matches!(*sink, Sink::Stderr) {
-                eprintln!(
+                errln!(
                     "warning: cannot write the diagnostic log {}: {e}",
                     path.display()
                 );

@@ -12,11 +12,13 @@ use seal_tui::tasks::knowledge::conditions::{
     ContinualReport, EvalPlan, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
+use seal_tui::tasks::knowledge::judge::check_api_key;
 use seal_tui::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
-use seal_tui::text::{sanitize, sanitize_line};
+use seal_tui::text::sanitize_line;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -151,6 +153,54 @@ fn grader_from_args(args: &EvalArgs) -> Result<Grader> {
             max_retries: 2,
         }),
     })
+    .and_then(|g| {
+        if let Grader::JudgeHttp(j) = &g {
+            j.validate()
+                .context("--judge-url/--judge-model/--judge-key-env")?;
+        }
+        Ok(g)
+    })
+}
+
+/// Everything about the numbers that can be checked before a model is loaded.
+fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
+    if args.passages == 0 {
+        bail!("--passages 0: evaluate at least one passage");
+    }
+    if args.repeats == 0 {
+        bail!("--repeats 0: each self-edit needs at least one finetune-and-answer");
+    }
+    let samples = conditions
+        .iter()
+        .any(|c| matches!(c, Condition::PassageSelfEdit | Condition::Seal));
+    if args.k == 0 && samples {
+        bail!(
+            "--k 0: the passage-self-edit and seal rows sample k self-edits per passage; give \
+             --k 1 or more, or leave those rows out of --conditions"
+        );
+    }
+    if conditions.contains(&Condition::Seal) && args.policy.is_empty() {
+        bail!("the seal row needs --policy SESSION/policy/round-N");
+    }
+    if !(0.0..=1.0).contains(&args.f1_threshold) {
+        bail!(
+            "--f1-threshold {}: must be between 0 and 1",
+            args.f1_threshold
+        );
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p {}: must be above 0 and at most 1", args.top_p);
+    }
+    if conditions.contains(&Condition::PassageSynthetic)
+        && args.synthetic.is_none()
+        && args.synthetic_from.is_none()
+    {
+        bail!("the passage-synthetic condition needs --synthetic FILE or --synthetic-from URL");
+    }
+    if conditions.is_empty() {
+        bail!("--conditions {:?}: names no condition", args.conditions);
+    }
+    Ok(())
 }
 
 /// The base model merged with a session's policy updates, in order.
@@ -175,21 +225,7 @@ pub const RESULTS_KIND: &str = "seal-tui-eval";
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let conditions = parse_conditions(&args.conditions)?;
-    if conditions.is_empty() {
-        bail!("--conditions names no row");
-    }
-    if args.passages == 0 {
-        bail!("--passages must be at least 1");
-    }
-    let samples = conditions
-        .iter()
-        .any(|c| matches!(c, Condition::PassageSelfEdit | Condition::Seal));
-    if samples && args.k == 0 {
-        bail!("--k must be at least 1 for the self-edit and SEAL rows");
-    }
-    if conditions.contains(&Condition::Seal) && args.policy.is_empty() {
-        bail!("the seal row needs --policy SESSION/policy/round-N");
-    }
+    check_counts(&args, &conditions)?;
     let all = load_passages(&args.data)?;
     let total = all.len();
     let passages: Vec<_> = all
@@ -200,9 +236,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .collect();
     if passages.is_empty() {
         bail!(
-            "{}: --offset {} is past its {total} passages",
+            "--offset {}: {} holds {total} passage(s) (numbered from 0), so there is none at \
+             that offset",
+            args.offset,
+            args.data.display()
+        );
+    }
+    if passages.len() < args.passages {
+        errln!(
+            "warning: --passages {} from --offset {}: {} holds only {total}, so {} will be \
+             evaluated",
+            args.passages,
+            args.offset,
             args.data.display(),
-            args.offset
+            passages.len()
         );
     }
     let templates = args
@@ -214,11 +261,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("--prompt names no template");
     }
     let answer = AnswerTemplate::find(&args.prompts_dir)?;
+    let grader = grader_from_args(&args)?;
+    if let Grader::JudgeHttp(judge) = &grader {
+        check_api_key(judge).context("--judge-key-env")?;
+    }
+    if let (Grader::JudgeLocal, Some(path)) = (&grader, &args.judge_local_model) {
+        if !path.exists() {
+            bail!(
+                "--judge-local-model {}: no such file or folder",
+                path.display()
+            );
+        }
+    }
     let mut synthetic = args.synthetic.as_deref().map(Synthetic::load).transpose()?;
     if let Some(url) = &args.synthetic_from {
         if !conditions.contains(&Condition::PassageSynthetic) {
             bail!("--synthetic-from feeds the passage-synthetic condition; add it to --conditions");
         }
+        seal_tui::openai::api_key(args.synthetic_key_env.as_deref())
+            .context("--synthetic-key-env")?;
         let client = Client::new(Endpoint {
             base_url: Endpoint::base_of(url),
             model: args.synthetic_model.clone(),
@@ -233,25 +294,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
             seed: args.seed,
             stop: Vec::new(),
         };
-        let mut stderr = std::io::stderr();
         let made = Synthetic::from_server(
             &client,
             // The external generator is asked with the first template's prompt.
             &templates[0],
             &passages,
             &sampling,
-            &mut |line| eprintln!("{line}"),
-            &mut |piece| {
-                use std::io::Write;
-                let _ = write!(stderr, "{}", seal_tui::text::sanitize(piece));
-            },
+            &mut |line| errln!("{line}"),
+            &mut |piece| out_err!("{piece}"),
         )?;
-        eprintln!();
+        errln!("");
         synthetic = Some(made);
     }
     let model = args.model.load()?;
     let policy = merged_policy(&model, &args.policy)?;
-    let grader = grader_from_args(&args)?;
     let judge_model = match (&grader, &args.judge_local_model) {
         (Grader::JudgeLocal, Some(path)) => {
             Some(seal_tui::engine::load_model(path, &args.model.options()?)?)
@@ -268,7 +324,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         conditions,
         templates: templates.iter().collect(),
         k: args.k,
-        repeats: args.repeats.max(1),
+        repeats: args.repeats,
         sampling: SamplingParams {
             temperature: 1.0,
             top_p: args.top_p,
@@ -288,7 +344,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         "table"
     };
-    eprintln!(
+    errln!(
         "{mode}: {} passages of {} with {} ({}), grader {}",
         passages.len(),
         args.data.display(),
@@ -296,7 +352,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seal_tui::engine::device::describe(&model.transformer.device),
         grading.label()
     );
-    let mut say = |line: &str| eprintln!("{}", sanitize_line(line));
+    let mut say = |line: &str| errln!("{line}");
     let mut json = serde_json::json!({
         "kind": RESULTS_KIND,
         "mode": mode,
@@ -316,7 +372,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     });
     if args.continual {
         let report = run_continual(&model, &eval, &passages, &plan, &mut say)?;
-        println!("{}", format_continual(&report, colour_allowed()));
+        // Its colours are its own; every text in it (titles, template) is sanitised inside.
+        super::say::raw(&format!(
+            "{}\n",
+            format_continual(&report, colour_allowed())
+        ));
         json["continual"] = serde_json::to_value(&report)?;
     } else {
         let reports = if args.cpt {
@@ -324,12 +384,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         } else {
             run_conditions(&model, &eval, &passages, &plan, &mut say)?
         };
-        println!("{}", sanitize(&format_table(&reports)));
+        outln!("{}", format_table(&reports));
         json["conditions"] = serde_json::to_value(&reports)?;
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!(
+    errln!(
         "results written to {} (seal-tui report {} prints them again, with CSV)",
         args.out.display(),
         args.out.display()
@@ -407,7 +467,8 @@ pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Res
     if let Some(c) = json.get("continual") {
         let r: ContinualReport = serde_json::from_value(c.clone())
             .with_context(|| format!("{}: malformed `continual`", path.display()))?;
-        println!("{}", format_continual(&r, colour_allowed()));
+        // Its colours are its own; every text in it (titles, template) is sanitised inside.
+        super::say::raw(&format!("{}\n", format_continual(&r, colour_allowed())));
         csv.push_str("after_passage,passage,title,accuracy\n");
         for (i, row) in r.matrix.iter().enumerate() {
             for (j, a) in row.iter().enumerate() {
@@ -423,7 +484,7 @@ pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Res
         let reports: Vec<ConditionReport> =
             serde_json::from_value(json.get("conditions").cloned().unwrap_or_default())
                 .with_context(|| format!("{}: malformed `conditions`", path.display()))?;
-        println!("{}", sanitize(&format_table(&reports)));
+        outln!("{}", format_table(&reports));
         csv.push_str("row,template,accuracy,ci95_low,ci95_high,questions,graded,correct,secs\n");
         for r in &reports {
             csv.push_str(&format!(
@@ -442,6 +503,6 @@ pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Res
     }
     std::fs::write(&csv_path, csv)
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
-    eprintln!("wrote {}", csv_path.display());
+    errln!("wrote {}", csv_path.display());
     Ok(())
 }

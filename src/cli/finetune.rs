@@ -6,10 +6,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use seal_tui::engine::train::{train_lora, Example, TrainEvent};
 use seal_tui::engine::{peft, Model, Prompt};
-use std::io::Write;
+use seal_tui::seal::execute::truncation_note;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct FinetuneArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -23,8 +24,30 @@ pub struct FinetuneArgs {
     /// format (with its end-of-turn marker).
     #[arg(long)]
     pub chat: bool,
+    /// Replace an adapter already in --out.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// Refuses to write over an adapter (or anything that is not an empty folder) unless asked:
+/// an adapter can be the product of hours of training.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if out.is_file() {
+        bail!("--out {}: a file is there, not a folder", out.display());
+    }
+    let holds_adapter = [peft::CONFIG_FILE, peft::WEIGHTS_FILE]
+        .iter()
+        .any(|f| out.join(f).exists());
+    if holds_adapter && !force {
+        bail!(
+            "--out {}: an adapter is already there; pass --force to replace it, or choose \
+             another folder",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Reads the training rows; every problem names the file and line.
@@ -75,9 +98,13 @@ pub fn read_examples(path: &Path, model: &Model, chat: bool) -> Result<Vec<Examp
 
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let cfg = args.train.config()?;
+    check_out(&args.out, args.force)?;
+    if !args.data.is_file() {
+        bail!("--data {}: no such file", args.data.display());
+    }
     let model = args.model.load()?;
     let examples = read_examples(&args.data, &model, args.chat)?;
-    eprintln!(
+    errln!(
         "finetuning {} on {} examples: LoRA r={} alpha={} on {:?}, lr {}, {} epochs",
         model.info.name,
         examples.len(),
@@ -91,7 +118,6 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         cfg.learning_rate,
         cfg.epochs
     );
-    let mut err = std::io::stderr();
     let outcome = train_lora(&model, &examples, &cfg, None, &mut |e| match e {
         TrainEvent::Started {
             total_steps,
@@ -99,31 +125,24 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainable_parameters,
             ..
         } => {
-            let _ = writeln!(
-                err,
+            errln!(
                 "{total_steps} steps, {tokens} tokens, {trainable_parameters} trainable parameters"
             );
         }
-        TrainEvent::Step(p) => {
-            let _ = write!(
-                err,
-                "\rstep {}/{} epoch {:.2} loss {:.4} lr {:.2e} {:.0} tok/s eta {:.0}s   ",
-                p.step,
-                p.total_steps,
-                p.epoch,
-                p.loss,
-                p.learning_rate,
-                p.tokens_per_sec,
-                p.eta_secs
-            );
-            let _ = err.flush();
+        TrainEvent::Truncated { .. } => {
+            if let Some(note) = truncation_note(e, "--max-seq-len") {
+                errln!("warning: {}: {note}", args.data.display());
+            }
         }
-        TrainEvent::Failed { message, .. } => {
-            let _ = writeln!(err, "\n{message}");
-        }
+        TrainEvent::Step(p) => super::say::progress(&format!(
+            "step {}/{} epoch {:.2} loss {:.4} lr {:.2e} {:.0} tok/s eta {:.0}s",
+            p.step, p.total_steps, p.epoch, p.loss, p.learning_rate, p.tokens_per_sec, p.eta_secs
+        )),
+        // Said once, as the error, when train_lora returns.
+        TrainEvent::Failed { .. } => errln!(""),
     })
-    .map_err(|e| anyhow!("{e}"))?;
-    eprintln!(
+    .map_err(|e| anyhow!("{e}; no adapter was written"))?;
+    errln!(
         "\ndone: {} steps in {:.1} s, final loss {:.4}",
         outcome.steps,
         outcome.secs,
@@ -134,6 +153,6 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         &args.out,
         &model.info.path.display().to_string(),
     )?;
-    println!("{}", args.out.display());
+    outln!("{}", args.out.display());
     Ok(())
 }

@@ -114,7 +114,7 @@ fn grad_gap(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
 pub fn run(args: SelftestArgs) -> Result<()> {
     let (device, notice) = seal_tui::engine::device::select_device(device_request(args.device))?;
     if let Some(n) = notice {
-        eprintln!("warning: {n}");
+        errln!("warning: {n}");
     }
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("tiny-qwen2");
@@ -198,7 +198,7 @@ pub fn run(args: SelftestArgs) -> Result<()> {
         "error": trained.err().map(|e| e.to_string()),
     });
     report["ok"] = json!(ok);
-    println!("{}", serde_json::to_string(&report)?);
+    outln!("{}", serde_json::to_string(&report)?);
     if !ok {
         anyhow::bail!("the device disagrees with the CPU (see the JSON above)");
     }

@@ -1,5 +1,7 @@
 //! Command-line interface: argument definitions and the dispatch to each subcommand.
 
+#[macro_use]
+pub mod say;
 mod arc;
 mod bench;
 mod bench_suite;
@@ -141,6 +143,41 @@ impl Cli {
             _ => false,
         }
     }
+
+    /// The screen flags only the workbench reads; given to another command they would be
+    /// ignored without a word, so they are refused instead.
+    fn check_screen_flags(&self) -> Result<()> {
+        if self.opens_screen() {
+            return Ok(());
+        }
+        let given: Vec<&str> = [
+            ("--keys", self.screen.keys.is_some()),
+            ("--theme", self.screen.theme.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(flag, _)| *flag)
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} only applies to the workbench screen (seal-tui, run, resume or replay without \
+             --headless); this command would ignore it",
+            given.join(" and ")
+        )
+    }
+
+    /// `--config` belongs to the workbench opened with no subcommand; `run` has its own.
+    fn check_config_flag(&self) -> Result<()> {
+        if self.config.is_some() && self.command.is_some() {
+            anyhow::bail!(
+                "--config before a subcommand is only read by the bare workbench (`seal-tui \
+                 --config FILE`); give it after the subcommand (`seal-tui run --config FILE`)"
+            );
+        }
+        Ok(())
+    }
 }
 
 fn fetch_model(name: Option<&str>, list: bool) -> Result<()> {
@@ -148,7 +185,7 @@ fn fetch_model(name: Option<&str>, list: bool) -> Result<()> {
     if list {
         for m in &fetch::KNOWN_MODELS {
             let here = fetch::models_dir().join(m.file).exists();
-            println!(
+            outln!(
                 "{:<20} {:>6.0} MB  {}  {}",
                 m.name,
                 m.bytes as f64 / 1e6,
@@ -165,12 +202,14 @@ fn fetch_model(name: Option<&str>, list: bool) -> Result<()> {
             anyhow::anyhow!("no model {n:?}; seal-tui knows {}", names.join(", "))
         })?,
     };
-    let path = fetch::ensure_model(model, &mut |m| eprintln!("{m}"))?;
-    println!("{}", path.display());
+    let path = fetch::ensure_model(model, &mut |m| errln!("{m}"))?;
+    outln!("{}", path.display());
     Ok(())
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    cli.check_screen_flags()?;
+    cli.check_config_flag()?;
     if let Some(dir) = cli.models_dir {
         seal_tui::engine::fetch::set_models_dir(dir);
     }
@@ -183,17 +222,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => eval::run(*args),
         Some(Command::Finetune(args)) => finetune::run(*args),
         Some(Command::Arc(cmd)) => arc::run(cmd),
-        Some(Command::Run(args)) if args.headless => run::follow_headless(run::start_run(&args)?),
+        Some(Command::Run(args)) if args.headless => {
+            run::follow_headless(run::start_run(&args, false)?)
+        }
         Some(Command::Run(args)) => {
-            workbench::prepare(&args)?;
-            workbench::live(run::start_run(&args)?, &cli.screen)
+            workbench::prepare(&args, &cli.screen)?;
+            workbench::live(run::start_run(&args, true)?, &cli.screen)
         }
         Some(Command::Resume(args)) if args.headless => {
-            run::follow_headless(run::resume_run(&args)?)
+            run::follow_headless(run::resume_run(&args, false)?)
         }
         Some(Command::Resume(args)) => {
+            workbench::check_screen(&cli.screen)?;
             workbench::need_terminal()?;
-            workbench::live(run::resume_run(&args)?, &cli.screen)
+            workbench::live(run::resume_run(&args, true)?, &cli.screen)
         }
         Some(Command::Replay(args)) if args.headless => run::replay_headless(&args),
         Some(Command::Replay(args)) => workbench::replay(&args, &cli.screen),
@@ -205,8 +247,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 mode: None,
                 model: None,
             };
-            workbench::prepare(&args)?;
-            workbench::live(run::start_run(&args)?, &cli.screen)
+            workbench::prepare(&args, &cli.screen)?;
+            workbench::live(run::start_run(&args, true)?, &cli.screen)
         }
     }
 }

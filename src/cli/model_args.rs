@@ -27,8 +27,8 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn path(&self) -> Result<PathBuf> {
         match &self.model {
-            Some(p) => fetch::resolve_model(p, &mut |m| eprintln!("{m}")),
-            None => fetch::ensure_default_model(&mut |m| eprintln!("{m}")),
+            Some(p) => fetch::resolve_model(p, &mut |m| errln!("{m}")),
+            None => fetch::ensure_default_model(&mut |m| errln!("{m}")),
         }
     }
 
@@ -46,7 +46,7 @@ impl ModelArgs {
     pub fn options(&self) -> Result<LoadOptions> {
         let (options, notice) = settings::load_options(&self.section())?;
         if let Some(n) = notice {
-            eprintln!("warning: {n}");
+            errln!("warning: {n}");
         }
         Ok(options)
     }
@@ -55,7 +55,7 @@ impl ModelArgs {
         let path = self.path()?;
         let model = engine::load_model(&path, &self.options()?)?;
         for notice in &model.info.notices {
-            eprintln!("warning: {notice}");
+            errln!("warning: {notice}");
         }
         Ok(model)
     }

@@ -86,12 +86,16 @@ pub fn run(args: RecordArgs) -> Result<()> {
     };
     let root = scratch.path().join("sessions");
     std::fs::create_dir_all(&root)?;
-    let handle = runner::start(cfg, &root, setup::standard(), Some(RunMode::Auto))?;
+    let launch = runner::Launch {
+        mode: Some(RunMode::Auto),
+        pause_on_grading_failure: false,
+    };
+    let handle = runner::start(cfg, &root, setup::standard(), launch)?;
     let mut state = RunState::default();
     while let Ok(record) = handle.events.recv() {
         state.apply(&record.event);
         if let Some(line) = seal_tui::text::story::describe(&record) {
-            eprintln!("{line}");
+            errln!("{line}");
         }
         let (kind, id) = cue_key(&record);
         let mut i = 0;
@@ -115,7 +119,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         bail!("the run did not finish: {:?}", state.failure);
     }
     if !cues.is_empty() {
-        eprintln!("warning: {} cue(s) never fired", cues.len());
+        errln!("warning: {} cue(s) never fired", cues.len());
     }
     let dir = handle.session_dir;
     std::fs::create_dir_all(&args.out)?;
@@ -133,7 +137,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
             }
         }
     }
-    eprintln!("recorded {}", args.out.display());
+    errln!("recorded {}", args.out.display());
     Ok(())
 }
 

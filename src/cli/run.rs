@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use seal_tui::record::{Command, RunConfig, RunMode, RunState};
-use seal_tui::seal::runner::{self, RunHandle};
+use seal_tui::seal::runner::{self, Launch, RunHandle};
 use seal_tui::session;
 use seal_tui::setup;
 use seal_tui::text::story;
@@ -39,6 +39,7 @@ pub struct ResumeArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct ReplayArgs {
     pub session: String,
     /// Playback speed (1 = as recorded; 0 = as fast as possible).
@@ -68,28 +69,50 @@ pub fn load_config(path: Option<&PathBuf>, model: Option<&PathBuf>) -> Result<Ru
     if let Some(m) = model {
         cfg.model.path = Some(std::path::absolute(m).unwrap_or_else(|_| m.clone()));
     }
+    // The runner checks all this again; here the message can name the file.
+    let invalid = || format!("{}: invalid run configuration", path.display());
+    seal_tui::seal::settings::check(&cfg).with_context(invalid)?;
+    setup::standard().check(&cfg).with_context(invalid)?;
     Ok(cfg)
 }
 
-pub fn start_run(args: &RunArgs) -> Result<RunHandle> {
+/// Starts a new run. `watched`: a person is at the screen, so a grader that fails pauses the
+/// run for them instead of stopping it.
+pub fn start_run(args: &RunArgs, watched: bool) -> Result<RunHandle> {
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
     let root = session::sessions_dir();
-    let handle = runner::start(cfg, &root, setup::standard(), args.mode)?;
+    let launch = Launch {
+        mode: args.mode,
+        pause_on_grading_failure: watched,
+    };
+    let handle = runner::start(cfg, &root, setup::standard(), launch)?;
     super::diag::to_file(&handle.session_dir.join(session::DIAG_FILE));
     Ok(handle)
 }
 
-pub fn resume_run(args: &ResumeArgs) -> Result<RunHandle> {
+pub fn resume_run(args: &ResumeArgs, watched: bool) -> Result<RunHandle> {
     let dir = session::resolve(&args.session)?;
-    let handle = runner::resume(&dir, setup::standard(), args.mode)?;
+    let launch = Launch {
+        mode: args.mode,
+        pause_on_grading_failure: watched,
+    };
+    let handle = runner::resume(&dir, setup::standard(), launch)?;
     super::diag::to_file(&handle.session_dir.join(session::DIAG_FILE));
     Ok(handle)
 }
 
-/// Prints the story of a live run until it ends; stdin lines are forwarded as commands.
+/// Prints the story of a live run until it ends; stdin lines are forwarded as commands. A run
+/// that fails ends the command with its error (a non-zero exit).
 pub fn follow_headless(handle: RunHandle) -> Result<()> {
-    eprintln!("session: {}", handle.session_dir.display());
-    let commands = handle.commands.clone();
+    let RunHandle {
+        session_dir,
+        events,
+        commands,
+        join,
+    } = handle;
+    errln!("session: {}", session_dir.display());
+    // The stdin reader holds the only sender of commands: when stdin closes, the run learns
+    // that none can come, and a wait for a decision or a step ends with an error, not forever.
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
@@ -102,36 +125,35 @@ pub fn follow_headless(handle: RunHandle) -> Result<()> {
                         break;
                     }
                 }
-                Err(e) => eprintln!("ignoring command {line:?}: {e}"),
+                Err(e) => errln!("error: not a command, ignored: {line:?}: {e}"),
             }
         }
     });
     let mut state = RunState::default();
-    for record in handle.events.iter() {
+    for record in events.iter() {
         state.apply(&record.event);
         if let Some(line) = story::describe(&record) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
-    drop(handle.commands);
-    handle
-        .join
+    let outcome = join
         .join()
-        .map_err(|_| anyhow::anyhow!("the run thread panicked"))??;
-    if !state.finished && state.failure.is_none() {
-        eprintln!(
+        .map_err(|_| anyhow::anyhow!("the run thread panicked"))?;
+    if !state.finished && session_dir.join(session::HEADER_FILE).exists() {
+        errln!(
             "stopped before the end; continue with: seal-tui resume {}",
-            handle.session_dir.display()
+            session_dir.display()
         );
     }
-    Ok(())
+    outcome
 }
 
 pub fn replay_headless(args: &ReplayArgs) -> Result<()> {
+    check_speed(args.speed)?;
     let dir = session::resolve(&args.session)?;
     let (_, records, issues) = session::open(&dir)?;
     for issue in &issues {
-        eprintln!("warning: {issue}");
+        errln!("warning: {issue}");
     }
     let mut last = records.first().map(|r| r.t).unwrap_or(0.0);
     for record in &records {
@@ -142,8 +164,16 @@ pub fn replay_headless(args: &ReplayArgs) -> Result<()> {
         }
         last = record.t;
         if let Some(line) = story::describe(record) {
-            println!("{line}");
+            outln!("{line}");
         }
+    }
+    Ok(())
+}
+
+/// A replay's speed: 0 (as fast as possible) or a positive factor.
+pub fn check_speed(speed: f64) -> Result<()> {
+    if !(speed.is_finite() && speed >= 0.0) {
+        anyhow::bail!("--speed {speed}: must be 0 (as fast as possible) or a positive factor");
     }
     Ok(())
 }
@@ -157,16 +187,16 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let dir = session::resolve(&args.session)?;
     let (_, records, issues) = session::open(&dir)?;
     for issue in &issues {
-        eprintln!("warning: {issue}");
+        errln!("warning: {issue}");
     }
     let state = RunState::from_events(records.iter().map(|r| &r.event));
-    println!("{}", seal_tui::text::report::markdown_report(&state));
+    outln!("{}", seal_tui::text::report::markdown_report(&state));
     if let Some(cluster) = seal_tui::text::report::cluster_markdown(&records) {
-        println!("{cluster}");
+        outln!("{cluster}");
     }
     let out = args.out.clone().unwrap_or_else(|| dir.join("report"));
     for path in seal_tui::text::report::write_csv(&state, &out).context("writing the CSV report")? {
-        eprintln!("wrote {}", path.display());
+        errln!("wrote {}", path.display());
     }
     Ok(())
 }

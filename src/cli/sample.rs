@@ -1,13 +1,13 @@
 //! `seal-tui sample`: stream a completion to stdout.
 
 use super::ModelArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use seal_tui::engine::{self, Prompt, SamplingParams};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct SampleArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -32,9 +32,31 @@ pub struct SampleArgs {
     /// A LoRA adapter folder (PEFT layout) to apply.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Write the model's text to stdout exactly as generated, control characters and terminal
+    /// escapes included (for piping into another program). By default they are shown inert.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        stop: Vec::new(),
+    };
+    params.validate().with_context(|| {
+        format!(
+            "--temperature {} --top-p {} --max-tokens {}",
+            args.temperature, args.top_p, args.max_tokens
+        )
+    })?;
+    if let Some(dir) = &args.adapter {
+        if !dir.is_dir() {
+            anyhow::bail!("--adapter {}: no such folder", dir.display());
+        }
+    }
     let model = args.model.load()?;
     let text = if args.chat {
         model.chat.prompt(&Prompt {
@@ -50,17 +72,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
         model.tokenizer.encode_document(&text)?
     };
     let adapter = match &args.adapter {
-        Some(dir) => Some(engine::peft::load_adapter(dir, &model)?),
+        Some(dir) => Some(
+            engine::peft::load_adapter(dir, &model)
+                .with_context(|| format!("--adapter {}", dir.display()))?,
+        ),
         None => None,
     };
-    let params = SamplingParams {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        max_tokens: args.max_tokens,
-        seed: args.seed,
-        stop: Vec::new(),
-    };
-    let mut out = std::io::stdout();
     let gen = engine::generate(
         &model,
         adapter.as_ref(),
@@ -68,13 +85,16 @@ pub fn run(args: SampleArgs) -> Result<()> {
         &params,
         None,
         &mut |piece| {
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
+            if args.raw {
+                super::say::raw(piece)
+            } else {
+                out!("{piece}")
+            }
         },
     )?;
-    println!();
+    outln!();
     let n = gen.tokens.len();
-    eprintln!(
+    errln!(
         "[{} prompt tokens, {n} generated, {:.1} tok/s, stop: {:?}]",
         gen.prompt_tokens,
         n as f64 / gen.decode_secs.max(1e-9),

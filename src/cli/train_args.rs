@@ -1,6 +1,6 @@
 //! Finetuning flags shared by `finetune` and `eval`.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use seal_tui::engine::{LoraConfig, LossOn, Schedule, Target, TrainConfig};
 
@@ -42,13 +42,45 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The flags as a trainer configuration; a bad value is refused naming its flag.
     pub fn config(&self) -> Result<TrainConfig> {
+        let positive = [("--lr", self.lr), ("--alpha", self.alpha)];
+        for (flag, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                bail!("{flag} {value}: must be a positive number");
+            }
+        }
+        let at_least_one = [
+            ("--rank", self.rank),
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+        ];
+        for (flag, value) in at_least_one {
+            if value == 0 {
+                bail!("{flag} 0: must be at least 1");
+            }
+        }
+        if self.max_seq_len < 2 {
+            bail!("--max-seq-len {}: must be at least 2", self.max_seq_len);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout {}: must be at least 0 and below 1", self.dropout);
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
+            bail!(
+                "--max-grad-norm {}: must be 0 (no clipping) or positive",
+                self.max_grad_norm
+            );
+        }
+        let targets = Target::parse_list(&self.targets)
+            .with_context(|| format!("--targets {:?}", self.targets))?;
         let cfg = TrainConfig {
             lora: LoraConfig {
                 rank: self.rank,
                 alpha: self.alpha,
                 dropout: self.dropout,
-                targets: Target::parse_list(&self.targets)?,
+                targets,
             },
             learning_rate: self.lr,
             schedule: self.schedule,

@@ -29,6 +29,12 @@ fn options(screen: &ScreenArgs) -> TuiOptions {
     }
 }
 
+/// Reads the theme and key map now, so a bad file is reported before a terminal is needed
+/// and before a run (and its session folder) starts.
+pub fn check_screen(screen: &ScreenArgs) -> Result<()> {
+    tui::check_options(&options(screen))
+}
+
 pub fn need_terminal() -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("the workbench needs a terminal; use --headless to run without one");
@@ -36,17 +42,19 @@ pub fn need_terminal() -> Result<()> {
     Ok(())
 }
 
-/// Fetches the default model before the screen opens, so its progress is plainly visible.
-pub fn prepare(args: &RunArgs) -> Result<()> {
-    need_terminal()?;
+/// Checks the screen's files and the run's configuration, then fetches the default model
+/// before the screen opens, so its progress is plainly visible.
+pub fn prepare(args: &RunArgs, screen: &ScreenArgs) -> Result<()> {
+    check_screen(screen)?;
     let cfg = load_config(args.config.as_ref(), args.model.as_ref())?;
+    need_terminal()?;
     match &cfg.model.path {
         None if !fetch::default_model_path().exists() => {
-            fetch::ensure_default_model(&mut |m| eprintln!("{m}"))?;
+            fetch::ensure_default_model(&mut |m| errln!("{m}"))?;
         }
         Some(p) => {
             if let Some(model) = fetch::named_model(p) {
-                fetch::ensure_model(model, &mut |m| eprintln!("{m}"))?;
+                fetch::ensure_model(model, &mut |m| errln!("{m}"))?;
             }
         }
         None => {}
@@ -79,23 +87,22 @@ pub fn live(handle: RunHandle, screen: &ScreenArgs) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the run thread panicked"))?;
     shown?;
-    if let Err(e) = outcome {
-        eprintln!("the run stopped: {e:#}");
-    }
-    eprintln!("session: {}", session_dir.display());
-    eprintln!(
+    errln!("session: {}", session_dir.display());
+    errln!(
         "continue with `seal-tui resume {0}`, replay with `seal-tui replay {0}`, tables with `seal-tui report {0}`",
         session_dir.display()
     );
-    Ok(())
+    outcome.map_err(|e| e.context("the run stopped"))
 }
 
 pub fn replay(args: &ReplayArgs, screen: &ScreenArgs) -> Result<()> {
-    need_terminal()?;
+    check_screen(screen)?;
+    super::run::check_speed(args.speed)?;
     let dir = session::resolve(&args.session)?;
     let (_, records, issues) = session::open(&dir)?;
+    need_terminal()?;
     for issue in &issues {
-        eprintln!("warning: {issue}");
+        errln!("warning: {issue}");
     }
     let name = dir
         .file_name()

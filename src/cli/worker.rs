@@ -18,7 +18,7 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: &WorkerArgs) -> Result<()> {
-    let mut say = |m: &str| eprintln!("{}", sanitize_line(m));
+    let mut say = |m: &str| errln!("{}", sanitize_line(m));
     let prepare = setup::standard();
     match worker::run(
         &args.job,
@@ -26,11 +26,13 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         prepare.as_ref(),
         &mut say,
     )? {
-        Some(result) => eprintln!(
+        Some(result) => errln!(
             "{}: done in {:.1} s (load {:.1} s)",
-            result.unit, result.timing.total_secs, result.timing.load_secs
+            result.unit,
+            result.timing.total_secs,
+            result.timing.load_secs
         ),
-        None => eprintln!("nothing to do: the unit has a result"),
+        None => errln!("nothing to do: the unit has a result"),
     }
     Ok(())
 }

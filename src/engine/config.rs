@@ -92,7 +92,7 @@ impl ModelConfig {
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             bail!(
-                "{} attention heads cannot be grouped over {} key-value heads",
+                "num_attention_heads = {} cannot be grouped over num_key_value_heads = {}",
                 self.num_heads,
                 self.num_kv_heads
             );

@@ -372,7 +372,9 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         tensors.insert(hf_name, t.to_dtype(dtype)?);
     }
     let transformer =
-        Transformer::from_tensors(config, tensors, device, dtype, &shown.to_string())?;
+        Transformer::from_tensors(config, tensors, device, dtype, &shown.to_string(), &|hf| {
+            gguf_name_for_hf(hf).unwrap_or_else(|| hf.to_string())
+        })?;
 
     let tokens = meta.strings("tokenizer.ggml.tokens")?;
     let merges = meta.strings("tokenizer.ggml.merges").unwrap_or_default();
@@ -416,6 +418,34 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
 }
 
 /// Maps llama.cpp tensor names to Hugging Face names; `None` for tensors the model does not use.
+/// The GGUF name of a tensor named the Hugging Face way (the inverse of [`hf_name_for_gguf`]).
+fn gguf_name_for_hf(name: &str) -> Option<String> {
+    match name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let gguf = GGUF_MODULES.iter().find(|(_, hf)| *hf == module)?.0;
+    Some(format!("blk.{layer}.{gguf}.{kind}"))
+}
+
+/// GGUF block module names and their Hugging Face paths.
+const GGUF_MODULES: &[(&str, &str)] = &[
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
 fn hf_name_for_gguf(name: &str) -> Option<String> {
     match name {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
@@ -427,18 +457,7 @@ fn hf_name_for_gguf(name: &str) -> Option<String> {
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = part.rsplit_once('.')?;
-    let hf = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
+    let hf = GGUF_MODULES.iter().find(|(g, _)| *g == module)?.1;
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
@@ -459,7 +478,9 @@ fn load_hf_folder(dir: &Path, opts: &LoadOptions) -> Result<Model> {
             tensors.insert(name, t.to_dtype(dtype)?.to_device(device)?);
         }
     }
-    let transformer = Transformer::from_tensors(config, tensors, device, dtype, &source)?;
+    let transformer = Transformer::from_tensors(config, tensors, device, dtype, &source, &|hf| {
+        hf.to_string()
+    })?;
     let tokenizer = Tokenizer::from_hf_folder(dir)?;
     let template = chat_template(dir)?;
     finish(
@@ -610,6 +631,21 @@ pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gguf_and_hf_tensor_names_map_both_ways() {
+        for gguf in [
+            "token_embd.weight",
+            "output.weight",
+            "blk.3.attn_q.weight",
+            "blk.0.ffn_down.weight",
+            "blk.1.attn_norm.weight",
+        ] {
+            let hf = hf_name_for_gguf(gguf).unwrap();
+            assert_eq!(gguf_name_for_hf(&hf).as_deref(), Some(gguf), "{hf}");
+        }
+        assert_eq!(gguf_name_for_hf("model.layers.0.mlp.wings.weight"), None);
+    }
 
     #[test]
     fn gguf_names_map_to_hf_names() {

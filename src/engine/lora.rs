@@ -119,16 +119,16 @@ impl LoraConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
-            bail!("LoRA rank must be at least 1");
+            bail!("lora.rank = 0: the LoRA rank must be at least 1");
         }
-        if self.alpha.is_nan() || self.alpha <= 0.0 {
-            bail!("LoRA alpha must be positive");
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            bail!("lora.alpha = {}: must be positive", self.alpha);
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            bail!("LoRA dropout must be in [0, 1)");
+            bail!("lora.dropout = {}: must be in [0, 1)", self.dropout);
         }
         if self.targets.is_empty() {
-            bail!("LoRA needs at least one target module");
+            bail!("lora.targets is empty: LoRA needs at least one target module");
         }
         Ok(())
     }

@@ -226,12 +226,14 @@ pub struct Transformer {
 impl Transformer {
     /// Builds the model from tensors named as in Hugging Face checkpoints
     /// (`model.layers.0.self_attn.q_proj.weight`, ...), already in the target dtype and device.
+    /// Errors name a tensor as `name_in_file` spells it, so a GGUF's reader sees GGUF names.
     pub fn from_tensors(
         config: ModelConfig,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
         dtype: DType,
         source: &str,
+        name_in_file: &dyn Fn(&str) -> String,
     ) -> Result<Transformer> {
         config
             .validate()
@@ -240,10 +242,11 @@ impl Transformer {
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = tensors
                 .remove(name)
-                .with_context(|| format!("{source}: tensor `{name}` is missing"))?;
+                .with_context(|| format!("{source}: tensor `{}` is missing", name_in_file(name)))?;
             if t.dims() != shape {
                 bail!(
-                    "{source}: tensor `{name}` has shape {:?}, expected {:?}",
+                    "{source}: tensor `{}` has shape {:?}, expected {:?}",
+                    name_in_file(name),
                     t.dims(),
                     shape
                 );
@@ -291,12 +294,20 @@ impl Transformer {
         let lm_head = match tensors.remove("lm_head.weight") {
             Some(w) if !c.tie_word_embeddings => {
                 if w.dims() != [c.vocab_size, h] {
-                    bail!("{source}: tensor `lm_head.weight` has shape {:?}", w.dims());
+                    bail!(
+                        "{source}: tensor `{}` has shape {:?}, expected {:?}",
+                        name_in_file("lm_head.weight"),
+                        w.dims(),
+                        [c.vocab_size, h]
+                    );
                 }
                 Linear::new(w, None)
             }
             _ if c.tie_word_embeddings => Linear::new(embed.clone(), None),
-            _ => bail!("{source}: tensor `lm_head.weight` is missing and embeddings are not tied"),
+            _ => bail!(
+                "{source}: tensor `{}` is missing and embeddings are not tied",
+                name_in_file("lm_head.weight")
+            ),
         };
         let inv_freq = Tensor::new(c.rope_inv_freqs(), device)?;
         Ok(Transformer {

@@ -158,6 +158,17 @@ pub fn load_adapter(dir: &Path, model: &Model) -> Result<LoraAdapter> {
                 b.dims()
             );
         }
+        for (half, t) in [("lora_A", &a), ("lora_B", &b)] {
+            let bad = non_finite(t)?;
+            if bad > 0 {
+                bail!(
+                    "{}: {name} {half} holds {bad} values that are not numbers (NaN or \
+                     infinite); the adapter is broken (its training probably diverged) and is \
+                     refused",
+                    weights.display()
+                );
+            }
+        }
         if !targets.contains(&target) {
             targets.push(target);
         }
@@ -177,6 +188,12 @@ pub fn load_adapter(dir: &Path, model: &Model) -> Result<LoraAdapter> {
         .validate()
         .with_context(|| format!("{shown}: invalid adapter"))?;
     Ok(LoraAdapter { config, modules })
+}
+
+/// How many of a tensor's values are NaN or infinite.
+fn non_finite(t: &Tensor) -> Result<usize> {
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(values.iter().filter(|v| !v.is_finite()).count())
 }
 
 #[cfg(test)]

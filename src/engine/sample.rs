@@ -49,13 +49,13 @@ impl SamplingParams {
 
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            bail!("temperature must be 0 or more");
+            bail!("temperature = {}: must be 0 or more", self.temperature);
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("top_p must be in (0, 1]");
+            bail!("top_p = {}: must be in (0, 1]", self.top_p);
         }
         if self.max_tokens == 0 {
-            bail!("max_tokens must be at least 1");
+            bail!("max_tokens = 0: must be at least 1");
         }
         Ok(())
     }

@@ -2,10 +2,13 @@
 //!
 //! The base weights never change and never receive gradients; only the adapter's A and B
 //! matrices are variables. Progress is reported through a callback after every optimizer step,
-//! the run can be cancelled between steps, and a non-finite loss stops it with an error.
+//! the run can be cancelled between steps, and a run that diverges stops with an error: a loss
+//! that is no longer a number, a loss far above where it started, a gradient that is no longer
+//! a number, or an adapter whose change to a weight dwarfs the weight itself (a learning rate
+//! too high for the model can do that while the loss stays finite).
 
 use super::load::Model;
-use super::lora::{LoraAdapter, LoraConfig};
+use super::lora::{LoraAdapter, LoraConfig, Target};
 use super::model::Positions;
 use super::ops::Mode;
 use super::rng::SplitMix64;
@@ -77,20 +80,27 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.lora.validate()?;
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            bail!("learning_rate must be positive");
+            bail!("learning_rate = {}: must be positive", self.learning_rate);
         }
-        if self.epochs == 0 || self.batch_size == 0 || self.grad_accum == 0 {
-            bail!("epochs, batch_size and grad_accum must be at least 1");
+        for (name, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+        ] {
+            if value == 0 {
+                bail!("{name} = 0: must be at least 1");
+            }
         }
         if self.max_seq_len < 2 {
-            bail!("max_seq_len must be at least 2");
+            bail!("max_seq_len = {}: must be at least 2", self.max_seq_len);
         }
-        if self.max_grad_norm.is_nan()
-            || self.weight_decay.is_nan()
-            || self.max_grad_norm < 0.0
-            || self.weight_decay < 0.0
-        {
-            bail!("max_grad_norm and weight_decay must not be negative");
+        for (name, value) in [
+            ("max_grad_norm", self.max_grad_norm),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("{name} = {value}: must not be negative");
+            }
         }
         Ok(())
     }
@@ -155,6 +165,14 @@ pub enum TrainEvent {
         tokens: usize,
         trainable_parameters: usize,
     },
+    /// Some examples were longer than `max_seq_len` and were cut to it (their tails are not
+    /// learnt). Sent before `Started`, so a caller can say so.
+    Truncated {
+        rows: usize,
+        of: usize,
+        longest: usize,
+        max_seq_len: usize,
+    },
     Step(StepProgress),
     Failed {
         step: usize,
@@ -165,7 +183,15 @@ pub enum TrainEvent {
 #[derive(Debug)]
 pub enum TrainError {
     Cancelled,
-    NonFiniteLoss { step: usize, loss: f64 },
+    NonFiniteLoss {
+        step: usize,
+        loss: f64,
+    },
+    /// The run blew up though its loss is still a number; `why` says what grew.
+    Diverged {
+        step: usize,
+        why: String,
+    },
     Other(anyhow::Error),
 }
 
@@ -176,6 +202,10 @@ impl std::fmt::Display for TrainError {
             TrainError::NonFiniteLoss { step, loss } => write!(
                 f,
                 "the loss became {loss} at step {step}; training diverged (try a lower learning rate)"
+            ),
+            TrainError::Diverged { step, why } => write!(
+                f,
+                "training diverged at step {step}: {why} (try a lower learning rate)"
             ),
             TrainError::Other(e) => write!(f, "{e:#}"),
         }
@@ -276,6 +306,19 @@ pub fn train_lora(
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> std::result::Result<TrainOutcome, TrainError> {
     cfg.validate()?;
+    let long: Vec<usize> = examples
+        .iter()
+        .map(Example::len)
+        .filter(|&n| n > cfg.max_seq_len)
+        .collect();
+    if let Some(&longest) = long.iter().max() {
+        on_event(&TrainEvent::Truncated {
+            rows: long.len(),
+            of: examples.len(),
+            longest,
+            max_seq_len: cfg.max_seq_len,
+        });
+    }
     let examples: Vec<Example> = examples
         .iter()
         .map(|e| truncate(e, cfg.max_seq_len))
@@ -287,6 +330,8 @@ pub fn train_lora(
     let t = &model.transformer;
     let (adapter, vars) =
         LoraAdapter::init(&cfg.lora, &t.projection_shapes(), cfg.seed, &t.device)?;
+    let guard = UpdateGuard::new(model, &adapter)?;
+    let mut first_loss = None;
     let mut opt = AdamW::new(vars.clone(), cfg.weight_decay)?;
     let total_steps = cfg.total_steps(examples.len());
     let total_tokens: usize = examples.iter().map(Example::len).sum::<usize>() * cfg.epochs;
@@ -358,6 +403,19 @@ pub fn train_lora(
             }
             let mut grads = grads.expect("a step has at least one micro-batch");
             let norm = global_norm(&grads)?;
+            let first = *first_loss.get_or_insert(step_loss);
+            let diverged = if !norm.is_finite() {
+                Some(format!("the gradient norm became {norm}"))
+            } else if step_loss > loss_limit(first) {
+                Some(format!(
+                    "the loss rose from {first:.3} at the first step to {step_loss:.3}"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = diverged {
+                return Err(fail(on_event, step + 1, why));
+            }
             if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
                 let scale = cfg.max_grad_norm / (norm + 1e-6);
                 grads = grads
@@ -367,6 +425,9 @@ pub fn train_lora(
             }
             let lr = cfg.lr_at(step, total_steps);
             opt.step(&grads, lr)?;
+            if let Some(why) = guard.check(&adapter)? {
+                return Err(fail(on_event, step + 1, why));
+            }
             step += 1;
             losses.push(step_loss);
             let elapsed = start.elapsed().as_secs_f64();
@@ -392,6 +453,95 @@ pub fn train_lora(
         tokens: tokens_done,
         secs: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Reports a divergence as a `Failed` event and returns it as the error.
+fn fail(on_event: &mut dyn FnMut(&TrainEvent), step: usize, why: String) -> TrainError {
+    let err = TrainError::Diverged { step, why };
+    on_event(&TrainEvent::Failed {
+        step,
+        message: err.to_string(),
+    });
+    err
+}
+
+/// How far above its first step's value the loss may rise before the run counts as diverged.
+/// The loss wanders from batch to batch, so the bound is wide: four times the start, and at
+/// least ten nats above it (a token's probability down by a factor of e^10 on average).
+fn loss_limit(first: f64) -> f64 {
+    (first * 4.0).max(first + 10.0)
+}
+
+/// How large an adapter's change to a weight may grow, relative to the weight, before the run
+/// counts as diverged. A LoRA update corrects a weight; one many times the weight's own size
+/// has overwritten it, whatever the loss says (the final norm keeps logits, and so the loss,
+/// bounded even when the weights before it are ruined).
+pub const MAX_UPDATE_RATIO: f64 = 10.0;
+
+/// Compares each adapted module's change, `|scale B A|`, with its base weight `|W|`
+/// (Frobenius norms).
+struct UpdateGuard {
+    /// (layer, target) of each module, with its weight's squared norm.
+    weights: Vec<((usize, Target), f64)>,
+}
+
+impl UpdateGuard {
+    fn new(model: &Model, adapter: &LoraAdapter) -> Result<UpdateGuard> {
+        let keys: Vec<(usize, Target)> = adapter.modules.keys().copied().collect();
+        let squares = keys
+            .iter()
+            .map(|&(layer, target)| {
+                let w = &model.transformer.layers[layer].linear(target).weight;
+                w.to_dtype(DType::F32)?.sqr()?.sum_all()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let squares = Tensor::stack(&squares, 0)?.to_vec1::<f32>()?;
+        Ok(UpdateGuard {
+            weights: keys
+                .into_iter()
+                .zip(squares.into_iter().map(f64::from))
+                .collect(),
+        })
+    }
+
+    /// Why the adapter has blown up, if it has.
+    fn check(&self, adapter: &LoraAdapter) -> Result<Option<String>> {
+        // |B A|^2 = sum((B^T B) * (A A^T)): two r x r products instead of the full delta.
+        let squares = self
+            .weights
+            .iter()
+            .map(|(key, _)| {
+                let pair = &adapter.modules[key];
+                let btb = pair.b.t()?.matmul(&pair.b)?;
+                let aat = pair.a.matmul(&pair.a.t()?)?;
+                (btb * aat)?.sum_all()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let squares = Tensor::stack(&squares, 0)?.to_vec1::<f32>()?;
+        let scale = adapter.scale();
+        let mut worst: Option<((usize, Target), f64)> = None;
+        for ((key, weight_sq), delta_sq) in self.weights.iter().zip(squares) {
+            // Rounding can make a tiny square negative; NaN (an overflow) must stay NaN.
+            let delta_sq = f64::from(delta_sq);
+            let delta_sq = if delta_sq < 0.0 { 0.0 } else { delta_sq };
+            let ratio = scale * delta_sq.sqrt() / weight_sq.sqrt().max(1e-12);
+            if !ratio.is_finite() || worst.is_none_or(|(_, w)| ratio > w) {
+                worst = Some((*key, ratio));
+                if !ratio.is_finite() {
+                    break;
+                }
+            }
+        }
+        Ok(worst.and_then(|((layer, target), ratio)| {
+            (ratio.is_nan() || ratio > MAX_UPDATE_RATIO).then(|| {
+                format!(
+                    "the adapter's change to layer {layer} {} grew to {ratio:.1} times the \
+                     weight itself (at most {MAX_UPDATE_RATIO} is allowed)",
+                    target.module_name()
+                )
+            })
+        }))
+    }
 }
 
 fn truncate(e: &Example, max: usize) -> Example {

@@ -202,34 +202,33 @@ impl Client {
         }
     }
 
-    /// Sends one POST; returns the response of a 2xx status, an error for any other.
+    /// Sends one POST; returns the response of a 2xx status, an error for any other. An error
+    /// never carries the key: a server may echo it (or the whole Authorization header) in its
+    /// body, and errors are recorded.
     fn post(&self, path: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, Error> {
         let url = self.url(path);
+        let shown_url = redact_url(&url);
+        let key = api_key(self.endpoint.api_key_env.as_deref())?;
         let mut request = self.agent.post(&url);
-        if let Some(var) = &self.endpoint.api_key_env {
-            // Read at call time and dropped right after, so the key lives in no struct.
-            let key = std::env::var(var)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| Error::MissingApiKey { var: var.clone() })?;
-            request = request.header("Authorization", format!("Bearer {}", key.trim()));
+        if let Some(key) = &key {
+            request = request.header("Authorization", format!("Bearer {key}"));
         }
         let mut response = request
             .send_json(body)
-            .map_err(|e| self.transport(&url, e))?;
+            .map_err(|e| self.transport(&shown_url, e, key.as_deref()))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let text = response.body_mut().read_to_string().unwrap_or_default();
             return Err(Error::Status {
-                url,
+                url: shown_url,
                 status,
-                body: truncate(&text),
+                body: redact(&truncate(&text), key.as_deref()),
             });
         }
         Ok(response)
     }
 
-    fn transport(&self, url: &str, err: ureq::Error) -> Error {
+    fn transport(&self, url: &str, err: ureq::Error, key: Option<&str>) -> Error {
         match err {
             ureq::Error::Timeout(_) => Error::Timeout {
                 url: url.to_string(),
@@ -237,18 +236,39 @@ impl Client {
             },
             other => Error::Transport {
                 url: url.to_string(),
-                message: other.to_string(),
+                message: redact(&other.to_string(), key),
             },
         }
     }
 
-    /// Repeats `f` after transient failures, backing off, up to the endpoint's retries.
+    /// The whole time one request may take, its retries and their pauses included.
+    pub fn time_limit(&self) -> Duration {
+        Duration::from_secs(
+            self.endpoint.timeout_secs.max(1) * (u64::from(self.endpoint.max_retries) + 1),
+        )
+    }
+
+    /// Repeats `f` after transient failures, with a growing pause, up to the endpoint's retries
+    /// and within [`Self::time_limit`]: a server that is down ends in an error in bounded time,
+    /// never in a silent wait.
     fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+        let started = std::time::Instant::now();
+        let limit = self.time_limit();
         let mut attempt = 0;
         loop {
             match f() {
                 Err(e) if attempt < self.endpoint.max_retries && e.is_transient() => {
-                    std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
+                    let pause = Duration::from_millis(500 << attempt.min(4));
+                    if started.elapsed() + pause >= limit {
+                        return Err(e);
+                    }
+                    tracing::warn!(
+                        "attempt {} of {} failed: {e}; trying again in {:.1} s",
+                        attempt + 1,
+                        self.endpoint.max_retries + 1,
+                        pause.as_secs_f64()
+                    );
+                    std::thread::sleep(pause);
                     attempt += 1;
                 }
                 result => return result,
@@ -261,12 +281,12 @@ impl Client {
         let body = self.body(ask, sampling, &self.endpoint.model, false);
         let path = Self::path_of(ask);
         self.retrying(|| {
-            let url = self.url(path);
+            let url = redact_url(&self.url(path));
             let text = self
                 .post(path, &body)?
                 .body_mut()
                 .read_to_string()
-                .map_err(|e| self.transport(&url, e))?;
+                .map_err(|e| self.transport(&url, e, None))?;
             let malformed = |problem: &str| Error::MalformedReply {
                 url: url.clone(),
                 problem: problem.to_string(),
@@ -299,7 +319,7 @@ impl Client {
     ) -> Result<Streamed, Error> {
         let body = self.body(ask, sampling, &self.endpoint.model, true);
         let path = Self::path_of(ask);
-        let url = self.url(path);
+        let url = redact_url(&self.url(path));
         let response = self.retrying(|| self.post(path, &body))?;
         let mut reader = std::io::BufReader::new(response.into_body().into_reader());
         let mut events = sse::Events::default();
@@ -411,6 +431,58 @@ impl Client {
     }
 }
 
+/// The API key from the variable `var` names (none when it names none). Read at the moment of
+/// use and dropped right after, so the key lives in no value that could be saved.
+pub fn api_key(var: Option<&str>) -> Result<Option<String>, Error> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    std::env::var(var)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .map(Some)
+        .ok_or_else(|| Error::MissingApiKey { var: var.into() })
+}
+
+/// What is shown in place of a secret.
+const REDACTED: &str = "[redacted]";
+
+/// `text` with the key, and any bearer token, replaced by [`REDACTED`].
+fn redact(text: &str, key: Option<&str>) -> String {
+    let mut out = match key {
+        // A very short "key" would blank out ordinary words; such a key is no secret anyway.
+        Some(k) if k.len() >= 4 => text.replace(k, REDACTED),
+        _ => text.to_string(),
+    };
+    let mut from = 0;
+    while let Some(i) = out[from..].find("Bearer ").map(|i| i + from) {
+        let start = i + "Bearer ".len();
+        let end = out[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}'))
+            .map_or(out.len(), |e| start + e);
+        if end > start && &out[start..end] != REDACTED {
+            out.replace_range(start..end, REDACTED);
+            from = start + REDACTED.len();
+        } else {
+            from = end;
+        }
+    }
+    out
+}
+
+/// The URL with any `user:password@` part hidden.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{REDACTED}@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 pub fn is_loopback_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<ureq::http::Uri>() else {
         return false;
@@ -446,6 +518,28 @@ mod tests {
         ] {
             assert_eq!(Endpoint::base_of(url), "http://h:1/v1", "{url}");
         }
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_what_errors_carry() {
+        let body = r#"{"error":"invalid key sk-live-123456","header":"Bearer sk-live-123456"}"#;
+        let shown = redact(body, Some("sk-live-123456"));
+        assert!(!shown.contains("sk-live-123456"), "{shown}");
+        assert!(shown.contains("invalid key [redacted]"), "{shown}");
+        let shown = redact(
+            "got Authorization: Bearer abc.def-ghi, expected another",
+            None,
+        );
+        assert_eq!(
+            shown,
+            "got Authorization: Bearer [redacted], expected another"
+        );
+        assert_eq!(redact("Bearer ", None), "Bearer ");
+        assert_eq!(
+            redact_url("http://me:pw@127.0.0.1:8/v1/chat/completions"),
+            "http://[redacted]@127.0.0.1:8/v1/chat/completions"
+        );
+        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
     }
 
     #[test]

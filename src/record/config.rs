@@ -212,6 +212,41 @@ pub struct HttpJudge {
     pub max_retries: u32,
 }
 
+impl HttpJudge {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_JUDGE_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            bail!(
+                "timeout_secs = {}: must be between 1 and {MAX_JUDGE_TIMEOUT_SECS}",
+                self.timeout_secs
+            );
+        }
+        if self.max_retries > MAX_JUDGE_RETRIES {
+            bail!(
+                "max_retries = {}: at most {MAX_JUDGE_RETRIES} (each retry may wait timeout_secs)",
+                self.max_retries
+            );
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            bail!("url = {:?}: must be an http:// or https:// URL", self.url);
+        }
+        if self.model.trim().is_empty() {
+            bail!("model is empty: name the model the endpoint serves");
+        }
+        if self
+            .api_key_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            bail!("api_key_env is empty: name a variable, or leave it out");
+        }
+        Ok(())
+    }
+}
+
+/// Bounds on an HTTP judge's patience, so one judgement cannot stall a run for long.
+pub const MAX_JUDGE_TIMEOUT_SECS: u64 = 600;
+pub const MAX_JUDGE_RETRIES: u32 = 10;
+
 fn default_timeout_secs() -> u64 {
     60
 }
@@ -478,11 +513,17 @@ impl Default for ArcSection {
 
 impl ArcSection {
     pub fn validate(&self) -> Result<()> {
-        if self.max_steps == 0 || self.max_examples == 0 {
-            bail!("max_steps and max_examples must be at least 1");
+        if self.max_steps == 0 {
+            bail!("max_steps = 0: must be at least 1");
+        }
+        if self.max_examples == 0 {
+            bail!("max_examples = 0: must be at least 1");
         }
         if !(1..=MAX_ARC_VIEWS).contains(&self.views) {
-            bail!("views must be between 1 and {MAX_ARC_VIEWS}");
+            bail!(
+                "views = {}: must be between 1 and {MAX_ARC_VIEWS}",
+                self.views
+            );
         }
         Ok(())
     }
@@ -794,19 +835,19 @@ impl RunConfig {
     /// trainer's and the sampler's own rules when the run is prepared (`seal::settings::check`).
     pub fn validate(&self) -> Result<()> {
         if self.task.contexts_per_round == 0 {
-            bail!("task.contexts_per_round must be at least 1");
+            bail!("task.contexts_per_round = 0: must be at least 1");
         }
         if self.self_edit.k == 0 {
-            bail!("self_edit.k must be at least 1");
+            bail!("self_edit.k = 0: sample at least 1 self-edit per context");
         }
         if self.eval.repeats == 0 {
-            bail!("eval.repeats must be at least 1");
+            bail!("eval.repeats = 0: must be at least 1");
         }
         if self.outer.rounds == 0 {
-            bail!("outer.rounds must be at least 1");
+            bail!("outer.rounds = 0: must be at least 1");
         }
         if self.heldout.enabled() && self.heldout.k == 0 {
-            bail!("heldout.k must be at least 1");
+            bail!("heldout.k = 0: must be at least 1");
         }
         if self.heldout.data.as_ref() == Some(&self.task.data) {
             bail!(
@@ -815,7 +856,7 @@ impl RunConfig {
             );
         }
         if !self.outer.min_gain.is_finite() {
-            bail!("outer.min_gain must be a number");
+            bail!("outer.min_gain = {}: must be a number", self.outer.min_gain);
         }
         self.arc.validate().context("arc")?;
         self.cluster.validate().context("cluster")?;
@@ -832,13 +873,11 @@ impl RunConfig {
         }
         if let Grader::F1 { threshold } = self.knowledge.grader {
             if !(0.0..=1.0).contains(&threshold) {
-                bail!("knowledge.grader: the F1 threshold must be between 0 and 1");
+                bail!("knowledge.grader: the F1 threshold = {threshold}: must be between 0 and 1");
             }
         }
         if let Grader::JudgeHttp(j) = &self.knowledge.grader {
-            if j.timeout_secs == 0 {
-                bail!("knowledge.grader: timeout_secs must be at least 1");
-            }
+            j.validate().context("knowledge.grader")?;
         }
         Ok(())
     }

@@ -18,6 +18,19 @@ pub struct ControlState {
     pub rounds_left: Option<usize>,
     pub quit: bool,
     pub skip_context: bool,
+    /// Every sender of commands is gone (a headless run's stdin closed): whatever waits for a
+    /// command would wait forever.
+    pub no_more_commands: bool,
+}
+
+/// Why a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The runner may go on.
+    Go,
+    Quit,
+    /// What was waited for needs a command, and none can come any more.
+    NoCommands,
 }
 
 pub struct Control {
@@ -51,34 +64,38 @@ impl Control {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Blocks until the runner may start a model-work phase; false when quitting.
-    pub fn wait_turn(&self) -> bool {
+    /// Blocks until the runner may start a model-work phase.
+    pub fn wait_turn(&self) -> Wake {
         let mut s = self.lock();
         loop {
             if s.quit {
-                return false;
+                return Wake::Quit;
             }
             match s.mode {
-                RunMode::Auto => return true,
+                RunMode::Auto => return Wake::Go,
                 RunMode::Step if s.step_credits > 0 => {
                     s.step_credits -= 1;
-                    return true;
+                    return Wake::Go;
                 }
+                _ if s.no_more_commands => return Wake::NoCommands,
                 _ => {}
             }
             s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Blocks until `ready()` holds (checked whenever a command arrives); false when quitting.
-    pub fn wait_until(&self, ready: impl Fn() -> bool) -> bool {
+    /// Blocks until `ready()` holds (checked whenever a command arrives).
+    pub fn wait_until(&self, ready: impl Fn() -> bool) -> Wake {
         let mut s = self.lock();
         loop {
             if s.quit {
-                return false;
+                return Wake::Quit;
             }
             if ready() {
-                return true;
+                return Wake::Go;
+            }
+            if s.no_more_commands {
+                return Wake::NoCommands;
             }
             s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -137,6 +154,8 @@ pub fn handle_commands(rx: Receiver<Command>, emitter: Weak<Emitter>, control: &
         }
         control.wake_all();
     }
+    control.lock().no_more_commands = true;
+    control.wake_all();
 }
 
 /// Records a human decision at once (it is fsync'd with the event) and stops work on the edit
@@ -175,4 +194,61 @@ pub fn set_mode(
         emitter.emit(Event::ModeChanged { mode })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RunState;
+    use crate::session::{SessionLock, SessionLog};
+    use std::sync::Arc;
+
+    fn emitter(dir: &std::path::Path) -> Arc<Emitter> {
+        let lock = SessionLock::acquire(dir).unwrap();
+        let log = SessionLog::create(&dir.join("events.jsonl"), lock).unwrap();
+        let (tx, _rx) = std::sync::mpsc::channel();
+        Arc::new(Emitter::new(log, RunState::default(), tx, 0.0))
+    }
+
+    #[test]
+    fn a_wait_that_needs_a_command_ends_when_none_can_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let emitter = emitter(dir.path());
+        let control = Arc::new(Control::new(RunMode::Step));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handler = {
+            let control = control.clone();
+            let emitter = Arc::downgrade(&emitter);
+            std::thread::spawn(move || handle_commands(rx, emitter, &control))
+        };
+        tx.send(Command::Step).unwrap();
+        // A step sent before the input closed is still honoured.
+        drop(tx);
+        handler.join().unwrap();
+        assert_eq!(control.wait_turn(), Wake::Go);
+        assert_eq!(control.wait_turn(), Wake::NoCommands);
+        assert_eq!(control.wait_until(|| false), Wake::NoCommands);
+        assert_eq!(control.wait_until(|| true), Wake::Go);
+        control.lock().mode = RunMode::Auto;
+        assert_eq!(control.wait_turn(), Wake::Go);
+        control.lock().quit = true;
+        assert_eq!(control.wait_turn(), Wake::Quit);
+    }
+
+    #[test]
+    fn a_decision_for_an_unknown_edit_is_answered_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let emitter = emitter(dir.path());
+        let control = Control::new(RunMode::Auto);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let id: EditId = serde_json::from_str("\"r1 c1 e9\"").unwrap();
+        tx.send(Command::Approve { id }).unwrap();
+        drop(tx);
+        handle_commands(rx, Arc::downgrade(&emitter), &control);
+        let warnings = emitter.with_state(|s| s.warnings.clone());
+        assert_eq!(
+            warnings,
+            vec!["command failed: there is no self-edit r1 c1 e9 (yet) to decide on"]
+        );
+    }
 }

@@ -8,6 +8,13 @@ use crate::record::{ContextView, GainRule, QuestionResult};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
 
+/// A grader could not grade (an HTTP judge refused the key, was unreachable, or never
+/// replied): nothing was scored. It is not the self-edit's fault, so it must not count as wrong
+/// answers; the same phase can be run again once the grader works.
+#[derive(Debug, thiserror::Error)]
+#[error("grading failed: {0}")]
+pub struct GradingFailed(pub String);
+
 /// A context's graded answers.
 #[derive(Clone, Debug)]
 pub struct Scored {

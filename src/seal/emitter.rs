@@ -98,7 +98,8 @@ mod tests {
     fn disk_fold_and_screen_agree_under_concurrency() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let log = SessionLog::create(&path).unwrap();
+        let lock = crate::session::SessionLock::acquire(dir.path()).unwrap();
+        let log = SessionLog::create(&path, lock).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let emitter = Arc::new(Emitter::new(log, RunState::default(), tx, 0.0));
         let threads: Vec<_> = (0..2)

@@ -252,6 +252,24 @@ pub fn progress(p: &crate::engine::train::StepProgress) -> TrainProgress {
     }
 }
 
+/// What a person should read when training sequences were cut to the length limit, which the
+/// setting `field` sets.
+pub fn truncation_note(e: &TrainEvent, field: &str) -> Option<String> {
+    let TrainEvent::Truncated {
+        rows,
+        of,
+        longest,
+        max_seq_len,
+    } = e
+    else {
+        return None;
+    };
+    Some(format!(
+        "{rows} of {of} training sequences are longer than {field} = {max_seq_len} tokens (the \
+         longest has {longest}) and were cut to it; their ends are not learnt"
+    ))
+}
+
 /// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
 /// phase: the log is the truth, and a gap in it would be a lie.
 fn train_with_events<T>(
@@ -314,6 +332,9 @@ fn train(
                 rev,
                 repeat,
                 progress: progress(p),
+            }),
+            TrainEvent::Truncated { .. } => Some(Event::Warning {
+                message: format!("{id}: {}", truncation_note(e, "inner.max_seq_len")?),
             }),
             TrainEvent::Failed { .. } => None,
         },
@@ -424,7 +445,7 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
                         &mut on_piece,
                     )?,
                 };
-                (gen.stop != StopReason::Cancelled).then(|| (gen.text, gen.tokens.len()))
+                (gen.stop != StopReason::Cancelled).then_some((gen.text, gen.tokens.len()))
             }
             Some(served) => served
                 .sample(
@@ -662,6 +683,13 @@ fn policy_update(round: usize, env: &Env<'_>, work: &mut Work) -> Result<()> {
             TrainEvent::Step(p) => Some(Event::PolicyStep {
                 round,
                 progress: progress(p),
+            }),
+            TrainEvent::Truncated { .. } => Some(Event::Warning {
+                message: format!(
+                    "round {} policy update: {}",
+                    round + 1,
+                    truncation_note(e, "policy.train.max_seq_len")?
+                ),
             }),
             TrainEvent::Failed { .. } => None,
         },

@@ -28,4 +28,4 @@ pub mod settings;
 pub mod units;
 pub mod worker;
 
-pub use runner::{Prepare, RunHandle, Setup};
+pub use runner::{Launch, Prepare, RunHandle, Setup};

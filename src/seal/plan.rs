@@ -198,9 +198,9 @@ pub fn plan(
     if skip_context {
         // Locally the context in work is the first unfinished one; a batched round works on
         // all of them, and the newest is the one a person is looking at.
-        let unfinished = round.contexts.iter().filter(|c| !c.finished);
+        let mut unfinished = round.contexts.iter().filter(|c| !c.finished);
         let current = if batched {
-            unfinished.last()
+            unfinished.next_back()
         } else {
             unfinished.min_by_key(|c| c.id.ctx)
         };

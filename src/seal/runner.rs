@@ -1,8 +1,8 @@
 //! Starting, resuming and driving a run: the session folder, the runner thread (which asks
 //! [`plan`] for the next phase from the state alone and runs it) and the command thread.
 
-use super::control::{handle_commands, set_mode, Control};
-use super::domain::Domain;
+use super::control::{handle_commands, set_mode, Control, Wake};
+use super::domain::{Domain, GradingFailed};
 use super::emitter::Emitter;
 use super::execute::{apply_policy_updates, execute, recorded_policy_updates, Env, Work};
 use super::plan::{plan, Phase, Sizes};
@@ -10,8 +10,8 @@ use super::settings;
 use crate::engine::Model;
 use crate::record::config::{InferenceBackend, RunConfig};
 use crate::record::{Command, Event, Header, Record, RunInfo, RunMode, RunState, FORMAT_VERSION};
-use crate::session::{self, SessionLog};
-use anyhow::{anyhow, Context, Result};
+use crate::session::{self, SessionLock, SessionLog};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
@@ -48,6 +48,12 @@ pub trait Prepare: Send + 'static {
     fn check(&self, cfg: &RunConfig) -> Result<()>;
     /// Loads the model and builds the domain (slow: runs on the runner's thread).
     fn build(&self, cfg: &RunConfig, say: &mut dyn FnMut(&str)) -> Result<Setup>;
+    /// Whether what a session pinned (its data file, its model) is still what it started
+    /// with; runs before a resume appends anything. The runner checks again after loading.
+    fn check_unchanged(&self, header: &Header) -> Result<()> {
+        let _ = header;
+        Ok(())
+    }
     /// The model at `model_path` and the domain alone, for a worker running one inner loop:
     /// no fingerprints, since hashing a large model in every task would cost more than the
     /// task's own work (the run that wrote the job checked them).
@@ -59,12 +65,33 @@ pub trait Prepare: Send + 'static {
     ) -> Result<(Model, Box<dyn Domain>)>;
 }
 
+/// How a run is launched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Launch {
+    /// How the run starts; none: the configuration's `start_mode` for a new run, auto for a
+    /// resumed one.
+    pub mode: Option<RunMode>,
+    /// When a grader cannot grade (an HTTP judge that is down, say), pause and let a person
+    /// fix it and try again, rather than stop the run. For runs someone is watching.
+    pub pause_on_grading_failure: bool,
+}
+
+impl Launch {
+    /// A run started in `mode` that stops when a grader fails.
+    pub fn with_mode(mode: RunMode) -> Launch {
+        Launch {
+            mode: Some(mode),
+            pause_on_grading_failure: false,
+        }
+    }
+}
+
 /// Starts a new session under `sessions_root` and runs it on a thread.
 pub fn start(
     cfg: RunConfig,
     sessions_root: &Path,
     prepare: Box<dyn Prepare>,
-    mode: Option<RunMode>,
+    launch: Launch,
 ) -> Result<RunHandle> {
     cfg.validate()?;
     settings::check(&cfg)?;
@@ -73,19 +100,54 @@ pub fn start(
     let id = session::new_id();
     let dir = sessions_root.join(&id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let log = SessionLog::create(&dir.join(session::EVENTS_FILE))?;
-    let mode = mode.unwrap_or(cfg.outer.start_mode);
-    launch(cfg, dir, log, Vec::new(), prepare, mode, Some(id))
+    let log = SessionLock::acquire(&dir)
+        .and_then(|lock| SessionLog::create(&dir.join(session::EVENTS_FILE), lock));
+    let log = match log {
+        Ok(log) => log,
+        Err(e) => {
+            // Nothing was recorded: leave no folder that later commands would trip over.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let launch = Launch {
+        mode: Some(launch.mode.unwrap_or(cfg.outer.start_mode)),
+        ..launch
+    };
+    launch_run(cfg, dir, log, Vec::new(), prepare, launch, Some(id))
 }
 
 /// Resumes a session from its log: the state is the fold of what was recorded, and the loop
-/// continues from the phase after the last completed one.
-pub fn resume(dir: &Path, prepare: Box<dyn Prepare>, mode: Option<RunMode>) -> Result<RunHandle> {
+/// continues from the phase after the last completed one. A session another process is
+/// writing, or one that has finished, is refused before anything is appended.
+pub fn resume(dir: &Path, prepare: Box<dyn Prepare>, launch: Launch) -> Result<RunHandle> {
     let header = Header::read(&dir.join(session::HEADER_FILE))?;
-    super::dispatch::check(&header.config)?;
-    prepare.check(&header.config)?;
+    // Taken before the log is read: another writer could otherwise append (or we could cut
+    // its torn tail) between the read and the reopen.
+    let lock = SessionLock::acquire(dir)?;
     let reader = session::LogReader::read(&dir.join(session::EVENTS_FILE))?;
-    let log = SessionLog::reopen(&dir.join(session::EVENTS_FILE), reader.intact_len)?;
+    let done = RunState::from_events(reader.records.iter().map(|r| &r.event));
+    if done.finished {
+        bail!(
+            "{0}: this run has finished ({1:.1} s recorded), so there is nothing to resume and \
+             nothing was added to it; see it with `seal-tui replay {0}` or `seal-tui report {0}`",
+            dir.display(),
+            done.total_secs.unwrap_or(0.0)
+        );
+    }
+    let cfg = &header.config;
+    let pinned = |e: anyhow::Error| {
+        e.context(format!(
+            "{}: the pinned configuration",
+            dir.join(session::HEADER_FILE).display()
+        ))
+    };
+    cfg.validate().map_err(pinned)?;
+    settings::check(cfg).map_err(pinned)?;
+    super::dispatch::check(cfg).map_err(pinned)?;
+    prepare.check(cfg).map_err(pinned)?;
+    prepare.check_unchanged(&header)?;
+    let log = SessionLog::reopen(&dir.join(session::EVENTS_FILE), reader.intact_len, lock)?;
     let mut records = reader.records;
     for issue in &reader.issues {
         records.push(Record {
@@ -95,26 +157,28 @@ pub fn resume(dir: &Path, prepare: Box<dyn Prepare>, mode: Option<RunMode>) -> R
             },
         });
     }
-    launch(
+    launch_run(
         header.config,
         dir.to_path_buf(),
         log,
         records,
         prepare,
-        mode.unwrap_or(RunMode::Auto),
+        launch,
         None,
     )
 }
 
-fn launch(
+/// Runs a session on a thread; `launch.mode` is the mode it starts in (auto when none).
+fn launch_run(
     cfg: RunConfig,
     dir: PathBuf,
     log: SessionLog,
     history: Vec<Record>,
     prepare: Box<dyn Prepare>,
-    mode: RunMode,
+    launch: Launch,
     new_id: Option<String>,
 ) -> Result<RunHandle> {
+    let mode = launch.mode.unwrap_or(RunMode::Auto);
     let (tx, events) = std::sync::mpsc::channel();
     let (commands, command_rx) = std::sync::mpsc::channel::<Command>();
     let mut state = RunState::default();
@@ -137,7 +201,7 @@ fn launch(
         .name("seal-runner".into())
         .spawn(move || {
             let fresh = new_id.is_some();
-            let result = run_loop(&cfg, &dir, prepare, &emitter, &control, mode, new_id);
+            let result = run_loop(&cfg, &dir, prepare, &emitter, &control, launch, new_id);
             if let Err(e) = &result {
                 tracing::error!("the run stopped: {e:#}");
                 let _ = emitter.emit(Event::Failed {
@@ -165,7 +229,7 @@ fn run_loop(
     prepare: Box<dyn Prepare>,
     emitter: &Emitter,
     control: &Control,
-    mode: RunMode,
+    launch: Launch,
     new_id: Option<String>,
 ) -> Result<()> {
     let mut say = |m: &str| {
@@ -233,6 +297,8 @@ fn run_loop(
             }
         }
     }
+    // The mode the run starts in (a command may have changed it while the model loaded).
+    let mode = control.lock().mode;
     emitter.emit(Event::ModeChanged { mode })?;
     let mut work = Work {
         policy: built.model,
@@ -278,13 +344,38 @@ fn run_loop(
         if let Phase::AwaitDecision { id } = phase {
             let decided =
                 || emitter.with_state(|s| s.edit(id).is_some_and(|e| e.decision.is_some()));
-            if !control.wait_until(decided) {
-                return super::dispatch::cancel_out(&env, "the run was quit");
+            if !decided() {
+                // Said aloud, so a person (or a script's log) sees what the run waits for.
+                emitter.emit(Event::Status {
+                    message: format!(
+                        "waiting for a decision on {id}: approve, reject or edit it \
+                         (approval_required = true)"
+                    ),
+                })?;
             }
-            continue;
+            match control.wait_until(decided) {
+                Wake::Go => continue,
+                Wake::Quit => return super::dispatch::cancel_out(&env, "the run was quit"),
+                Wake::NoCommands => bail!(
+                    "the command input closed while the run waited for a decision on {id} \
+                     (approval_required = true), so none can come; resume the session and \
+                     approve, reject or edit it"
+                ),
+            }
         }
-        if phase.is_work() && !control.wait_turn() {
-            return super::dispatch::cancel_out(&env, "the run was quit");
+        if phase.is_work() {
+            match control.wait_turn() {
+                Wake::Go => {}
+                Wake::Quit => return super::dispatch::cancel_out(&env, "the run was quit"),
+                Wake::NoCommands => {
+                    let mode = control.lock().mode;
+                    bail!(
+                        "the run is in {} mode and the command input closed, so nothing can \
+                         move it on; resume the session (in auto mode it runs to the end)",
+                        mode.name()
+                    )
+                }
+            }
         }
         control
             .cancel
@@ -294,6 +385,19 @@ fn run_loop(
             // Cancelled on purpose (quit, skip, a decision): the phase simply did not happen,
             // and the planner decides again.
             Err(_) if control.cancelled() => {}
+            // Nothing was graded; a person watching can fix the grader and try the phase again.
+            Err(e)
+                if launch.pause_on_grading_failure
+                    && e.chain().any(|c| c.is::<GradingFailed>()) =>
+            {
+                emitter.emit(Event::Warning {
+                    message: format!(
+                        "{e:#}; nothing was graded and the run is paused: fix the grader, \
+                         then step or auto-run to try again"
+                    ),
+                })?;
+                set_mode(emitter, control, RunMode::Paused, None)?;
+            }
             Err(e) => return Err(e),
         }
         if matches!(phase, Phase::Select { .. }) {

@@ -141,6 +141,14 @@ pub fn run(
                 progress: super::execute::progress(p),
             },
             TrainEvent::Failed { .. } => return,
+            // Not a progress line (the runner reads those); said on the worker's own output,
+            // which the cluster keeps with the task.
+            TrainEvent::Truncated { .. } => {
+                if let Some(note) = super::execute::truncation_note(e, "inner.max_seq_len") {
+                    say(&format!("warning: {}: {note}", job.unit));
+                }
+                return;
+            }
         };
         if let Err(err) = writer.write(&line) {
             write_failure.get_or_insert(err);

@@ -2,6 +2,7 @@
 //! record and fsync'd after each record that closes a phase, so a killed process loses at most
 //! the phase in flight. Reading tolerates a torn last line and reports corrupt ones.
 
+use super::lock::SessionLock;
 use crate::record::Record;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
@@ -112,14 +113,16 @@ pub fn read_log(path: &Path) -> Result<(Vec<Record>, Vec<LogIssue>)> {
 }
 
 /// The writer side. Opening an existing log cuts off a torn tail first, so the file stays a
-/// sequence of whole lines.
+/// sequence of whole lines. It holds the session's writer lock for as long as it lives, so no
+/// second process can append in between.
 pub struct SessionLog {
     file: File,
     path: PathBuf,
+    _lock: SessionLock,
 }
 
 impl SessionLog {
-    pub fn create(path: &Path) -> Result<SessionLog> {
+    pub fn create(path: &Path, lock: SessionLock) -> Result<SessionLog> {
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -128,11 +131,13 @@ impl SessionLog {
         Ok(SessionLog {
             file,
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 
-    /// Opens an existing log for appending after `intact_len` bytes (see [`LogReader`]).
-    pub fn reopen(path: &Path, intact_len: u64) -> Result<SessionLog> {
+    /// Opens an existing log for appending after `intact_len` bytes (see [`LogReader`]). The
+    /// log must have been read under `lock`, or `intact_len` may be stale.
+    pub fn reopen(path: &Path, intact_len: u64, lock: SessionLock) -> Result<SessionLog> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -148,6 +153,7 @@ impl SessionLog {
         Ok(SessionLog {
             file,
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -186,7 +192,8 @@ mod tests {
     fn torn_tail_is_reported_ignored_and_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let mut log = SessionLog::create(&path).unwrap();
+        let lock = || SessionLock::acquire(dir.path()).unwrap();
+        let mut log = SessionLog::create(&path, lock()).unwrap();
         log.append(&rec(1.0)).unwrap();
         log.append(&rec(2.0)).unwrap();
         drop(log);
@@ -201,7 +208,7 @@ mod tests {
             r.issues.as_slice(),
             [LogIssue::TornTail { line: 3, .. }]
         ));
-        let mut log = SessionLog::reopen(&path, r.intact_len).unwrap();
+        let mut log = SessionLog::reopen(&path, r.intact_len, lock()).unwrap();
         log.append(&rec(4.0)).unwrap();
         let r = LogReader::read(&path).unwrap();
         assert_eq!(r.records, vec![rec(1.0), rec(2.0), rec(4.0)]);

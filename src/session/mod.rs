@@ -2,8 +2,10 @@
 //! versions, start time), the append-only `events.jsonl`, the adapters and policy checkpoints of
 //! each round, and reports. The event log is the truth; everything else can be rebuilt from it.
 
+pub mod lock;
 pub mod log;
 
+pub use lock::{SessionLock, LOCK_FILE};
 pub use log::{read_log, LogIssue, LogReader, SessionLog};
 
 use crate::record::{EditId, Header, Record};
@@ -81,9 +83,30 @@ pub fn edit_adapter_dir(session: &Path, id: EditId) -> PathBuf {
 }
 
 /// Reads a session: its header and every intact record, with any problems found in the log.
+/// A log that is missing or holds no readable record is an error: there is nothing to show.
 pub fn open(dir: &Path) -> Result<(Header, Vec<Record>, Vec<LogIssue>)> {
     let header = Header::read(&dir.join(HEADER_FILE))?;
-    let (records, issues) = read_log(&dir.join(EVENTS_FILE))
-        .with_context(|| format!("cannot read the log of {}", dir.display()))?;
+    let path = dir.join(EVENTS_FILE);
+    if !path.exists() {
+        bail!(
+            "{}: the session's log is missing, so there is nothing to show",
+            path.display()
+        );
+    }
+    let (records, issues) =
+        read_log(&path).with_context(|| format!("cannot read the log of {}", dir.display()))?;
+    if records.is_empty() {
+        match issues.first() {
+            None => bail!(
+                "{}: the log is empty (the run recorded nothing), so there is nothing to show",
+                path.display()
+            ),
+            Some(first) => bail!(
+                "{}: no readable record ({} damaged line(s); the first: {first})",
+                path.display(),
+                issues.len()
+            ),
+        }
+    }
     Ok((header, records, issues))
 }

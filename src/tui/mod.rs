@@ -68,6 +68,15 @@ const FRAME: Duration = Duration::from_millis(33);
 /// The most time one frame spends folding events, so keys stay responsive under a flood.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
+/// Reads the theme and the key map the options name, reporting a bad file without touching
+/// the terminal (so it can be checked before a run starts).
+pub fn check_options(options: &TuiOptions) -> Result<()> {
+    // Read even when NO_COLOR will leave it unused: a file someone named should be sound.
+    Theme::load(options.theme.as_deref(), &options.themes_dir, false)?;
+    KeyMap::load(options.keys.as_deref())?;
+    Ok(())
+}
+
 /// Runs the workbench until the user quits. Theme and keymap errors are returned before the
 /// terminal is touched. In live mode, after a quit the function returns once the loop closes
 /// its event channel (a second quit, or ctrl-c, leaves at once).

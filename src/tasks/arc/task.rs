@@ -100,6 +100,10 @@ pub enum TaskError {
     Selection { spec: String, message: String },
 }
 
+/// Selections a single-task file accepts as meaning "this task": the default preset (what a
+/// configuration that says nothing holds) and its sibling.
+const DEFAULT_SELECTIONS: &[&str] = &["seal-eval", "seal-train"];
+
 /// The training tasks SEAL's few-shot experiment trains its policy on (a subset the 1B model can
 /// solve with a hand-picked test-time-training setup).
 pub const SEAL_TRAIN_IDS: [&str; 11] = [
@@ -211,6 +215,18 @@ pub fn load_tasks(path: &Path, selection: &str) -> Result<Vec<ArcTask>, TaskErro
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // A single task is its own selection; naming other tasks would be ignored silently.
+        let named = selection.trim();
+        if !(named.is_empty() || named == id || DEFAULT_SELECTIONS.contains(&named)) {
+            return Err(TaskError::Task {
+                path: path.to_path_buf(),
+                id,
+                message: format!(
+                    "this file holds this one task, so the selection {named:?} cannot apply; \
+                     leave it out or name this task"
+                ),
+            });
+        }
         return Ok(vec![ArcTask::from_json_str(&text, &id, path)?]);
     }
     let collection = ArcCollection::from_json_str(&text, path)?;

@@ -11,7 +11,7 @@ use crate::engine::train::{
 };
 use crate::engine::{LoraAdapter, Model};
 use crate::record::QuestionResult;
-use crate::seal::domain::Scored;
+use crate::seal::domain::{GradingFailed, Scored};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -107,17 +107,18 @@ impl Grading {
                 .collect()),
             Grader::JudgeHttp(_) => {
                 let judge = self.http.as_ref().context("HTTP judge")?;
+                // A judge that cannot answer is not a wrong answer: the first failure (after
+                // the judge's own retries) stops the grading, and nothing is scored.
                 pairs
-                    .map(|(q, a)| {
-                        judge.judge(&q.question, &q.answers, a).or_else(|e| {
-                            // An unreachable judge is recorded as an ungraded (wrong) answer
-                            // with the reason, rather than aborting the whole evaluation.
-                            Ok(Verdict {
-                                grader: self.label(),
-                                correct: false,
-                                score: 0.0,
-                                raw: format!("judge error: {e}"),
-                            })
+                    .enumerate()
+                    .map(|(n, (q, a))| {
+                        judge.judge(&q.question, &q.answers, a).map_err(|e| {
+                            GradingFailed(format!(
+                                "the HTTP judge could not grade question {} of {:?}: {e}",
+                                n + 1,
+                                passage.title
+                            ))
+                            .into()
                         })
                     })
                     .collect()

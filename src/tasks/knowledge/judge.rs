@@ -27,11 +27,19 @@ pub struct JudgeTemplate {
 }
 
 const JUDGE_PLACEHOLDERS: &[&str] = &["question", "gold_answers", "answer"];
+const JUDGE_REQUIRED: &[(&str, &str)] = &[
+    ("question", "the judge would not know what was asked"),
+    (
+        "gold_answers",
+        "the judge would have nothing to compare with",
+    ),
+    ("answer", "the judge would not see the answer it grades"),
+];
 
 impl JudgeTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         Ok(Self {
-            chat: PromptFile::load(path, JUDGE_PLACEHOLDERS)?,
+            chat: PromptFile::load(path, JUDGE_PLACEHOLDERS, JUDGE_REQUIRED)?,
         })
     }
 
@@ -92,6 +100,11 @@ pub fn verdict_from_reply(grader: &str, reply: &str) -> Verdict {
 
 pub use crate::record::config::HttpJudge as HttpJudgeConfig;
 
+/// Checks, before a run starts, that the judge's key variable (if one is named) is set.
+pub fn check_api_key(config: &HttpJudgeConfig) -> Result<(), JudgeError> {
+    crate::openai::api_key(config.api_key_env.as_deref()).map(|_| ())
+}
+
 pub struct HttpJudge {
     config: HttpJudgeConfig,
     template: JudgeTemplate,
@@ -126,7 +139,8 @@ impl HttpJudge {
         Ok(verdict_from_reply(&grader, &reply))
     }
 
-    /// Sends one chat completion, retrying transient failures, and returns the reply text.
+    /// Sends one chat completion, retrying transient failures with a growing pause inside a
+    /// bounded total time (see [`crate::openai::Client`]), and returns the reply text.
     pub fn complete(&self, prompt: &Prompt) -> Result<String, JudgeError> {
         let mut messages = Vec::new();
         if let Some(system) = &prompt.system {
@@ -381,6 +395,24 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(requests.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn a_key_echoed_in_a_401_is_not_in_the_error() {
+        let var = "SEAL_TUI_TEST_JUDGE_KEY_ECHO_7B1E";
+        std::env::set_var(var, "sk-echo-7b1e-secret");
+        let (url, _requests) = serve(vec![http_response(
+            "401 Unauthorized",
+            r#"{"error":"Incorrect API key provided: sk-echo-7b1e-secret"}"#,
+        )]);
+        let err = judge(&url, Some(var), 3)
+            .judge("q", GOLDS, "a")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 401") && !text.contains("sk-echo-7b1e-secret"),
+            "{text}"
+        );
     }
 
     #[test]

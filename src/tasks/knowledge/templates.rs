@@ -130,6 +130,32 @@ impl TemplateText {
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// Whether the text has the placeholder `{name}`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Placeholder(p) if p == name))
+    }
+}
+
+/// Refuses a prompt (system part and prompt together) that lacks a placeholder it needs; `why`
+/// says what the placeholder is for.
+fn require(
+    path: &Path,
+    system: Option<&TemplateText>,
+    prompt: &TemplateText,
+    needed: &[(&str, &str)],
+) -> Result<(), TemplateError> {
+    for (name, why) in needed {
+        if !prompt.uses(name) && !system.is_some_and(|s| s.uses(name)) {
+            return Err(invalid(
+                path,
+                format!("field `prompt` has no `{{{name}}}` placeholder: {why}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads and deserialises a TOML file, returning the value and the file's text.
@@ -213,6 +239,19 @@ fn default_samples() -> bool {
 }
 
 const SELF_EDIT_PLACEHOLDERS: &[&str] = &["title", "passage"];
+
+/// A self-edit is written about the passage, and later questions name its title: a prompt that
+/// shows the model neither would have it write about nothing.
+const SELF_EDIT_REQUIRED: &[(&str, &str)] = &[
+    (
+        "passage",
+        "the model would write its self-edit without seeing the passage",
+    ),
+    (
+        "title",
+        "the questions are asked about the passage's title, so the self-edit must name it",
+    ),
+];
 
 /// How to ask for a self-edit; absent for a template that trains on the passage alone.
 #[derive(Debug, Clone, PartialEq)]
@@ -350,13 +389,16 @@ impl PromptTemplate {
         {
             return Err(invalid(path, "field `keep_after` is blank"));
         }
+        let system = file
+            .system
+            .as_deref()
+            .map(|s| parse_field(path, "system", s, SELF_EDIT_PLACEHOLDERS))
+            .transpose()?;
+        let prompt = parse_field(path, "prompt", prompt, SELF_EDIT_PLACEHOLDERS)?;
+        require(path, system.as_ref(), &prompt, SELF_EDIT_REQUIRED)?;
         Ok(Sampling {
-            system: file
-                .system
-                .as_deref()
-                .map(|s| parse_field(path, "system", s, SELF_EDIT_PLACEHOLDERS))
-                .transpose()?,
-            prompt: parse_field(path, "prompt", prompt, SELF_EDIT_PLACEHOLDERS)?,
+            system,
+            prompt,
             max_tokens,
             temperature: file.temperature,
             split,
@@ -627,21 +669,29 @@ struct PromptFileToml {
 }
 
 impl PromptFile {
-    /// Loads the file, allowing only `placeholders` in its system part and prompt.
-    pub(crate) fn load(path: &Path, placeholders: &[&str]) -> Result<Self, TemplateError> {
+    /// Loads the file, allowing only `placeholders` in its system part and prompt, and
+    /// requiring each of `required` (name, and what it is for) in one of them.
+    pub(crate) fn load(
+        path: &Path,
+        placeholders: &[&str],
+        required: &[(&str, &str)],
+    ) -> Result<Self, TemplateError> {
         let (file, source): (PromptFileToml, String) = read_toml(path)?;
         if file.max_tokens == 0 {
             return Err(invalid(path, "field `max_tokens` must be positive"));
         }
+        let system = file
+            .system
+            .as_deref()
+            .map(|s| parse_field(path, "system", s, placeholders))
+            .transpose()?;
+        let prompt = parse_field(path, "prompt", &file.prompt, placeholders)?;
+        require(path, system.as_ref(), &prompt, required)?;
         Ok(Self {
             path: path.to_path_buf(),
             source,
-            system: file
-                .system
-                .as_deref()
-                .map(|s| parse_field(path, "system", s, placeholders))
-                .transpose()?,
-            prompt: parse_field(path, "prompt", &file.prompt, placeholders)?,
+            system,
+            prompt,
             max_tokens: file.max_tokens,
         })
     }
@@ -662,11 +712,15 @@ pub struct AnswerTemplate {
 }
 
 const ANSWER_PLACEHOLDERS: &[&str] = &["title", "question"];
+const ANSWER_REQUIRED: &[(&str, &str)] = &[(
+    "question",
+    "the model would answer without being asked anything",
+)];
 
 impl AnswerTemplate {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
         Ok(Self {
-            chat: PromptFile::load(path, ANSWER_PLACEHOLDERS)?,
+            chat: PromptFile::load(path, ANSWER_PLACEHOLDERS, ANSWER_REQUIRED)?,
         })
     }
 
@@ -907,10 +961,41 @@ split = "lines"
     fn template_with(split: &str, extra: &str) -> PromptTemplate {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "name = \"t\"\ndescription = \"d\"\nprompt = \"{{passage}}\"\nmax_tokens = 8\n\
-             split = \"{split}\"\n{extra}"
+            "name = \"t\"\ndescription = \"d\"\nprompt = \"{{title}}: {{passage}}\"\n\
+             max_tokens = 8\nsplit = \"{split}\"\n{extra}"
         );
         PromptTemplate::load(&write(&dir, "t.toml", &text)).unwrap()
+    }
+
+    #[test]
+    fn prompts_without_the_placeholders_they_need_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let strategy = |prompt: &str| {
+            let text = format!(
+                "name = \"s\"\ndescription = \"d\"\nprompt = \"{prompt}\"\nmax_tokens = 8\n\
+                 split = \"whole\"\n"
+            );
+            PromptTemplate::load(&write(&dir, "s.toml", &text)).map(|_| ())
+        };
+        let err = strategy("Notes on {title}").unwrap_err().to_string();
+        assert!(err.contains("s.toml") && err.contains("{passage}"), "{err}");
+        let err = strategy("Notes: {passage}").unwrap_err().to_string();
+        assert!(err.contains("{title}"), "{err}");
+        strategy("{title}: {passage}").unwrap();
+        // The system part counts too.
+        let text = "name = \"s\"\ndescription = \"d\"\nsystem = \"About {title}.\"\n\
+                    prompt = \"{passage}\"\nmax_tokens = 8\nsplit = \"whole\"\n";
+        PromptTemplate::load(&write(&dir, "s.toml", text)).unwrap();
+        let answer = write(
+            &dir,
+            "answer.toml",
+            "prompt = \"About {title}\"\nmax_tokens = 8\n",
+        );
+        let err = AnswerTemplate::load(&answer).unwrap_err().to_string();
+        assert!(
+            err.contains("answer.toml") && err.contains("{question}"),
+            "{err}"
+        );
     }
 
     #[test]
