@@ -162,8 +162,16 @@ fn under_the_grammar_even_a_random_model_writes_only_valid_configs() {
             seed,
             stop: Vec::new(),
         };
-        let gen = generate_constrained(&model, None, &prompt, &params, &grammar, None, &mut |_| {})
-            .unwrap();
+        let gen = generate_constrained(
+            &model,
+            None,
+            &prompt,
+            &params,
+            Some(&grammar),
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
         let config = parse_self_edit(&gen.text, &limits);
         assert!(config.is_ok(), "{:?}: {:?}", gen.text, config.err());
         let _: SelfEditConfig = serde_json::from_str(&gen.text).unwrap();
@@ -173,9 +181,17 @@ fn under_the_grammar_even_a_random_model_writes_only_valid_configs() {
         max_tokens: 50,
         ..SamplingParams::default()
     };
-    let err = generate_constrained(&model, None, &prompt, &short, &grammar, None, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = generate_constrained(
+        &model,
+        None,
+        &prompt,
+        &short,
+        Some(&grammar),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("tokens"), "{err}");
     // The same model sampling freely writes no config at all.
     let free = SamplingParams {

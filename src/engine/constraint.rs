@@ -4,6 +4,7 @@
 //! piece at a time from a [`PrefixState`].
 
 use super::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
 
 /// Where a walk through a grammar stands: which of its elements is being read and what of that
 /// element has been read so far.
@@ -62,6 +63,78 @@ pub fn mask_logits(
         }
     }
     allowed
+}
+
+/// A constraint in use for one generation: every token's text, and where the text stands.
+pub struct Guide<'c> {
+    constraint: &'c dyn Constraint,
+    texts: Vec<Option<String>>,
+    state: PrefixState,
+}
+
+/// Tokens of slack before the end of a generation inside which no single token can take the
+/// shortest completion out of reach (one token moves it by a few at most).
+const ROOM: usize = 8;
+
+impl<'c> Guide<'c> {
+    pub fn new(constraint: &'c dyn Constraint, tokenizer: &Tokenizer) -> Guide<'c> {
+        Guide {
+            constraint,
+            texts: token_texts(tokenizer),
+            state: constraint.start(),
+        }
+    }
+
+    /// Tokens the shortest completion of the text so far takes.
+    pub fn shortest(&self, tokenizer: &Tokenizer) -> usize {
+        self.needed(tokenizer, &self.state)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.constraint.is_complete(&self.state)
+    }
+
+    /// Tokens the shortest completion from `state` takes.
+    fn needed(&self, tokenizer: &Tokenizer, state: &PrefixState) -> usize {
+        tokenizer
+            .encode(&self.constraint.shortest_completion(state))
+            .map_or(usize::MAX, |ids| ids.len())
+    }
+
+    /// Masks `logits` to the tokens that may come next with `tokens_after` more to follow; fails
+    /// when none may.
+    pub fn mask(
+        &self,
+        logits: &mut [f32],
+        tokenizer: &Tokenizer,
+        tokens_after: usize,
+    ) -> Result<()> {
+        // Far from the end any token will do; near it, only those after which the shortest
+        // completion still fits.
+        let roomy = self.shortest(tokenizer) + ROOM <= tokens_after;
+        let fits = |s: &PrefixState| roomy || self.needed(tokenizer, s) <= tokens_after;
+        if mask_logits(logits, &self.texts, self.constraint, &self.state, &fits) == 0 {
+            bail!(
+                "no token of the vocabulary can continue the constrained text after {:?}",
+                self.state.partial
+            );
+        }
+        Ok(())
+    }
+
+    /// Moves past the drawn token (its own text: a decoder may hold bytes back).
+    pub fn advance(&mut self, id: u32) -> Result<()> {
+        let own = self
+            .texts
+            .get(id as usize)
+            .and_then(|t| t.as_deref())
+            .unwrap_or_default();
+        self.state = self
+            .constraint
+            .feed(&self.state, own)
+            .with_context(|| format!("token {id} broke the grammar it was drawn under"))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! Text generation with a KV cache: one sequence streamed token by token, or many sequences at
 //! once (left-padded) when a batch of short answers is needed.
 
-use super::constraint::{mask_logits, token_texts, Constraint, PrefixState};
+use super::constraint::{Constraint, Guide};
 use super::load::Model;
 use super::lora::LoraAdapter;
 use super::model::{KvCache, Positions};
 use super::ops::{attention_bias, Mode};
 use super::rng::SplitMix64;
 use super::tokenizer::StreamDecoder;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,17 +233,16 @@ pub fn generate(
     )
 }
 
-/// [`generate`] under a grammar: every token drawn keeps the text a valid prefix, and the
-/// generation ends as soon as the text is complete (`StopReason::Eos`). It fails when the
-/// grammar leaves no token possible (the vocabulary cannot spell what it asks for), or when
-/// `max_tokens` ends the text before it is complete (`StopReason::MaxTokens`, the text as far
-/// as it got).
+/// [`generate`] under a grammar, when one is given: every token drawn keeps the text a valid
+/// prefix that can still be completed in the tokens left, and the generation ends as soon as
+/// the text is complete (`StopReason::Eos`). It fails when `max_tokens` cannot hold the shortest
+/// valid text, or when the grammar leaves no token possible (the vocabulary cannot spell it).
 pub fn generate_constrained(
     model: &Model,
     adapter: Option<&LoraAdapter>,
     prompt: &[u32],
     params: &SamplingParams,
-    constraint: &dyn Constraint,
+    constraint: Option<&dyn Constraint>,
     cancel: Option<&AtomicBool>,
     on_piece: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
@@ -255,7 +254,7 @@ pub fn generate_constrained(
         cancel,
         on_piece,
         &stop_ids(model),
-        Some(constraint),
+        constraint,
     )
 }
 
@@ -327,20 +326,11 @@ fn generate_inner(
     let on_device = greedy_on_device(model, params) && constraint.is_none();
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
-    let texts = constraint.map(|_| token_texts(&model.tokenizer));
-    let mut grammar = constraint.map(|c| c.start());
-    // Tokens the shortest completion of the constrained text takes.
-    let needed = |c: &dyn Constraint, s: &PrefixState| -> usize {
-        model
-            .tokenizer
-            .encode(&c.shortest_completion(s))
-            .map_or(usize::MAX, |ids| ids.len())
-    };
-    if let (Some(c), Some(state)) = (constraint, &grammar) {
-        let needed = needed(c, state);
+    let mut guide = constraint.map(|c| Guide::new(c, &model.tokenizer));
+    if let Some(needed) = guide.as_ref().map(|g| g.shortest(&model.tokenizer)) {
         if needed > max_new {
             bail!(
-                "the constrained output needs up to {needed} tokens and only {max_new} are allowed \
+                "the constrained output needs at least {needed} tokens and only {max_new} are allowed \
                  (max_tokens {}, context {} with a prompt of {})",
                 params.max_tokens,
                 t.config.max_position_embeddings,
@@ -368,39 +358,25 @@ fn generate_inner(
             stop = StopReason::Cancelled;
             break;
         }
-        let next = match (constraint, &grammar, &texts) {
-            (Some(c), Some(state), Some(texts)) => {
-                if c.is_complete(state) {
-                    stop = StopReason::Eos;
-                    break;
-                }
+        let next = match &guide {
+            Some(g) if g.is_complete() => {
+                stop = StopReason::Eos;
+                break;
+            }
+            Some(g) => {
                 let mut host: Vec<f32> = logits.get(0)?.to_dtype(DType::F32)?.to_vec1()?;
-                // Far from the end any token will do; near it, only those after which the
-                // shortest completion still fits (one token moves that by a few at most).
-                let tokens_after = max_new - step - 1;
-                let roomy = needed(c, state) + 8 <= tokens_after;
-                let fits = |s: &PrefixState| roomy || needed(c, s) <= tokens_after;
-                if mask_logits(&mut host, texts, c, state, &fits) == 0 {
-                    bail!(
-                        "no token of the vocabulary can continue the constrained text {:?}",
-                        text
-                    );
-                }
+                g.mask(&mut host, &model.tokenizer, max_new - step - 1)?;
                 samplers[0].sample(&host)
             }
-            _ => pick(&logits, &mut samplers, &[0], on_device)?[0],
+            None => pick(&logits, &mut samplers, &[0], on_device)?[0],
         };
         if stops.contains(&next) {
             stop = StopReason::Eos;
             break;
         }
         let piece = decoder.push(&model.tokenizer, next)?;
-        if let (Some(c), Some(state), Some(texts)) = (constraint, &mut grammar, &texts) {
-            // The token's own text was checked; the decoder's piece may lag (held-back bytes).
-            let own = texts[next as usize].as_deref().unwrap_or_default();
-            *state = c
-                .feed(state, own)
-                .with_context(|| format!("token {next} broke the grammar it was drawn under"))?;
+        if let Some(g) = &mut guide {
+            g.advance(next)?;
         }
         text.push_str(&piece);
         if let Some(cut) = find_stop(&text, &params.stop) {

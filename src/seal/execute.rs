@@ -7,7 +7,7 @@ use super::domain::Domain;
 use super::emitter::Emitter;
 use super::plan::{derive_seed, select, Phase};
 use super::settings;
-use crate::engine::sample::{generate, generate_constrained};
+use crate::engine::sample::generate_constrained;
 use crate::engine::train::{train_lora, Example, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{peft, LoraAdapter, Model, StopReason};
 use crate::record::config::{ClusterBackend, RunConfig, SaveAdapters};
@@ -426,25 +426,15 @@ fn sample(id: EditId, index: usize, env: &Env<'_>, work: &mut Work) -> Result<()
         };
         let sampled = match work.served.as_mut() {
             None => {
-                let gen = match work.domain.self_edit_constraint() {
-                    Some(grammar) => generate_constrained(
-                        &work.policy,
-                        None,
-                        &ids,
-                        &params,
-                        grammar,
-                        Some(&control.cancel),
-                        &mut on_piece,
-                    )?,
-                    None => generate(
-                        &work.policy,
-                        None,
-                        &ids,
-                        &params,
-                        Some(&control.cancel),
-                        &mut on_piece,
-                    )?,
-                };
+                let gen = generate_constrained(
+                    &work.policy,
+                    None,
+                    &ids,
+                    &params,
+                    work.domain.self_edit_constraint(),
+                    Some(&control.cancel),
+                    &mut on_piece,
+                )?;
                 (gen.stop != StopReason::Cancelled).then_some((gen.text, gen.tokens.len()))
             }
             Some(served) => served
@@ -517,25 +507,15 @@ fn sample_self_edit(
             cfg,
             derive_seed(cfg.seed, &parts),
         ));
-        let gen = match domain.self_edit_constraint() {
-            Some(grammar) => generate_constrained(
-                policy,
-                None,
-                &ids,
-                &params,
-                grammar,
-                Some(&control.cancel),
-                &mut |_| {},
-            )?,
-            None => generate(
-                policy,
-                None,
-                &ids,
-                &params,
-                Some(&control.cancel),
-                &mut |_| {},
-            )?,
-        };
+        let gen = generate_constrained(
+            policy,
+            None,
+            &ids,
+            &params,
+            domain.self_edit_constraint(),
+            Some(&control.cancel),
+            &mut |_| {},
+        )?;
         if gen.stop == StopReason::Cancelled {
             return Err(cancelled());
         }

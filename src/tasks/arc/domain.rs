@@ -8,7 +8,7 @@ use super::prompt::self_edit_prompt;
 use super::selfedit::Limits;
 use super::task::ArcTask;
 use super::ttt::{Ttt, GRADER};
-use crate::engine::sample::{generate, generate_constrained};
+use crate::engine::sample::generate_constrained;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{Constraint, LoraAdapter, Model, Prompt, SamplingParams};
 use crate::record::{ContextBody, ContextView, GainRule, QuestionView};
@@ -64,13 +64,13 @@ pub fn sample_config(
                 .wrapping_add((attempt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             ..params.clone()
         };
-        let gen = match ttt.settings.constrained {
-            true => {
-                let grammar = ConfigGrammar::new(&ttt.limits);
-                generate_constrained(model, None, &ids, &params, &grammar, cancel, &mut |_| {})?
-            }
-            false => generate(model, None, &ids, &params, cancel, &mut |_| {})?,
-        };
+        let grammar = ttt
+            .settings
+            .constrained
+            .then(|| ConfigGrammar::new(&ttt.limits));
+        let constraint = grammar.as_ref().map(|g| g as &dyn Constraint);
+        let gen =
+            generate_constrained(model, None, &ids, &params, constraint, cancel, &mut |_| {})?;
         match ttt.prepare(task, &gen.text) {
             Ok(prepared) => {
                 return Ok(SampledConfig {

@@ -264,6 +264,22 @@ impl EvalPlan<'_> {
         }
     }
 
+    /// The model a row samples from and trains: the SEAL row the policy, every other the base.
+    fn learner<'m>(&'m self, condition: Condition, model: &'m Model) -> &'m Model {
+        match condition {
+            Condition::Seal => self.policy.unwrap_or(model),
+            _ => model,
+        }
+    }
+
+    /// A plan whose rows can all be run: the SEAL row has a policy.
+    fn check(&self) -> Result<()> {
+        if self.conditions.contains(&Condition::Seal) && self.policy.is_none() {
+            bail!("the SEAL row needs a policy (--policy SESSION/policy/round-N)");
+        }
+        Ok(())
+    }
+
     fn sampling_for(&self, idx: usize, sample: usize) -> SamplingParams {
         SamplingParams {
             seed: self.seed ^ ((idx as u64) << 20) ^ sample as u64,
@@ -395,9 +411,7 @@ pub fn run_conditions(
     plan: &EvalPlan<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
-    if plan.conditions.contains(&Condition::Seal) && plan.policy.is_none() {
-        bail!("the SEAL row needs a policy (--policy SESSION/policy/round-N)");
-    }
+    plan.check()?;
     let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
@@ -405,11 +419,7 @@ pub fn run_conditions(
     for (condition, template) in rows(plan) {
         let start = Instant::now();
         let label = row_label(condition, template, several);
-        // The SEAL row samples from the policy and trains it; every other row the base.
-        let learner = match condition {
-            Condition::Seal => plan.policy.unwrap_or(model),
-            _ => model,
-        };
+        let learner = plan.learner(condition, model);
         let mut per_passage = Vec::new();
         for (idx, passage) in passages {
             let base = &base_scores[idx];
@@ -524,9 +534,7 @@ pub fn run_cpt(
     plan: &EvalPlan<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
-    if plan.conditions.contains(&Condition::Seal) && plan.policy.is_none() {
-        bail!("the SEAL row needs a policy (--policy SESSION/policy/round-N)");
-    }
+    plan.check()?;
     let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
@@ -535,10 +543,7 @@ pub fn run_cpt(
     for (condition, template) in rows(plan) {
         let start = Instant::now();
         let label = format!("CPT: {}", row_label(condition, template, several));
-        let learner = match condition {
-            Condition::Seal => plan.policy.unwrap_or(model),
-            _ => model,
-        };
+        let learner = plan.learner(condition, model);
         if condition == Condition::Base {
             let per_passage = passages
                 .iter()
