@@ -131,10 +131,12 @@ fn send(stdin: &mut ChildStdin, json: &str) {
     stdin.flush().unwrap();
 }
 
-/// `(job, index)` of a progress line about a task in `state` (`slurm task 12_0: running`).
+/// `(job, task)` of a progress line about a task in `state` (`slurm task 12_0: running`, or
+/// `slurm task 12_0, unit 3: running` for a task that runs several units).
 fn task_line<'a>(line: &'a str, state: &str) -> Option<(&'a str, usize)> {
     let rest = line.split("slurm task ").nth(1)?;
     let (task, tail) = rest.split_once(": ")?;
+    let task = task.split(", unit ").next()?;
     if !tail.starts_with(state) {
         return None;
     }
@@ -242,8 +244,15 @@ fn a_slurm_run_gives_the_same_rewards_as_the_local_one() {
     let work = scratch().join("slurm-same");
     let local_cfg = write_config(&work.join("local"), 2, "backend = \"local\"");
     let slurm_cfg = write_config(&work.join("slurm"), 2, SLURM);
+    // The same run again with each task running two units, the model loaded once.
+    let packed_cfg = write_config(
+        &work.join("packed"),
+        2,
+        &format!("{SLURM}max_parallel = 2\nunits_per_task = 0\n"),
+    );
     let local_sessions = work.join("local-sessions");
     let slurm_sessions = work.join("slurm-sessions");
+    let packed_sessions = work.join("packed-sessions");
     let mut local = spawn(
         &["run", "--headless", "--config", local_cfg.to_str().unwrap()],
         &local_sessions,
@@ -256,6 +265,17 @@ fn a_slurm_run_gives_the_same_rewards_as_the_local_one() {
     );
     run_to_end(&mut local);
     run_to_end(&mut slurm);
+    let mut packed = spawn(
+        &[
+            "run",
+            "--headless",
+            "--config",
+            packed_cfg.to_str().unwrap(),
+        ],
+        &packed_sessions,
+        Some(&cluster),
+    );
+    run_to_end(&mut packed);
     let local_dir = only_session(&local_sessions);
     let slurm_dir = only_session(&slurm_sessions);
     let local_records = records(&local_dir);
@@ -330,23 +350,60 @@ fn a_slurm_run_gives_the_same_rewards_as_the_local_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
     assert_eq!(std::fs::read(unit_dir.join("result.json")).unwrap(), before);
 
+    // Packed: the same outcomes, two tasks of two units per round, each unit once, and the
+    // model loaded once per task (the second unit of a task reports no load time).
+    let packed_dir = only_session(&packed_sessions);
+    let packed_records = records(&packed_dir);
+    let p = fold(&packed_records);
+    assert!(p.finished, "{:?}", p.failure);
+    assert_eq!(outcomes(&a), outcomes(&p));
+    assert_eq!(p.arrays.len(), 2);
+    for array in &p.arrays {
+        assert_eq!((array.per_task, array.tasks.len()), (2, 4));
+        assert!(array
+            .tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Done && t.started));
+    }
+    let evals = evaluations(&packed_records);
+    assert_eq!(evals.len(), 8);
+    assert!(evals.values().all(|n| *n == 1), "{evals:?}");
+    assert_eq!(steps(&local_records), steps(&packed_records));
+    let done = completions(&packed_dir);
+    assert_eq!(done.len(), 8, "{done:?}");
+    assert!(done.values().all(|n| *n == 1));
+    let logs: Vec<String> = std::fs::read_dir(packed_dir.join("cluster/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 4, "one log per task");
+    for log in &logs {
+        assert_eq!(log.matches("loading ").count(), 1, "{log}");
+        assert_eq!(log.matches(": done in ").count(), 2, "{log}");
+    }
+
     // The report reckons the cluster's overhead from the log.
-    let figures = seal_tui::text::report::cluster_figures(&slurm_records);
-    assert_eq!(figures.len(), 2);
-    for f in &figures {
-        assert_eq!((f.units, f.arrays), (4, 1));
-        assert!(
-            f.work_secs > 0.0 && f.wall_secs > 0.0 && f.slots >= 1,
-            "{f:?}"
-        );
-        eprintln!(
-            "round {}: wall {:.2} s, {} slot(s), inner loop {:.2} s, overhead {:.2} s per unit",
+    for (name, records) in [
+        ("one unit per task", &slurm_records),
+        ("packed", &packed_records),
+    ] {
+        let figures = seal_tui::text::report::cluster_figures(records);
+        assert_eq!(figures.len(), 2);
+        for f in &figures {
+            assert_eq!((f.units, f.arrays), (4, 1));
+            assert!(
+                f.work_secs > 0.0 && f.wall_secs > 0.0 && f.slots >= 1,
+                "{f:?}"
+            );
+            eprintln!(
+            "{name}: round {}: wall {:.2} s, {} slot(s), inner loop {:.2} s, overhead {:.2} s per unit",
             f.round + 1,
             f.wall_secs,
             f.slots,
             f.mean_unit_secs(),
             f.overhead_per_unit()
         );
+        }
     }
 }
 
@@ -533,6 +590,85 @@ fn a_cancelled_task_is_retried_and_a_failing_one_recorded_while_the_run_goes_on(
         }
     }
     assert!(state.rounds[1].metrics.is_some());
+}
+
+#[test]
+fn a_packed_task_killed_midway_spends_an_attempt_only_on_the_unit_it_was_running() {
+    let Some(cluster) = slurm_cluster(0) else {
+        return;
+    };
+    let work = scratch().join("slurm-packed-fail");
+    // One task runs all four units of the round.
+    let cfg = write_config(
+        &work,
+        1,
+        &format!("{SLURM}max_parallel = 1\nunits_per_task = 0\n"),
+    );
+    let sessions = work.join("sessions");
+    let mut child = spawn(
+        &["run", "--headless", "--config", cfg.to_str().unwrap()],
+        &sessions,
+        Some(&cluster),
+    );
+    let mut cancelled = None;
+    drive(&mut child, |line, _| {
+        if cancelled.is_none() && line.contains(", unit ") {
+            if let Some((job, 0)) = task_line(line, "running") {
+                let out = cluster
+                    .command("scancel")
+                    .arg(format!("{job}_0"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                cancelled = Some(job.to_string());
+            }
+        }
+        true
+    });
+    assert!(child.wait().unwrap().success());
+    let job = cancelled.expect("no unit was seen running");
+    let dir = only_session(&sessions);
+    let all = records(&dir);
+    let state = fold(&all);
+    assert!(state.finished, "{:?}", state.failure);
+    let first = &state.arrays[0];
+    assert_eq!((first.job.as_str(), first.per_task), (job.as_str(), 4));
+    let failed: Vec<_> = first
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .collect();
+    let unreached: Vec<_> = first
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Cancelled)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", first.tasks);
+    assert!(
+        failed[0].detail.contains("CANCELLED"),
+        "{}",
+        failed[0].detail
+    );
+    assert!(!unreached.is_empty(), "{:?}", first.tasks);
+    assert!(unreached
+        .iter()
+        .all(|t| t.detail.contains("before reaching it")));
+    // The unit it was running goes out as its second attempt; the others as their first.
+    let sent = submitted(&all);
+    let again: Vec<_> = sent.iter().filter(|(j, _, _)| *j != job).collect();
+    assert!(
+        again.contains(&&(again[0].0.clone(), failed[0].unit, 2)),
+        "{sent:?}"
+    );
+    for t in &unreached {
+        assert!(
+            again.iter().any(|(_, u, a)| *u == t.unit && *a == 1),
+            "{sent:?}"
+        );
+    }
+    let evals = evaluations(&all);
+    assert_eq!(evals.len(), 4, "{evals:?}");
+    assert!(evals.values().all(|n| *n == 1), "{evals:?}");
 }
 
 #[test]

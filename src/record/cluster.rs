@@ -40,8 +40,9 @@ impl fmt::Display for UnitId {
     }
 }
 
-/// A task of an array: its index in the array and the unit it runs; `attempt` counts from 1
-/// (a retry is a task of a new array with the next attempt).
+/// A unit of an array: its line in the array's unit list and the unit; `attempt` counts from 1
+/// (a retry is a task of a new array with the next attempt). SLURM's task for it is
+/// [`ArrayState::slot`] of the index (the index itself when each task runs one unit).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterTask {
     pub index: usize,
@@ -104,6 +105,8 @@ pub struct ArrayState {
     pub job: String,
     pub round: usize,
     pub tasks: Vec<TaskState>,
+    /// Units each SLURM task runs, one after another.
+    pub per_task: usize,
     /// Why the runner cancelled the whole array, if it did.
     pub cancelled: Option<String>,
 }
@@ -146,6 +149,16 @@ impl ArrayState {
     pub fn is_active(&self) -> bool {
         self.tasks.iter().any(|t| !t.status.is_final())
     }
+
+    /// The SLURM array task that runs the unit at `index`.
+    pub fn slot(&self, index: usize) -> usize {
+        slot_of(index, self.per_task)
+    }
+}
+
+/// The SLURM array task that runs the unit at `index` when each task runs `per_task` units.
+pub fn slot_of(index: usize, per_task: usize) -> usize {
+    index / per_task.max(1)
 }
 
 #[cfg(test)]

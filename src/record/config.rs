@@ -589,6 +589,10 @@ pub struct ClusterSection {
     pub mem: String,
     /// At most this many tasks of an array at once (`--array=0-N%M`); 0: no limit.
     pub max_parallel: usize,
+    /// Units of work each task runs one after another, loading the model once: 1 (the
+    /// default) gives every unit a task of its own; 0 packs a phase's units into
+    /// `max_parallel` tasks. The time limit is per task, so it must cover them all.
+    pub units_per_task: usize,
     /// More `sbatch` options, one per entry (`"--constraint=a100"`).
     pub sbatch_args: Vec<String>,
     /// Shell lines run before the worker in each task (`module load cuda/12.4`).
@@ -616,6 +620,7 @@ impl Default for ClusterSection {
             cpus_per_task: 0,
             mem: String::new(),
             max_parallel: 0,
+            units_per_task: 1,
             sbatch_args: Vec::new(),
             setup: String::new(),
             retries: 2,
@@ -674,7 +679,24 @@ impl ClusterSection {
         if self.poll_ms == 0 {
             bail!("poll_ms must be at least 1");
         }
+        if self.backend == ClusterBackend::Slurm
+            && self.units_per_task == 0
+            && self.max_parallel == 0
+        {
+            bail!(
+                "units_per_task = 0 packs the units into max_parallel tasks; set max_parallel \
+                 too (or units_per_task to a number)"
+            );
+        }
         Ok(())
+    }
+
+    /// Units per task for a phase of `units` units.
+    pub fn per_task(&self, units: usize) -> usize {
+        match self.units_per_task {
+            0 => units.div_ceil(self.max_parallel.max(1)).max(1),
+            n => n,
+        }
     }
 }
 

@@ -386,10 +386,14 @@ pub enum Event {
         message: String,
     },
     /// Inner loops sent to a cluster as one job array (a retry is an array of its own).
+    /// `tasks` holds one entry per unit; SLURM's array task `i` runs the units whose `index`
+    /// divided by `per_task` is `i`, one after another with the model loaded once.
     ClusterSubmitted {
         job: String,
         round: usize,
         tasks: Vec<ClusterTask>,
+        #[serde(default = "one")]
+        per_task: usize,
     },
     /// A task's state changed, as SLURM or its result file tells; `detail` is the node while it
     /// runs, SLURM's reason when it failed, its timings when done.
@@ -399,6 +403,9 @@ pub enum Event {
         status: TaskStatus,
         #[serde(default)]
         detail: String,
+        /// SLURM's array task, when it runs several units (else it is `index`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<usize>,
     },
     /// The runner cancelled what was left of an array (a quit).
     ClusterCancelled {
@@ -488,6 +495,10 @@ pub enum Command {
     SkipContext,
     /// Stop after recording what is done; the session can be resumed.
     Quit,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[cfg(test)]

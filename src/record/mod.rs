@@ -35,7 +35,9 @@ pub use state::RunState;
 /// may run on a cluster: `cluster_submitted`, `cluster_task` and
 /// `cluster_cancelled` events; training events name the evaluation repeat they serve (several
 /// may run at once); the configuration gains `[cluster]` and `[inference]`.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: a cluster task may run several units (`cluster_submitted` gains `per_task`,
+/// `cluster_task` may name SLURM's `task`, `[cluster]` gains `units_per_task`).
+pub const FORMAT_VERSION: u32 = 4;
 
 #[cfg(test)]
 mod format {
@@ -324,12 +326,14 @@ mod format {
                     },
                     attempt: 2,
                 }],
+                per_task: 2,
             },
             Event::ClusterTask {
                 job: "1234".into(),
                 index: 0,
                 status: TaskStatus::Failed,
                 detail: "TIMEOUT".into(),
+                task: Some(1),
             },
             Event::ClusterCancelled {
                 job: "1234".into(),
@@ -390,6 +394,7 @@ mod format {
             cpus_per_task: 8,
             mem: "32G".into(),
             max_parallel: 16,
+            units_per_task: 0,
             sbatch_args: vec!["--constraint=a100".into()],
             setup: "module load cuda".into(),
             retries: 2,

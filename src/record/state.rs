@@ -639,10 +639,16 @@ impl RunState {
                 self.total_secs = Some(*secs);
                 self.activity = Activity::Finished;
             }
-            Event::ClusterSubmitted { job, round, tasks } => {
+            Event::ClusterSubmitted {
+                job,
+                round,
+                tasks,
+                per_task,
+            } => {
                 self.arrays.push(ArrayState {
                     job: job.clone(),
                     round: *round,
+                    per_task: (*per_task).max(1),
                     tasks: tasks
                         .iter()
                         .map(|t| TaskState {
@@ -666,6 +672,7 @@ impl RunState {
                 index,
                 status,
                 detail,
+                ..
             } => {
                 let task = self
                     .arrays
@@ -765,6 +772,7 @@ mod tests {
             job: "7".into(),
             round: 0,
             tasks,
+            per_task: 1,
         });
         assert_eq!(s.activity, Activity::Cluster { job: "7".into() });
         for repeat in [1, 0] {
@@ -818,6 +826,7 @@ mod tests {
                 index: repeat,
                 status: TaskStatus::Done,
                 detail: String::new(),
+                task: None,
             });
         }
         let e = s.edit(unit(0, 0).id).unwrap();
@@ -839,6 +848,7 @@ mod tests {
                     unit: unit(0, 0),
                     attempt,
                 }],
+                per_task: 1,
             });
         }
         s.apply(&Event::ClusterTask {
@@ -846,6 +856,7 @@ mod tests {
             index: 0,
             status: TaskStatus::Failed,
             detail: "TIMEOUT".into(),
+            task: None,
         });
         assert_eq!(s.failed_attempts(unit(0, 0)), 1);
         let (array, task) = s.active_task(unit(0, 0)).unwrap();

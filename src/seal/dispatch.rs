@@ -75,11 +75,16 @@ fn needed(s: &RunState, unit: UnitId) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A task still out, as the fold knows it.
+/// A unit still out, as the fold knows it.
 #[derive(Clone, Debug)]
 struct Out {
     job: String,
+    /// The unit's line in the array's list.
     index: usize,
+    /// The SLURM array task that runs it.
+    slot: usize,
+    /// Units that task runs.
+    per_task: usize,
     unit: UnitId,
     status: TaskStatus,
 }
@@ -95,11 +100,55 @@ fn out_tasks(s: &RunState, round: usize) -> Vec<Out> {
                 .map(move |t| Out {
                     job: a.job.clone(),
                     index: t.index,
+                    slot: a.slot(t.index),
+                    per_task: a.per_task,
                     unit: t.unit,
                     status: t.status,
                 })
         })
         .collect()
+}
+
+/// A unit's task changed state.
+fn task_event(t: &Out, status: TaskStatus, detail: String) -> Event {
+    Event::ClusterTask {
+        job: t.job.clone(),
+        index: t.index,
+        status,
+        detail,
+        task: (t.per_task > 1).then_some(t.slot),
+    }
+}
+
+/// The units of one SLURM task of an array, with their states.
+fn slot_units(s: &RunState, job: &str, slot: usize) -> Vec<(UnitId, TaskStatus)> {
+    s.arrays
+        .iter()
+        .rev()
+        .find(|a| a.job == job)
+        .map(|a| {
+            a.tasks
+                .iter()
+                .filter(|t| a.slot(t.index) == slot)
+                .map(|t| (t.unit, t.status))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The shell lines of a task: its units' folders from the array's list (lines
+/// `slot * per_task + 1` on), then the worker on their job files.
+fn task_command(list: &Path, worker: &Path, per_task: usize) -> String {
+    format!(
+        "first=$((SLURM_ARRAY_TASK_ID * {per_task} + 1))\n\
+         jobs=()\n\
+         while IFS= read -r unit; do jobs+=(\"$unit/{job}\"); done \
+         < <(sed -n \"${{first}},$((first + {per_task} - 1))p\" {list})\n\
+         exec {worker} worker \"${{jobs[@]}}\"",
+        list = shell_quote(&list.display().to_string()),
+        worker = shell_quote(&worker.display().to_string()),
+        job = units::JOB_FILE,
+    )
 }
 
 /// Cancels every array with tasks still out (`scancel`), and records it.
@@ -207,21 +256,57 @@ impl Dispatch<'_, '_> {
         }
     }
 
-    /// Cancels the round's tasks whose results nobody wants any more.
+    /// Cancels the round's units whose results nobody wants any more.
     fn drop_unwanted(&mut self) -> Result<()> {
         let out = self.env.emitter.with_state(|s| out_tasks(s, self.round));
         for t in out {
             if let Err(why) = self.env.emitter.with_state(|s| needed(s, t.unit)) {
-                cluster::cancel(&t.job, &[t.index])?;
-                self.emit(Event::ClusterTask {
-                    job: t.job.clone(),
-                    index: t.index,
-                    status: TaskStatus::Cancelled,
-                    detail: format!("no longer needed: {why}"),
-                })?;
+                self.drop_unit(&t, why)?;
             }
         }
         Ok(())
+    }
+
+    /// Records a unit as no longer wanted and stops its work: its task is cancelled when it
+    /// runs nothing else still wanted; otherwise the worker is told to pass over the unit.
+    fn drop_unit(&mut self, t: &Out, why: &str) -> Result<()> {
+        if t.per_task > 1 {
+            let dir = units::unit_dir(self.dir(), t.unit);
+            if let Err(e) = std::fs::write(dir.join(units::SKIP_FILE), why) {
+                tracing::warn!("cannot mark {} as skipped: {e}", t.unit);
+            }
+        }
+        self.emit(task_event(
+            t,
+            TaskStatus::Cancelled,
+            format!("no longer needed: {why}"),
+        ))?;
+        let others_out = self.env.emitter.with_state(|s| {
+            slot_units(s, &t.job, t.slot)
+                .iter()
+                .any(|(_, status)| !status.is_final())
+        });
+        if !others_out {
+            cluster::cancel(&t.job, &[t.slot])?;
+        }
+        Ok(())
+    }
+
+    /// Whether the task of this unit came to any of its units.
+    fn slot_reached(&self, t: &Out) -> bool {
+        let units = self
+            .env
+            .emitter
+            .with_state(|s| slot_units(s, &t.job, t.slot));
+        units
+            .iter()
+            .any(|(unit, _)| self.reached(&t.job, t.slot, *unit))
+    }
+
+    /// Whether the worker has come to this unit (it writes the progress file first).
+    fn reached(&self, job: &str, slot: usize, unit: UnitId) -> bool {
+        let dir = units::unit_dir(self.dir(), unit);
+        units::progress_path(&dir, Some((job, slot))).exists()
     }
 
     /// Writes the units' job files and submits them as one array.
@@ -257,6 +342,7 @@ impl Dispatch<'_, '_> {
                 save_adapter: cfg.outer.save_adapters != SaveAdapters::None,
             };
             units::write_json(&dir.join(units::JOB_FILE), &job)?;
+            let _ = std::fs::remove_file(dir.join(units::SKIP_FILE));
             lines.push_str(&dir.display().to_string());
             lines.push('\n');
             tasks.push(ClusterTask {
@@ -268,6 +354,7 @@ impl Dispatch<'_, '_> {
         if tasks.is_empty() {
             return Ok(());
         }
+        let per_task = cfg.cluster.per_task(tasks.len());
         let base = self.dir().join(units::CLUSTER_DIR);
         let arrays = base.join("arrays");
         let logs = base.join("logs");
@@ -282,12 +369,7 @@ impl Dispatch<'_, '_> {
         let list = arrays.join(format!("{name}.units"));
         units::write_atomic(&list, lines.as_bytes())?;
         let worker = worker_binary(cfg)?;
-        let command = format!(
-            "unit=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {list})\nexec {worker} worker \"$unit/{job}\"",
-            list = shell_quote(&list.display().to_string()),
-            worker = shell_quote(&worker.display().to_string()),
-            job = units::JOB_FILE,
-        );
+        let command = task_command(&list, &worker, per_task);
         let script = arrays.join(format!("{name}.sh"));
         units::write_atomic(
             &script,
@@ -303,18 +385,19 @@ impl Dispatch<'_, '_> {
         let threads = cfg.cluster.cpus_per_task.max(1).to_string();
         let job = cluster::submit(&ArrayRequest {
             name: &format!("seal-{session_id}-r{}", self.round + 1),
-            count: tasks.len(),
+            count: tasks.len().div_ceil(per_task),
             script: &script,
             output: &logs.join("%A_%a.out"),
             workdir: self.dir(),
             settings: &cfg.cluster,
             env: &[("RAYON_NUM_THREADS".to_string(), threads)],
         })?;
-        tracing::info!(job, tasks = tasks.len(), "submitted an array");
+        tracing::info!(job, units = tasks.len(), per_task, "submitted an array");
         self.emit(Event::ClusterSubmitted {
             job,
             round: self.round,
             tasks,
+            per_task,
         })
     }
 
@@ -325,13 +408,7 @@ impl Dispatch<'_, '_> {
         let mut open = Vec::new();
         for t in out {
             if let Err(why) = self.env.emitter.with_state(|s| needed(s, t.unit)) {
-                cluster::cancel(&t.job, &[t.index])?;
-                self.emit(Event::ClusterTask {
-                    job: t.job.clone(),
-                    index: t.index,
-                    status: TaskStatus::Cancelled,
-                    detail: format!("no longer needed: {why}"),
-                })?;
+                self.drop_unit(t, why)?;
                 continue;
             }
             self.report_progress(t)?;
@@ -362,24 +439,27 @@ impl Dispatch<'_, '_> {
                 )))
             }
         };
-        let by_task: HashMap<(String, usize), TaskInfo> = infos
+        let by_slot: HashMap<(String, usize), TaskInfo> = infos
             .into_iter()
             .map(|i| ((i.job.clone(), i.index), i))
             .collect();
         for t in open {
             let key = (t.job.clone(), t.index);
-            let info = by_task.get(&key);
+            let info = by_slot.get(&(t.job.clone(), t.slot));
             if info.is_some() {
                 self.missing.remove(&key);
             }
             let ended = match info.map(|i| &i.state) {
-                Some(JobState::Running) if t.status == TaskStatus::Pending => {
-                    self.emit(Event::ClusterTask {
-                        job: t.job.clone(),
-                        index: t.index,
-                        status: TaskStatus::Running,
-                        detail: info.map(|i| i.reason.clone()).unwrap_or_default(),
-                    })?;
+                // A task running several units runs one at a time: the others wait in it.
+                Some(JobState::Running)
+                    if t.status == TaskStatus::Pending
+                        && (t.per_task == 1 || self.reached(&t.job, t.slot, t.unit)) =>
+                {
+                    self.emit(task_event(
+                        &t,
+                        TaskStatus::Running,
+                        info.map(|i| i.reason.clone()).unwrap_or_default(),
+                    ))?;
                     None
                 }
                 Some(s) if s.is_over() => Some(s.clone()),
@@ -398,12 +478,19 @@ impl Dispatch<'_, '_> {
                 continue;
             }
             let reason = self.why_failed(&t, &state);
-            self.emit(Event::ClusterTask {
-                job: t.job.clone(),
-                index: t.index,
-                status: TaskStatus::Failed,
-                detail: reason.clone(),
-            })?;
+            if t.per_task > 1 && !self.reached(&t.job, t.slot, t.unit) && self.slot_reached(&t) {
+                // Its task ended on an earlier unit before coming to this one: no attempt of
+                // its own was spent, so it goes out again as it was.
+                self.emit(task_event(
+                    &t,
+                    TaskStatus::Cancelled,
+                    format!("its task ended before reaching it: {reason}"),
+                ))?;
+                let failed = self.env.emitter.with_state(|s| s.failed_attempts(t.unit));
+                retry.push((t.unit, failed + 1));
+                continue;
+            }
+            self.emit(task_event(&t, TaskStatus::Failed, reason.clone()))?;
             let failed = self.env.emitter.with_state(|s| s.failed_attempts(t.unit));
             if failed <= self.env.cfg.cluster.retries {
                 retry.push((t.unit, failed + 1));
@@ -423,7 +510,7 @@ impl Dispatch<'_, '_> {
 
     /// Why a task ended without a result: SLURM's account, and the last words of its log.
     fn why_failed(&self, t: &Out, state: &JobState) -> String {
-        let slurm = match cluster::ending(&t.job, t.index) {
+        let slurm = match cluster::ending(&t.job, t.slot) {
             Ok(Some(e)) => e.describe(),
             _ => match state {
                 JobState::Completed => "COMPLETED without writing a result".to_string(),
@@ -438,13 +525,16 @@ impl Dispatch<'_, '_> {
             .dir()
             .join(units::CLUSTER_DIR)
             .join("logs")
-            .join(format!("{}_{}.out", t.job, t.index));
+            .join(format!("{}_{}.out", t.job, t.slot));
+        // A task of several units says each unit's failure on a line naming its folder.
+        let own = t.unit.dir_name();
         let last = std::fs::read_to_string(&log)
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
+                let lines = || text.lines().rev().filter(|l| !l.trim().is_empty());
+                lines()
+                    .find(|l| t.per_task > 1 && l.contains(&own))
+                    .or_else(|| lines().next())
                     .map(|l| l.trim().chars().take(300).collect::<String>())
             })
             .unwrap_or_default();
@@ -460,7 +550,7 @@ impl Dispatch<'_, '_> {
         self.tails
             .entry((t.job.clone(), t.index))
             .or_insert_with(|| {
-                ProgressTail::new(units::progress_path(&dir, Some((&t.job, t.index))))
+                ProgressTail::new(units::progress_path(&dir, Some((&t.job, t.slot))))
             })
     }
 
@@ -562,12 +652,7 @@ impl Dispatch<'_, '_> {
             }
         };
         if let Some(t) = task {
-            self.emit(Event::ClusterTask {
-                job: t.job.clone(),
-                index: t.index,
-                status: TaskStatus::Done,
-                detail: summary,
-            })?;
+            self.emit(task_event(t, TaskStatus::Done, summary))?;
         }
         Ok(())
     }
@@ -624,6 +709,35 @@ pub fn keep_adapters(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The task command, run by bash as SLURM would for each task of a 5-unit list packed 2 by
+    /// 2, hands each task its own units.
+    #[test]
+    fn each_task_runs_its_own_units() {
+        let dir = std::env::temp_dir().join(format!("seal-task-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = dir.join("a b.units");
+        std::fs::write(&list, "/s/u1\n/s/u 2\n/s/u3\n/s/u4\n/s/u5\n").unwrap();
+        let worker = dir.join("worker");
+        std::fs::write(&worker, "#!/bin/sh\nshift\nprintf '%s|' \"$@\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = crate::cluster::batch_script("", &task_command(&list, &worker, 2));
+        let run = |slot: usize| {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", slot.to_string())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(run(0), "/s/u1/job.json|/s/u 2/job.json|");
+        assert_eq!(run(1), "/s/u3/job.json|/s/u4/job.json|");
+        assert_eq!(run(2), "/s/u5/job.json|");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn shell_quoting_survives_quotes_and_blanks() {

@@ -19,6 +19,9 @@ pub const JOB_FILE: &str = "job.json";
 pub const RESULT_FILE: &str = "result.json";
 pub const ADAPTER_DIR: &str = "adapter";
 pub const LOCK_FILE: &str = "lock";
+/// Left by the runner in a unit it no longer wants, for a task that runs several units: the
+/// worker passes over it rather than the whole task being cancelled.
+pub const SKIP_FILE: &str = "skip";
 
 pub fn units_dir(session: &Path) -> PathBuf {
     session.join(CLUSTER_DIR).join("units")

@@ -1,20 +1,22 @@
-//! `seal-tui worker JOB`: one inner loop from a job file, on whatever machine runs it. It builds
-//! the run's model and domain from the session's header, merges the policy updates so far,
-//! trains the adapter through the same [`Domain`](super::domain::Domain) code and with the same
-//! seed as an in-process run, answers and grades, and writes the result beside the job.
+//! `seal-tui worker JOB...`: inner loops from job files, on whatever machine runs them. It
+//! builds the run's model and domain from the session's header, merges the policy updates so
+//! far, trains the adapter through the same [`Domain`](super::domain::Domain) code and with the
+//! same seed as an in-process run, answers and grades, and writes the result beside the job.
+//! Units of one session and policy share the model: a task that runs several loads it once.
 //!
 //! Idempotent: a unit with a result is not redone, and a lock on the unit's folder makes a
 //! second worker for it (an array resubmitted after the runner was killed between `sbatch`
 //! and recording the job) wait for the first and then find its result.
 
+use super::domain::Domain;
 use super::execute::{apply_policy_updates, unit_train_config};
 use super::runner::Prepare;
 use super::units::{
     self, now_unix, ProgressLine, ProgressWriter, TrainSummary, UnitOutcome, UnitResult,
-    UnitTiming, ADAPTER_DIR, LOCK_FILE, RESULT_FILE,
+    UnitTiming, ADAPTER_DIR, LOCK_FILE, RESULT_FILE, SKIP_FILE,
 };
-use crate::engine::peft;
 use crate::engine::train::{TrainError, TrainEvent};
+use crate::engine::{peft, Model};
 use crate::record::Header;
 use crate::session;
 use anyhow::{anyhow, bail, Context, Result};
@@ -77,12 +79,73 @@ fn lock_unit(unit_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<UnitLock> {
     Ok(UnitLock { _file: file })
 }
 
-/// Runs the unit of `job_path`, unless it is done. Returns the result written, or `None` when
-/// an earlier worker had already written one.
-pub fn run(
+/// The model and domain built for a session at a policy, kept for the next unit.
+struct Loaded {
+    session: PathBuf,
+    policy: Vec<String>,
+    model: Model,
+    domain: Box<dyn Domain>,
+}
+
+/// Runs units one after another, building the model only when the session or the policy
+/// changes.
+pub struct Worker<'p> {
+    prepare: &'p dyn Prepare,
+    loaded: Option<Loaded>,
+}
+
+impl<'p> Worker<'p> {
+    pub fn new(prepare: &'p dyn Prepare) -> Self {
+        Worker {
+            prepare,
+            loaded: None,
+        }
+    }
+
+    /// Runs the unit of `job_path`, unless it is done or no longer wanted. Returns the result
+    /// written, or `None` when there was nothing to do.
+    pub fn run(
+        &mut self,
+        job_path: &Path,
+        progress: Option<&Path>,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Option<UnitResult>> {
+        run_unit(self, job_path, progress, say)
+    }
+
+    fn model_for(
+        &mut self,
+        session: &Path,
+        header: &Header,
+        policy: &[String],
+        say: &mut dyn FnMut(&str),
+    ) -> Result<&Loaded> {
+        let fits = self
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.session == session && l.policy == policy);
+        if !fits {
+            // The old model goes before the new one is built: two may not fit in memory.
+            self.loaded = None;
+            let (model, domain) =
+                self.prepare
+                    .build_worker(&header.config, Path::new(&header.model_path), say)?;
+            let model = apply_policy_updates(model, session, policy)?;
+            self.loaded = Some(Loaded {
+                session: session.to_path_buf(),
+                policy: policy.to_vec(),
+                model,
+                domain,
+            });
+        }
+        Ok(self.loaded.as_ref().expect("just built"))
+    }
+}
+
+fn run_unit(
+    worker: &mut Worker<'_>,
     job_path: &Path,
     progress: Option<&Path>,
-    prepare: &dyn Prepare,
     say: &mut dyn FnMut(&str),
 ) -> Result<Option<UnitResult>> {
     let started_at = now_unix();
@@ -104,6 +167,10 @@ pub fn run(
         say(&format!("{}: already done", job.unit));
         return Ok(None);
     }
+    if dir.join(SKIP_FILE).exists() {
+        say(&format!("{}: the run no longer needs it", job.unit));
+        return Ok(None);
+    }
     let _lock = lock_unit(dir, say)?;
     if dir.join(RESULT_FILE).exists() {
         say(&format!("{}: done by another worker meanwhile", job.unit));
@@ -111,18 +178,17 @@ pub fn run(
     }
     let session = session_of(dir)?;
     let header = Header::read(&session.join(session::HEADER_FILE))?;
-    let cfg = &header.config;
-    say(&format!("{}: loading {}", job.unit, header.model_path));
-    let (model, domain) = prepare.build_worker(cfg, Path::new(&header.model_path), say)?;
-    let model = apply_policy_updates(model, &session, &job.policy)?;
-    let load_secs = clock.elapsed().as_secs_f64();
-    let train = unit_train_config(cfg, job.unit);
     let progress_path = progress.map_or_else(|| default_progress(dir), Path::to_path_buf);
+    // Written before the model is built, so that the runner knows the task reached this unit.
     let mut writer = ProgressWriter::create(&progress_path)?;
+    let Loaded { model, domain, .. } = worker.model_for(&session, &header, &job.policy, say)?;
+    let (model, domain) = (model, domain.as_ref());
+    let load_secs = clock.elapsed().as_secs_f64();
+    let train = unit_train_config(&header.config, job.unit);
     let mut write_failure = None;
     let mut started = (0, 0, 0);
     let cancel = AtomicBool::new(false);
-    let trained = domain.apply(&model, job.context, &job.text, &train, &cancel, &mut |e| {
+    let trained = domain.apply(model, job.context, &job.text, &train, &cancel, &mut |e| {
         let line = match e {
             TrainEvent::Started {
                 total_steps,
@@ -159,7 +225,7 @@ pub fn run(
     }
     let outcome = match trained {
         Ok(o) => {
-            let scored = domain.evaluate(&model, &o.adapter, job.context, &cancel)?;
+            let scored = domain.evaluate(model, &o.adapter, job.context, &cancel)?;
             if job.save_adapter {
                 save_adapter_atomically(&o.adapter, dir, &model.info.name)?;
             }

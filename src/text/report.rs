@@ -3,6 +3,7 @@
 //! report printed to a terminal or opened in a spreadsheet cannot run anything.
 
 use super::sanitize::sanitize_line;
+use crate::record::cluster::slot_of;
 use crate::record::metrics::{heldout_summary, shown_metrics};
 use crate::record::state::{ContextState, EditState, RunState};
 use crate::record::{Decision, Event, Record, TaskStatus, UnitId};
@@ -281,15 +282,22 @@ pub fn cluster_figures(records: &[Record]) -> Vec<ClusterFigures> {
     let mut train: HashMap<UnitId, f64> = HashMap::new();
     let mut answer: HashMap<UnitId, f64> = HashMap::new();
     let mut done: HashMap<usize, Vec<UnitId>> = HashMap::new();
-    // Running intervals: +1 when a task starts, -1 when it ends.
-    let mut edges: HashMap<usize, Vec<(f64, i32)>> = HashMap::new();
-    let mut running: HashMap<(String, usize), f64> = HashMap::new();
+    // Each SLURM task holds a slot from its first unit seen running (or over) to its last
+    // unit over; a task that runs several units holds one slot throughout.
+    let mut per_task: HashMap<String, usize> = HashMap::new();
+    let mut held: HashMap<(String, usize), (f64, f64)> = HashMap::new();
     for r in records {
         match &r.event {
-            Event::ClusterSubmitted { job, round, tasks } => {
+            Event::ClusterSubmitted {
+                job,
+                round,
+                tasks,
+                per_task: n,
+            } => {
                 let e = rounds.entry(*round).or_insert((r.t, r.t, 0));
                 e.2 += 1;
                 round_of_job.insert(job.clone(), *round);
+                per_task.insert(job.clone(), *n);
                 for t in tasks {
                     unit_of_task.insert((job.clone(), t.index), t.unit);
                 }
@@ -329,27 +337,37 @@ pub fn cluster_figures(records: &[Record]) -> Vec<ClusterFigures> {
                     continue;
                 };
                 let key = (job.clone(), *index);
-                if *status == TaskStatus::Running {
-                    running.entry(key.clone()).or_insert(r.t);
-                }
-                if status.is_final() {
+                let slot = (
+                    job.clone(),
+                    slot_of(*index, per_task.get(job).copied().unwrap_or(1)),
+                );
+                if *status == TaskStatus::Running || status.is_final() {
                     // A task that finished between two polls was running all along.
-                    let from = running.remove(&key).unwrap_or(r.t);
-                    let list = edges.entry(round).or_default();
-                    list.push((from, 1));
-                    list.push((r.t, -1));
-                    if *status == TaskStatus::Done {
-                        if let Some(e) = rounds.get_mut(&round) {
-                            e.1 = e.1.max(r.t);
-                        }
-                        if let Some(u) = unit_of_task.get(&key) {
-                            done.entry(round).or_default().push(*u);
-                        }
+                    let span = held.entry(slot).or_insert((r.t, r.t));
+                    if status.is_final() {
+                        span.1 = r.t;
+                    }
+                }
+                if *status == TaskStatus::Done {
+                    if let Some(e) = rounds.get_mut(&round) {
+                        e.1 = e.1.max(r.t);
+                    }
+                    if let Some(u) = unit_of_task.get(&key) {
+                        done.entry(round).or_default().push(*u);
                     }
                 }
             }
             _ => {}
         }
+    }
+    let mut edges: HashMap<usize, Vec<(f64, i32)>> = HashMap::new();
+    for ((job, _), (from, to)) in held {
+        let Some(&round) = round_of_job.get(&job) else {
+            continue;
+        };
+        let list = edges.entry(round).or_default();
+        list.push((from, 1));
+        list.push((to, -1));
     }
     rounds
         .into_iter()

@@ -156,10 +156,15 @@ pub fn describe(record: &Record) -> Option<String> {
         ),
         Event::RunFinished { secs } => format!("run finished in {secs:.1} s"),
         Event::ModeChanged { mode } => format!("mode: {}", mode.name()),
-        Event::ClusterSubmitted { job, round, tasks } => format!(
-            "round {}: slurm job {job}: {} task(s) submitted ({})",
+        Event::ClusterSubmitted {
+            job,
+            round,
+            tasks,
+            per_task,
+        } => format!(
+            "round {}: slurm job {job}: {} submitted ({})",
             round + 1,
-            tasks.len(),
+            units_in_tasks(tasks.len(), *per_task),
             tasks
                 .iter()
                 .map(|t| t.unit.to_string())
@@ -171,11 +176,16 @@ pub fn describe(record: &Record) -> Option<String> {
             index,
             status,
             detail,
+            task,
         } => {
+            let who = match task {
+                Some(task) => format!("slurm task {job}_{task}, unit {}", index + 1),
+                None => format!("slurm task {job}_{index}"),
+            };
             if detail.is_empty() {
-                format!("slurm task {job}_{index}: {}", status.name())
+                format!("{who}: {}", status.name())
             } else {
-                format!("slurm task {job}_{index}: {}: {detail}", status.name())
+                format!("{who}: {}: {detail}", status.name())
             }
         }
         Event::ClusterCancelled { job, reason } => {
@@ -194,6 +204,16 @@ pub fn describe(record: &Record) -> Option<String> {
 }
 
 /// The first non-blank line, shortened.
+/// "4 task(s)", or "8 unit(s) in 2 task(s)" when each task runs several units.
+pub fn units_in_tasks(units: usize, per_task: usize) -> String {
+    let per_task = per_task.max(1);
+    if per_task == 1 {
+        format!("{units} task(s)")
+    } else {
+        format!("{units} unit(s) in {} task(s)", units.div_ceil(per_task))
+    }
+}
+
 fn first_line(text: &str) -> String {
     let line = text
         .lines()

@@ -13,6 +13,7 @@ use crate::record::{
     Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState, TaskStatus,
 };
 use crate::text::sanitize::sanitize_line;
+use crate::text::story::units_in_tasks;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -326,13 +327,18 @@ impl App {
                 LogKind::Info,
                 format!("mode {}", labels::mode(*mode).to_lowercase()),
             ),
-            Event::ClusterSubmitted { job, round, tasks } => (
+            Event::ClusterSubmitted {
+                job,
+                round,
+                tasks,
+                per_task,
+            } => (
                 LogKind::Info,
                 format!(
-                    "r{} slurm job {}: {} task(s) submitted",
+                    "r{} slurm job {}: {} submitted",
                     round + 1,
                     sanitize_line(job),
-                    tasks.len()
+                    units_in_tasks(tasks.len(), *per_task)
                 ),
             ),
             Event::ClusterTask {
@@ -340,11 +346,16 @@ impl App {
                 index,
                 status: TaskStatus::Failed,
                 detail,
+                task,
             } => (
                 LogKind::Warning,
                 format!(
-                    "slurm task {}_{index} failed: {}",
+                    "slurm task {}_{} failed: {}",
                     sanitize_line(job),
+                    match task {
+                        Some(task) => format!("{task}, unit {}", index + 1),
+                        None => index.to_string(),
+                    },
                     sanitize_line(detail)
                 ),
             ),

@@ -159,9 +159,14 @@ fn draw_cluster(app: &App, frame: &mut Frame, area: Rect, round: usize) {
         .iter()
         .filter(|a| a.round == round)
         .collect();
-    let mut rows: Vec<(&str, &TaskState)> = arrays
+    // Named as SLURM names the task that runs the unit.
+    let mut rows: Vec<(&str, usize, &TaskState)> = arrays
         .iter()
-        .flat_map(|a| a.tasks.iter().map(move |t| (a.job.as_str(), t)))
+        .flat_map(|a| {
+            a.tasks
+                .iter()
+                .map(move |t| (a.job.as_str(), a.slot(t.index), t))
+        })
         .collect();
     let rank = |s: TaskStatus| match s {
         TaskStatus::Running => 0,
@@ -170,8 +175,8 @@ fn draw_cluster(app: &App, frame: &mut Frame, area: Rect, round: usize) {
         TaskStatus::Cancelled => 3,
         TaskStatus::Done => 4,
     };
-    rows.sort_by_key(|(_, t)| (rank(t.status), t.unit));
-    let tasks: Vec<&TaskState> = rows.iter().map(|(_, t)| *t).collect();
+    rows.sort_by_key(|(_, _, t)| (rank(t.status), t.unit));
+    let tasks: Vec<&TaskState> = rows.iter().map(|(_, _, t)| *t).collect();
     let jobs: Vec<String> = arrays
         .iter()
         .map(|a| sanitize_line(&a.job).into_owned())
@@ -193,7 +198,7 @@ fn draw_cluster(app: &App, frame: &mut Frame, area: Rect, round: usize) {
             theme.muted(),
         ),
     ];
-    for (job, t) in rows {
+    for (job, slot, t) in rows {
         let style = match t.status {
             TaskStatus::Running => theme.accent(),
             TaskStatus::Pending => theme.muted(),
@@ -209,7 +214,7 @@ fn draw_cluster(app: &App, frame: &mut Frame, area: Rect, round: usize) {
         let loss = t.loss.map_or_else(|| "–".to_string(), labels::loss);
         let text = format!(
             "{:<10} {:<20} {:<9} {:>3} {:>9} {:>7}  {}",
-            format!("{}_{}", sanitize_line(job), t.index),
+            format!("{}_{slot}", sanitize_line(job)),
             t.unit.to_string(),
             t.status.name(),
             t.attempt,
