@@ -34,13 +34,17 @@ fn default_sigpipe() {
 
 /// candle asks for its thread count before every matrix multiply, and without
 /// `RAYON_NUM_THREADS` it re-counts the physical cores from /proc each time: a quarter of a
-/// short training step went there. Setting the variable once, to the same count, removes that.
+/// short training step went there. Setting the variable once removes that. The count is the
+/// cores other work leaves free (`engine::device::cpu_threads`): on a busy machine fewer
+/// threads are many times faster. `RAYON_NUM_THREADS` set by the person is kept.
 fn pin_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = num_cpus::get_physical();
+        // A tenth of a second of the machine's own accounting; what is busy now is not ours.
+        let busy = seal_tui::engine::device::busy_cores(std::time::Duration::from_millis(100))
+            .unwrap_or(0.0);
+        let threads = seal_tui::engine::device::cpu_threads(cores, busy);
         // Still single-threaded here: no other thread can be reading the environment.
-        std::env::set_var(
-            "RAYON_NUM_THREADS",
-            num_cpus::get_physical().max(1).to_string(),
-        );
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }

@@ -45,6 +45,12 @@ pub struct BenchTrainArgs {
     /// Measured steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Which settings: r16-qkvo (r=16 on q,k,v,o), r32-qv (SEAL's r=32 on q,v), or both.
+    #[arg(long, default_value = "r16-qkvo,r32-qv")]
+    pub settings: String,
+    /// Also print each setting's figures as one JSON line (for scripts/bench-anchors).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +63,12 @@ pub struct BenchSampleArgs {
     /// Measured runs (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Skip the quality check against the f32 weights (it loads the model twice).
+    #[arg(long)]
+    pub no_quality: bool,
+    /// Also print the figures as one JSON line (for scripts/bench-anchors).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -119,17 +131,29 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
     }
     outln!(
         "prefill: {:.1} tokens/s ({} prompt tokens, median of {})",
-        median(prefill),
+        median(prefill.clone()),
         ids.len(),
         args.runs
     );
     outln!(
         "decode:  {:.1} tokens/s ({} new tokens, batch 1, greedy, median of {})",
-        median(decode),
+        median(decode.clone()),
         args.tokens,
         args.runs
     );
-    if model.info.quantized {
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "prompt_tokens": ids.len(),
+                "new_tokens": args.tokens,
+                "prefill_tok_s": prefill,
+                "decode_tok_s": decode,
+                "threads": candle_core::utils::get_num_threads(),
+            })
+        );
+    }
+    if model.info.quantized && !args.no_quality {
         // The quantized sampling path against the f32 weights it was made from.
         let mut opts = args.model.options()?;
         opts.quantize = engine::Quantize::Off;
@@ -176,10 +200,20 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         completion: ids,
     };
     let settings = [
-        ("r=16, alpha=32, q,k,v,o", 16, 32.0, "q,k,v,o"),
-        ("r=32, alpha=64, q,v (SEAL)", 32, 64.0, "q,v"),
+        ("r16-qkvo", "r=16, alpha=32, q,k,v,o", 16, 32.0, "q,k,v,o"),
+        ("r32-qv", "r=32, alpha=64, q,v (SEAL)", 32, 64.0, "q,v"),
     ];
-    for (label, rank, alpha, targets) in settings {
+    let wanted: Vec<&str> = args.settings.split(',').map(str::trim).collect();
+    if let Some(bad) = wanted
+        .iter()
+        .find(|w| !settings.iter().any(|(key, ..)| key == *w))
+    {
+        anyhow::bail!("--settings: unknown setting {bad:?}; choose r16-qkvo, r32-qv or both");
+    }
+    for (key, label, rank, alpha, targets) in settings {
+        if !wanted.contains(&key) {
+            continue;
+        }
         let cfg = TrainConfig {
             lora: LoraConfig {
                 rank,
@@ -208,7 +242,18 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let step_secs: Vec<f64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
-        let ms = median(step_secs) * 1000.0;
+        let ms = median(step_secs.clone()) * 1000.0;
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({
+                    "setting": key,
+                    "ms_per_step": ms,
+                    "steps": step_secs,
+                    "peak_gb": peak_memory_gb(),
+                })
+            );
+        }
         outln!(
             "{label}: {ms:.0} ms/step, {:.0} trained tokens/s (batch 1, sequence {}, median of {} steps after 1 warm-up), peak memory {:.2} GB",
             args.seq_len as f64 / (ms / 1000.0),
