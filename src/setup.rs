@@ -5,16 +5,17 @@
 
 use crate::engine::{self, fetch, Model};
 use crate::record::config::{DomainKind, Grader, RunConfig};
-use crate::record::Header;
+use crate::record::{Header, QuestionSource};
 use crate::seal::domain::Domain;
 use crate::seal::settings::{load_options, train_config};
 use crate::seal::{Prepare, Setup};
 use crate::tasks::arc::domain::{ArcDomain, STRATEGY};
 use crate::tasks::arc::{self, ttt::Ttt};
-use crate::tasks::knowledge::domain::KnowledgeDomain;
+use crate::tasks::knowledge::domain::{KnowledgeDomain, Questions};
 use crate::tasks::knowledge::inner::Grading;
 use crate::tasks::knowledge::judge::{check_api_key, JudgeTemplate};
-use crate::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
+use crate::tasks::knowledge::questions::QuestionsTemplate;
+use crate::tasks::knowledge::{load_passages, AnswerTemplate, Passage, PromptTemplate};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,51 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
         hasher.update(fetch::sha256_file(&f)?);
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// The data's fingerprint: the file's sha256, or for a folder of `.txt` passages the sha256
+/// over them (name and content, in name order).
+pub fn data_fingerprint(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return fetch::sha256_file(path);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        hasher.update(fetch::sha256_file(&f)?);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Passages without gold questions can only be graded on questions the model writes, and
+/// gold questions can only be compared with written ones where there are some.
+pub fn check_question_source(
+    passages: &[Passage],
+    source: QuestionSource,
+    data: &Path,
+) -> Result<()> {
+    let unlabeled = passages.iter().filter(|p| p.questions.is_empty()).count();
+    if unlabeled > 0 && source != QuestionSource::SelfWritten {
+        bail!(
+            "{}: {unlabeled} of its {} passages have no gold questions (unlabeled text), so \
+             questions = \"{}\" cannot grade them; use questions = \"self\" (the model writes \
+             its own questions about each passage)",
+            data.display(),
+            passages.len(),
+            source.name()
+        );
+    }
+    Ok(())
 }
 
 /// A round's contexts are distinct: one that asks for more than the data holds would see some
@@ -129,7 +175,12 @@ impl Prepare for Standard {
                     bail!("task.data: {} holds no passages", data.display());
                 }
                 enough_contexts(cfg, passages.len(), "passage")?;
+                check_question_source(&passages, cfg.knowledge.questions, data)
+                    .context("knowledge.questions")?;
                 let prompts = &cfg.knowledge.prompts_dir;
+                if cfg.knowledge.questions.writes_questions() {
+                    QuestionsTemplate::find(prompts).context("knowledge.prompts_dir")?;
+                }
                 PromptTemplate::find(prompts, &cfg.knowledge.template)
                     .context("knowledge.template")?;
                 AnswerTemplate::find(prompts).context("knowledge.prompts_dir")?;
@@ -167,7 +218,7 @@ impl Prepare for Standard {
 
     fn check_unchanged(&self, header: &Header) -> Result<()> {
         let data = &header.config.task.data;
-        let now = fetch::sha256_file(data)
+        let now = data_fingerprint(data)
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
         if now != header.data_sha256 {
             bail!(
@@ -198,7 +249,7 @@ impl Prepare for Standard {
         let model_sha256 = model_fingerprint(&model_path)?;
         let loaded = load(cfg, &model_path, say)?;
         let data = cfg.task.data.as_path();
-        let data_sha256 = fetch::sha256_file(data)
+        let data_sha256 = data_fingerprint(data)
             .with_context(|| format!("task.data: cannot read {}", data.display()))?;
         let (domain, template_source) =
             build_domain(cfg, &loaded.model, loaded.judge.clone(), data, None, say)?;
@@ -299,12 +350,20 @@ fn build_domain(
             let answer = AnswerTemplate::find(prompts)?;
             let grading = Grading::new(&cfg.knowledge.grader, prompts, judge_model)?;
             let source = template.source.clone();
+            let k = &cfg.knowledge;
+            check_question_source(&passages, k.questions, data).context("knowledge.questions")?;
+            let writer = if k.questions.writes_questions() {
+                Some((QuestionsTemplate::find(prompts)?, k.self_questions))
+            } else {
+                None
+            };
             (
                 Box::new(KnowledgeDomain {
                     passages,
                     template,
                     answer,
                     grading,
+                    questions: Questions::new(k.questions, writer),
                 }),
                 source,
             )

@@ -7,12 +7,15 @@ use clap::Args;
 use seal_tui::engine::SamplingParams;
 use seal_tui::openai::{Client, Endpoint};
 use seal_tui::record::config::{Grader, HttpJudge};
+use seal_tui::record::QuestionSource;
+use seal_tui::setup::check_question_source;
 use seal_tui::tasks::knowledge::conditions::{
-    format_table, run_conditions, run_continual, run_cpt, Condition, ConditionReport,
-    ContinualReport, EvalPlan, Synthetic,
+    agreement, format_agreement, format_table, run_conditions, run_continual, run_cpt, Condition,
+    ConditionReport, ContinualReport, EvalPlan, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
 use seal_tui::tasks::knowledge::judge::check_api_key;
+use seal_tui::tasks::knowledge::questions::{with_questions, write_questions, QuestionsTemplate};
 use seal_tui::tasks::knowledge::{load_passages, AnswerTemplate, PromptTemplate};
 use seal_tui::text::sanitize_line;
 use std::path::PathBuf;
@@ -102,6 +105,15 @@ pub struct EvalArgs {
     /// Prompt templates folder.
     #[arg(long, default_value = "prompts")]
     pub prompts_dir: PathBuf,
+    /// Which questions grade the rows: the data's gold ones, ones the model writes about each
+    /// passage before it is hidden (`self`; needed for unlabeled text: a .jsonl of
+    /// {"title","text"} lines or a folder of .txt files), or `both` (the table stays gold; the
+    /// self-written questions are graded beside them and their agreement is reported).
+    #[arg(long, value_enum, default_value_t = QuestionsArg::Gold)]
+    pub questions: QuestionsArg,
+    /// How many question/answer pairs the model is asked to write per passage.
+    #[arg(long, default_value_t = seal_tui::record::config::DEFAULT_SELF_QUESTIONS)]
+    pub self_questions: usize,
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "eval-results.json")]
     pub out: PathBuf,
@@ -118,6 +130,24 @@ fn parse_conditions(list: &str) -> Result<Vec<Condition>> {
             })
         })
         .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuestionsArg {
+    Gold,
+    #[value(name = "self")]
+    SelfWritten,
+    Both,
+}
+
+impl QuestionsArg {
+    fn source(self) -> QuestionSource {
+        match self {
+            QuestionsArg::Gold => QuestionSource::Gold,
+            QuestionsArg::SelfWritten => QuestionSource::SelfWritten,
+            QuestionsArg::Both => QuestionSource::Both,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +230,18 @@ fn check_counts(args: &EvalArgs, conditions: &[Condition]) -> Result<()> {
     if conditions.is_empty() {
         bail!("--conditions {:?}: names no condition", args.conditions);
     }
+    let max = seal_tui::record::config::MAX_SELF_QUESTIONS;
+    if args.questions != QuestionsArg::Gold && !(1..=max).contains(&args.self_questions) {
+        bail!(
+            "--self-questions {}: must be between 1 and {max}",
+            args.self_questions
+        );
+    }
+    if args.questions == QuestionsArg::Both && (args.cpt || args.continual) {
+        bail!(
+            "--questions both measures agreement in the table's rows; leave out --cpt/--continual"
+        );
+    }
     Ok(())
 }
 
@@ -252,6 +294,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
             passages.len()
         );
     }
+    let source = args.questions.source();
+    check_question_source(
+        &passages.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        source,
+        &args.data,
+    )
+    .context("--questions")?;
+    let questions_template = source
+        .writes_questions()
+        .then(|| QuestionsTemplate::find(&args.prompts_dir))
+        .transpose()?;
     let templates = args
         .prompt
         .iter()
@@ -316,6 +369,41 @@ pub fn run(args: EvalArgs) -> Result<()> {
         _ => None,
     };
     let grading = Grading::new(&grader, &args.prompts_dir, judge_model)?;
+    // The model writes its questions with each passage in view, before any row hides it.
+    let mut written = Vec::new();
+    if let Some(template) = &questions_template {
+        for (i, p) in &passages {
+            let w = write_questions(&model, template, p, *i, args.self_questions, None)?;
+            match &w.problem {
+                Some(problem) => errln!(
+                    "questions: passage {} ({}): {problem}; it has no self-written questions",
+                    i + 1,
+                    p.title
+                ),
+                None => errln!(
+                    "questions: passage {} ({}): {} written ({} dropped), {:.1} s",
+                    i + 1,
+                    p.title,
+                    w.questions.len(),
+                    w.dropped,
+                    w.secs
+                ),
+            }
+            written.push(w);
+        }
+    }
+    let self_passages: std::collections::HashMap<usize, _> = passages
+        .iter()
+        .zip(&written)
+        .map(|((i, p), w)| (*i, with_questions(p, w)))
+        .collect();
+    let passages: Vec<_> = match source {
+        QuestionSource::SelfWritten => passages
+            .iter()
+            .map(|(i, _)| (*i, self_passages[i].clone()))
+            .collect(),
+        _ => passages,
+    };
     let eval = KnowledgeEval {
         answer: &answer,
         grading: &grading,
@@ -336,6 +424,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         synthetic: synthetic.as_ref(),
         seed: args.seed,
         policy: policy.as_ref(),
+        also: (source == QuestionSource::Both).then_some(&self_passages),
     };
     let mode = if args.cpt {
         "cpt"
@@ -369,6 +458,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "sampling": plan.sampling,
         "synthetic_from": args.synthetic_from,
         "synthetic": synthetic.as_ref().map(|s| s.by_index()),
+        "questions": source.name(),
+        "self_questions": written,
     });
     if args.continual {
         let report = run_continual(&model, &eval, &passages, &plan, &mut say)?;
@@ -386,6 +477,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         };
         outln!("{}", format_table(&reports));
         json["conditions"] = serde_json::to_value(&reports)?;
+        if source == QuestionSource::Both {
+            let agreement = agreement(&reports);
+            outln!("{}", format_agreement(&agreement));
+            json["agreement"] = serde_json::to_value(&agreement)?;
+        }
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
@@ -485,6 +581,12 @@ pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Res
             serde_json::from_value(json.get("conditions").cloned().unwrap_or_default())
                 .with_context(|| format!("{}: malformed `conditions`", path.display()))?;
         outln!("{}", format_table(&reports));
+        if let Some(a) = json.get("agreement") {
+            let a: seal_tui::tasks::knowledge::conditions::Agreement =
+                serde_json::from_value(a.clone())
+                    .with_context(|| format!("{}: malformed `agreement`", path.display()))?;
+            outln!("{}", format_agreement(&a));
+        }
         csv.push_str("row,template,accuracy,ci95_low,ci95_high,questions,graded,correct,secs\n");
         for r in &reports {
             csv.push_str(&format!(

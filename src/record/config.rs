@@ -6,7 +6,7 @@
 //! settings types are built from them where they are used. Rules about training settings live
 //! with the trainer (`engine::train`) and are checked before a session folder is made.
 
-use super::events::RunMode;
+use super::events::{QuestionSource, RunMode};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -265,7 +265,18 @@ pub struct KnowledgeSection {
     /// judge-local: the judge model (none: the run's model, unadapted).
     #[serde(with = "optional_path")]
     pub judge_model: Option<PathBuf>,
+    /// Which questions are graded: the data's gold ones, ones the model writes about the
+    /// passage before it is hidden (`self`; the only choice for unlabeled text), or both (the
+    /// reward stays gold; the self-written ones are graded beside them).
+    pub questions: QuestionSource,
+    /// How many question/answer pairs the model is asked to write per passage.
+    pub self_questions: usize,
 }
+
+/// Bounds on `knowledge.self_questions`: at least one pair, and few enough that one reply
+/// can hold them.
+pub const MAX_SELF_QUESTIONS: usize = 32;
+pub const DEFAULT_SELF_QUESTIONS: usize = 8;
 
 impl Default for KnowledgeSection {
     fn default() -> Self {
@@ -274,6 +285,8 @@ impl Default for KnowledgeSection {
             prompts_dir: PathBuf::from("prompts"),
             grader: Grader::default(),
             judge_model: None,
+            questions: QuestionSource::Gold,
+            self_questions: DEFAULT_SELF_QUESTIONS,
         }
     }
 }
@@ -901,6 +914,36 @@ impl RunConfig {
         if let Grader::JudgeHttp(j) = &self.knowledge.grader {
             j.validate().context("knowledge.grader")?;
         }
+        self.check_questions()
+    }
+
+    /// Self-written questions: a sane count, and only where the loop supports them.
+    fn check_questions(&self) -> Result<()> {
+        let k = &self.knowledge;
+        if !k.questions.writes_questions() || self.task.domain != DomainKind::Knowledge {
+            return Ok(());
+        }
+        if !(1..=MAX_SELF_QUESTIONS).contains(&k.self_questions) {
+            bail!(
+                "knowledge.self_questions = {}: must be between 1 and {MAX_SELF_QUESTIONS}",
+                k.self_questions
+            );
+        }
+        // Not yet carried to the places below; refused rather than run with gold questions.
+        if self.cluster.backend == ClusterBackend::Slurm {
+            bail!(
+                "knowledge.questions = \"{}\" is not supported with cluster.backend = \"slurm\" \
+                 yet (a worker would not have the written questions); use the local backend",
+                k.questions.name()
+            );
+        }
+        if self.heldout.enabled() {
+            bail!(
+                "knowledge.questions = \"{}\" is not supported with held-out passes yet (they \
+                 grade gold questions); remove [heldout]",
+                k.questions.name()
+            );
+        }
         Ok(())
     }
 }
@@ -1089,6 +1132,41 @@ mod tests {
         RunConfig::from_toml(&format!("{served}[outer]\nrounds = 1\n"), "t").unwrap();
         let e = err("[inference]\nbackend = \"openai\"\nmodel = \"p\"\n[outer]\nrounds = 1\n");
         assert!(e.contains("url"), "{e}");
+    }
+
+    #[test]
+    fn question_settings_read_and_check() {
+        let cfg = RunConfig::from_toml("[knowledge]\nquestions = \"self\"\n", "t").unwrap();
+        assert_eq!(cfg.knowledge.questions, QuestionSource::SelfWritten);
+        assert_eq!(cfg.knowledge.self_questions, DEFAULT_SELF_QUESTIONS);
+        assert_eq!(
+            RunConfig::default().knowledge.questions,
+            QuestionSource::Gold
+        );
+        let cfg = RunConfig::from_toml(
+            "[knowledge]\nquestions = \"both\"\nself_questions = 3\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.knowledge.questions, cfg.knowledge.self_questions),
+            (QuestionSource::Both, 3)
+        );
+        let e = err("[knowledge]\nquestions = \"mine\"\n");
+        assert!(
+            e.contains("mine") && e.contains("gold") && e.contains("both"),
+            "{e}"
+        );
+        let e = err("[knowledge]\nquestions = \"self\"\nself_questions = 0\n");
+        assert!(e.contains("knowledge.self_questions = 0"), "{e}");
+        let e = err("[knowledge]\nquestions = \"self\"\nself_questions = 99\n");
+        assert!(e.contains("between 1 and"), "{e}");
+        // The count is not checked while nothing is written.
+        RunConfig::from_toml("[knowledge]\nself_questions = 0\n", "t").unwrap();
+        let e = err("[knowledge]\nquestions = \"both\"\n[cluster]\nbackend = \"slurm\"\n");
+        assert!(e.contains("slurm"), "{e}");
+        let e = err("[knowledge]\nquestions = \"self\"\n[heldout]\ndata = \"h.json\"\n");
+        assert!(e.contains("held-out"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,61 @@ pub struct QuestionResult {
     pub verdict: Verdict,
 }
 
+/// Where a knowledge context's graded questions come from (`[knowledge] questions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionSource {
+    /// The data's own gold questions.
+    #[default]
+    Gold,
+    /// Questions the model wrote about the passage before it was hidden; they are the reward.
+    #[serde(rename = "self")]
+    SelfWritten,
+    /// The reward stays gold; the self-written questions are graded beside them, to measure
+    /// how well they agree.
+    Both,
+}
+
+impl QuestionSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuestionSource::Gold => "gold",
+            QuestionSource::SelfWritten => "self",
+            QuestionSource::Both => "both",
+        }
+    }
+
+    /// Whether questions are written by the model at all.
+    pub fn writes_questions(self) -> bool {
+        self != QuestionSource::Gold
+    }
+}
+
+/// Question/answer pairs the model wrote about a passage while it could still see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfQuestions {
+    /// The passage's index in the data file.
+    pub index: usize,
+    /// The model's output, as it came.
+    pub raw: String,
+    /// The pairs kept after parsing (malformed, duplicate and long-answer pairs dropped).
+    pub questions: Vec<QuestionView>,
+    /// How many parsed pairs were dropped.
+    pub dropped: usize,
+    /// Why none could be used, when none could.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub secs: f64,
+}
+
+/// The adapted (or unadapted) model graded on the self-written questions as well, when the
+/// reward is the gold one (`questions = "both"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfCheck {
+    pub results: Vec<QuestionResult>,
+    pub accuracy: f64,
+}
+
 /// Progress of a finetune after one optimizer step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainProgress {
@@ -318,6 +373,23 @@ pub enum Event {
         results: Vec<QuestionResult>,
         accuracy: f64,
         secs: f64,
+    },
+    /// The questions the model wrote about a context's passage before it was hidden (format 4).
+    QuestionsWritten {
+        id: CtxId,
+        questions: SelfQuestions,
+    },
+    /// Graded answers on the self-written questions beside the gold ones (`questions =
+    /// "both"`): the baseline's when `edit` is none, else one evaluation of that edit (format 4).
+    SelfChecked {
+        id: CtxId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edit: Option<EditId>,
+        #[serde(default)]
+        rev: u32,
+        #[serde(default)]
+        repeat: usize,
+        check: SelfCheck,
     },
     /// The self-edit's reward: mean adapted accuracy, and its gain (see [`GainRule`]).
     EditScored {

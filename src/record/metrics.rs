@@ -23,6 +23,59 @@ pub fn wilson95(correct: usize, n: usize) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
+/// Ranks from 1, ties given the mean of the ranks they span (as Spearman's rho needs).
+fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = rank;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+fn pearson(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    let (mx, my) = (mean(xs)?, mean(ys)?);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in xs.iter().zip(ys) {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// Spearman's rank correlation (the Pearson correlation of the tie-averaged ranks). `None` for
+/// fewer than three pairs, unequal lengths, or a side that never varies (no ranking to compare).
+pub fn spearman(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    if xs.len() != ys.len() || xs.len() < 3 || xs.iter().chain(ys).any(|v| !v.is_finite()) {
+        return None;
+    }
+    pearson(&ranks(xs), &ranks(ys))
+}
+
+/// A 95% interval for a Spearman correlation `rho` over `n` pairs, by Fisher's z with the
+/// standard error sqrt(1.06 / (n - 3)) of Fieller, Hartley and Pearson (1957). `None` for
+/// n <= 3. Approximate for small n and heavy ties; it is what the README reports as such.
+pub fn spearman_ci95(rho: f64, n: usize) -> Option<(f64, f64)> {
+    if n <= 3 || !rho.is_finite() {
+        return None;
+    }
+    let r = rho.clamp(-0.999_999, 0.999_999);
+    let z = r.atanh();
+    let half = 1.959964 * (1.06 / (n as f64 - 3.0)).sqrt();
+    Some(((z - half).tanh(), (z + half).tanh()))
+}
+
 /// An edit's reward and gain once its work is over: its scores, or nothing earned for a failed
 /// finetune or an unusable self-edit. `None` while its work is still to come.
 pub fn finished_edit(edit: &EditState, baseline: f64, rule: GainRule) -> Option<(f64, f64)> {
@@ -100,6 +153,39 @@ pub fn shown_metrics(round: &RoundState, rule: GainRule) -> (RoundMetrics, bool)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spearman_on_known_values() {
+        // Monotone but not linear: rank correlation 1.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let y = [1.0, 4.0, 9.0, 16.0, 100.0];
+        assert!((spearman(&x, &y).unwrap() - 1.0).abs() < 1e-12);
+        let rev: Vec<f64> = y.iter().rev().copied().collect();
+        assert!((spearman(&x, &rev).unwrap() + 1.0).abs() < 1e-12);
+        // With ties: ranks [1, 2.5, 2.5, 4, 5] and [1, 3, 2, 4.5, 4.5], whose Pearson
+        // correlation is 9 / sqrt(9.5 * 9.5) = 18/19.
+        let rho = spearman(&[1.0, 2.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0, 4.0]).unwrap();
+        assert!((rho - 18.0 / 19.0).abs() < 1e-12, "{rho}");
+        assert_eq!(ranks(&[0.5, 0.0, 0.5, 1.0]), [2.5, 1.0, 2.5, 4.0]);
+        // Undefined: too few pairs, a constant side, mismatched lengths.
+        assert_eq!(spearman(&[1.0, 2.0], &[2.0, 1.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[0.0, 0.0, 0.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[0.0, 1.0]), None);
+        assert_eq!(spearman(&[1.0, f64::NAN, 3.0], &[0.0, 1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn the_spearman_interval_contains_rho_and_narrows_with_n() {
+        let (lo, hi) = spearman_ci95(0.5, 24).unwrap();
+        assert!(lo < 0.5 && 0.5 < hi && lo > -1.0 && hi < 1.0);
+        // z = atanh(0.5) = 0.5493; half-width 1.96 * sqrt(1.06 / 21) = 0.4403.
+        assert!((lo - (0.5493 - 0.4403f64).tanh()).abs() < 1e-3, "{lo}");
+        let (lo2, hi2) = spearman_ci95(0.5, 200).unwrap();
+        assert!(hi2 - lo2 < hi - lo);
+        assert_eq!(spearman_ci95(0.5, 3), None);
+        let (lo, hi) = spearman_ci95(1.0, 10).unwrap();
+        assert!(lo > 0.5 && hi <= 1.0);
+    }
+
     use super::*;
     use crate::record::events::{ContextBody, ContextView};
     use crate::record::ids::CtxId;
@@ -137,6 +223,7 @@ mod tests {
                 accuracy,
                 secs: 0.0,
             }),
+            baseline_check: None,
             edits,
             finished: kept.is_some(),
             kept,

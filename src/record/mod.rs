@@ -18,8 +18,8 @@ pub use cluster::{ArrayState, ClusterTask, TaskCounts, TaskState, TaskStatus, Un
 pub use config::RunConfig;
 pub use events::{
     ArcTaskView, Command, ContextBody, ContextView, Decision, Event, GainRule, Grid, GridPair,
-    HeldoutEdit, HeldoutSummary, QuestionResult, QuestionView, Record, RoundMetrics, RunInfo,
-    RunMode, TrainProgress, Verdict,
+    HeldoutEdit, HeldoutSummary, QuestionResult, QuestionSource, QuestionView, Record,
+    RoundMetrics, RunInfo, RunMode, SelfCheck, SelfQuestions, TrainProgress, Verdict,
 };
 pub use header::Header;
 pub use ids::{CtxId, EditId};
@@ -36,7 +36,9 @@ pub use state::RunState;
 /// `cluster_cancelled` events; training events name the evaluation repeat they serve (several
 /// may run at once); the configuration gains `[cluster]` and `[inference]`.
 /// 4: a cluster task may run several units (`cluster_submitted` gains `per_task`,
-/// `cluster_task` may name SLURM's `task`, `[cluster]` gains `units_per_task`).
+/// `cluster_task` may name SLURM's `task`, `[cluster]` gains `units_per_task`); self-written
+/// evaluation questions (`questions_written` and `self_checked` events; `[knowledge]` gains
+/// `questions` and `self_questions`).
 pub const FORMAT_VERSION: u32 = 4;
 
 #[cfg(test)]
@@ -73,6 +75,8 @@ mod format {
             Event::TrainFailed { .. } => "train_failed",
             Event::EditEvaluated { .. } => "edit_evaluated",
             Event::EditScored { .. } => "edit_scored",
+            Event::QuestionsWritten { .. } => "questions_written",
+            Event::SelfChecked { .. } => "self_checked",
             Event::ContextFinished { .. } => "context_finished",
             Event::PolicyUpdateStarted { .. } => "policy_update_started",
             Event::PolicyStep { .. } => "policy_step",
@@ -93,7 +97,7 @@ mod format {
         }
     }
 
-    const EVENT_COUNT: usize = 31;
+    const EVENT_COUNT: usize = 33;
 
     fn examples() -> Vec<Event> {
         let ctx = CtxId { round: 0, ctx: 1 };
@@ -247,6 +251,51 @@ mod format {
                 reward: 1.0,
                 gain: 0.5,
             },
+            Event::QuestionsWritten {
+                id: ctx,
+                questions: SelfQuestions {
+                    index: 7,
+                    raw: "Q: q?\nA: a".into(),
+                    questions: vec![QuestionView {
+                        question: "q?".into(),
+                        answers: vec!["a".into()],
+                    }],
+                    dropped: 1,
+                    problem: None,
+                    secs: 1.5,
+                },
+            },
+            Event::QuestionsWritten {
+                id: ctx,
+                questions: SelfQuestions {
+                    index: 8,
+                    raw: "no pairs".into(),
+                    questions: vec![],
+                    dropped: 0,
+                    problem: Some("no pair parsed".into()),
+                    secs: 0.5,
+                },
+            },
+            Event::SelfChecked {
+                id: ctx,
+                edit: None,
+                rev: 0,
+                repeat: 0,
+                check: SelfCheck {
+                    results: vec![result.clone()],
+                    accuracy: 1.0,
+                },
+            },
+            Event::SelfChecked {
+                id: ctx,
+                edit: Some(id),
+                rev: 1,
+                repeat: 2,
+                check: SelfCheck {
+                    results: vec![result.clone()],
+                    accuracy: 0.0,
+                },
+            },
             Event::ContextFinished {
                 id: ctx,
                 kept: Some(2),
@@ -381,6 +430,8 @@ mod format {
             timeout_secs: 5,
             max_retries: 1,
         });
+        config.knowledge.questions = QuestionSource::Both;
+        config.knowledge.self_questions = 6;
         config.model.device = Device::Cuda(1);
         config.model.dtype = Some(Dtype::Bf16);
         config.cluster = ClusterSection {

@@ -4,7 +4,7 @@
 use super::cluster::{ArrayState, TaskState, TaskStatus, UnitId};
 use super::events::{
     ContextView, Decision, Event, HeldoutEdit, HeldoutSummary, QuestionResult, RoundMetrics,
-    RunInfo, RunMode, TrainProgress,
+    RunInfo, RunMode, SelfCheck, SelfQuestions, TrainProgress,
 };
 use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,23 @@ pub struct EditState {
     pub evaluations: Vec<Evaluation>,
     pub reward: Option<f64>,
     pub gain: Option<f64>,
+    /// `questions = "both"`: each evaluation repeat graded on the self-written questions too.
+    #[serde(default)]
+    pub self_checks: Vec<(usize, SelfCheck)>,
+}
+
+impl EditState {
+    /// Mean accuracy on the self-written questions over the current revision's repeats.
+    pub fn self_accuracy(&self) -> Option<f64> {
+        let n = self.self_checks.len();
+        (n > 0).then(|| {
+            self.self_checks
+                .iter()
+                .map(|(_, c)| c.accuracy)
+                .sum::<f64>()
+                / n as f64
+        })
+    }
 }
 
 impl EditState {
@@ -99,6 +116,9 @@ pub struct ContextState {
     pub finished: bool,
     pub kept: Option<usize>,
     pub selection: Option<String>,
+    /// `questions = "both"`: the unadapted model graded on the self-written questions.
+    #[serde(default)]
+    pub baseline_check: Option<SelfCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -210,6 +230,10 @@ pub struct RunState {
     /// Job arrays submitted to a cluster, oldest first.
     #[serde(default)]
     pub arrays: Vec<ArrayState>,
+    /// Questions the model wrote, by passage index: kept apart from the contexts so that a
+    /// context restarted on resume keeps them.
+    #[serde(default)]
+    pub self_questions: std::collections::BTreeMap<usize, SelfQuestions>,
     /// Events folded so far.
     pub events: usize,
 }
@@ -344,9 +368,41 @@ impl RunState {
                         finished: false,
                         kept: None,
                         selection: None,
+                        baseline_check: None,
                     });
                 }
                 self.activity = Activity::Baseline { id: *id };
+            }
+            Event::QuestionsWritten { questions, .. } => {
+                self.self_questions
+                    .insert(questions.index, questions.clone());
+            }
+            Event::SelfChecked {
+                id,
+                edit: None,
+                check,
+                ..
+            } => {
+                if let Some(c) = self.context_mut(*id) {
+                    c.baseline_check = Some(check.clone());
+                }
+            }
+            Event::SelfChecked {
+                edit: Some(edit),
+                rev,
+                repeat,
+                check,
+                ..
+            } => {
+                if let Some(e) = self
+                    .current_edit_mut(*edit, *rev)
+                    .filter(|e| e.status != EditStatus::Failed)
+                {
+                    match e.self_checks.binary_search_by_key(repeat, |(r, _)| *r) {
+                        Ok(i) => e.self_checks[i].1 = check.clone(),
+                        Err(i) => e.self_checks.insert(i, (*repeat, check.clone())),
+                    }
+                }
             }
             Event::BaselineScored {
                 id,
@@ -402,6 +458,7 @@ impl RunState {
                         e.status = EditStatus::Queued;
                         e.train = TrainState::default();
                         e.evaluations.clear();
+                        e.self_checks.clear();
                         e.reward = None;
                         e.gain = None;
                     }

@@ -4,7 +4,7 @@
 use crate::engine::sample::SamplingParams;
 use crate::engine::train::{TrainConfig, TrainError, TrainEvent, TrainOutcome};
 use crate::engine::{Constraint, LoraAdapter, Model, Prompt};
-use crate::record::{ContextView, GainRule, QuestionResult};
+use crate::record::{ContextView, GainRule, QuestionResult, SelfCheck, SelfQuestions};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
 
@@ -21,6 +21,9 @@ pub struct Scored {
     pub results: Vec<QuestionResult>,
     pub accuracy: f64,
     pub secs: f64,
+    /// The same answers' model graded on self-written questions too, when the domain measures
+    /// them beside the reward's questions.
+    pub self_check: Option<SelfCheck>,
 }
 
 pub trait Domain: Send {
@@ -70,6 +73,21 @@ pub trait Domain: Send {
     fn gain_rule(&self) -> GainRule {
         GainRule::OverBaseline
     }
+
+    /// Work a context needs before it is shown, done with the passage still visible: a
+    /// knowledge domain whose questions the model writes writes them here. Returns them when
+    /// they were written just now (to be recorded), `None` when there was nothing to do.
+    fn prepare_context(
+        &self,
+        _model: &Model,
+        _index: usize,
+        _cancel: &AtomicBool,
+    ) -> Result<Option<SelfQuestions>> {
+        Ok(None)
+    }
+
+    /// Questions written earlier in this session (read back from its log on resume).
+    fn restore_questions(&self, _questions: &SelfQuestions) {}
 
     /// The unadapted model's score on a context.
     fn baseline(&self, model: &Model, index: usize, cancel: &AtomicBool) -> Result<Scored>;

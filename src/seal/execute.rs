@@ -65,12 +65,35 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
             round,
             contexts: cfg.task.contexts_per_round,
         }),
-        Phase::StartContext { id, index } => emitter.emit(Event::ContextStarted {
-            id,
-            context: work.domain.view(index),
-        }),
+        Phase::StartContext { id, index } => {
+            // Written while the passage is still shown to the model, and before the view, which
+            // shows them when they are what is graded.
+            let written = work.domain.prepare_context(&work.policy, index, cancel)?;
+            emitter.emit(Event::ContextStarted {
+                id,
+                context: work.domain.view(index),
+            })?;
+            match written {
+                Some(questions) => emitter.emit(Event::QuestionsWritten { id, questions }),
+                None => Ok(()),
+            }
+        }
         Phase::Baseline { id, index } => {
+            // Normally a no-op: the questions were written when the context started (a crash
+            // in between leaves them to write now).
+            if let Some(questions) = work.domain.prepare_context(&work.policy, index, cancel)? {
+                emitter.emit(Event::QuestionsWritten { id, questions })?;
+            }
             let s = work.domain.baseline(&work.policy, index, cancel)?;
+            if let Some(check) = s.self_check {
+                emitter.emit(Event::SelfChecked {
+                    id,
+                    edit: None,
+                    rev: 0,
+                    repeat: 0,
+                    check,
+                })?;
+            }
             emitter.emit(Event::BaselineScored {
                 id,
                 results: s.results,
@@ -96,6 +119,16 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
                 .get(&(id, rev, repeat))
                 .context("the adapter to evaluate is gone")?;
             let s = work.domain.evaluate(&work.policy, adapter, index, cancel)?;
+            // Before the evaluation, which closes the phase: a resume never sees one without it.
+            if let Some(check) = s.self_check {
+                emitter.emit(Event::SelfChecked {
+                    id: id.ctx_id(),
+                    edit: Some(id),
+                    rev,
+                    repeat,
+                    check,
+                })?;
+            }
             emitter.emit(Event::EditEvaluated {
                 id,
                 rev,

@@ -309,6 +309,11 @@ fn run_loop(
         served: (cfg.inference.backend == InferenceBackend::Openai)
             .then(|| super::served::Served::new(&cfg.inference)),
     };
+    // A resumed run grades on the questions written before, never on freshly written ones.
+    let written: Vec<_> = emitter.with_state(|s| s.self_questions.values().cloned().collect());
+    for questions in &written {
+        work.domain.restore_questions(questions);
+    }
     // A resumed run re-applies every policy update recorded so far.
     let updates = emitter.with_state(recorded_policy_updates);
     work.policy = apply_policy_updates(work.policy, dir, &updates)?;

@@ -76,6 +76,34 @@ pub fn describe(record: &Record) -> Option<String> {
             pct(*accuracy),
             repeat + 1
         ),
+        Event::QuestionsWritten { id, questions } => match &questions.problem {
+            Some(problem) => format!(
+                "{id}: no usable self-written questions ({problem}); this context's questions are empty"
+            ),
+            None => format!(
+                "{id}: the model wrote {} questions about the passage ({} dropped, {:.1} s)",
+                questions.questions.len(),
+                questions.dropped,
+                questions.secs
+            ),
+        },
+        Event::SelfChecked {
+            id,
+            edit,
+            repeat,
+            check,
+            ..
+        } => match edit {
+            None => format!(
+                "{id}: unadapted accuracy on the self-written questions {}",
+                pct(check.accuracy)
+            ),
+            Some(edit) => format!(
+                "{edit}: adapted accuracy on the self-written questions {} (repeat {})",
+                pct(check.accuracy),
+                repeat + 1
+            ),
+        },
         Event::EditScored {
             id, reward, gain, ..
         } => format!("{id}: reward {reward:.3}, gain {gain:+.3}"),

@@ -401,6 +401,7 @@ impl Ttt {
             accuracy: reward(&attempts, &expected),
             results,
             secs: start.elapsed().as_secs_f64(),
+            self_check: None,
         })
     }
 }

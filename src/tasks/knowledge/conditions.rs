@@ -9,7 +9,8 @@ use crate::engine::sample::SamplingParams;
 use crate::engine::train::TrainConfig;
 use crate::engine::Model;
 use crate::record::metrics::wilson95;
-use crate::record::QuestionResult;
+use crate::record::metrics::{mean, spearman, spearman_ci95};
+use crate::record::{QuestionResult, SelfCheck};
 use crate::seal::domain::Scored;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,9 @@ pub struct RunResult {
     pub train_secs: f64,
     pub answer_secs: f64,
     pub train_tokens: usize,
+    /// `--questions both`: the same model graded on the questions it wrote about the passage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<SelfCheck>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -248,9 +252,16 @@ pub struct EvalPlan<'a> {
     /// The policy after RL (the base merged with a session's policy updates), for the SEAL row:
     /// it writes the self-edits and is the model they are trained into.
     pub policy: Option<&'a Model>,
+    /// `--questions both`: each passage (by index) with the questions the model wrote, graded
+    /// beside the gold ones in the table's rows.
+    pub also: Option<&'a HashMap<usize, Passage>>,
 }
 
 impl EvalPlan<'_> {
+    fn also(&self, idx: usize) -> Option<&Passage> {
+        self.also.and_then(|m| m.get(&idx))
+    }
+
     fn first_template(&self) -> &PromptTemplate {
         self.templates[0]
     }
@@ -369,12 +380,13 @@ fn base_scores(
     model: &Model,
     eval: &KnowledgeEval<'_>,
     passages: &[(usize, Passage)],
+    plan: &EvalPlan<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(HashMap<usize, Scored>, f64)> {
     let mut scores = HashMap::new();
     let start = Instant::now();
     for (i, p) in passages {
-        let s = eval.score(model, None, p, None)?;
+        let s = eval.score_both(model, None, p, plan.also(*i), None)?;
         progress(&format!(
             "base: passage {} ({}): {:.1}% of {} questions, {:.1} s",
             i + 1,
@@ -400,6 +412,7 @@ fn base_run(base: &Scored) -> RunResult {
         train_secs: 0.0,
         answer_secs: base.secs,
         train_tokens: 0,
+        self_check: base.self_check.clone(),
     }
 }
 
@@ -412,7 +425,7 @@ pub fn run_conditions(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
     plan.check()?;
-    let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
+    let (base_scores, base_secs) = base_scores(model, eval, passages, plan, progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
     let mut reports = Vec::new();
@@ -429,7 +442,7 @@ pub fn run_conditions(
                 Condition::Passage => runs.extend(run_trial(
                     learner,
                     eval,
-                    passage,
+                    (*idx, passage),
                     base,
                     plan,
                     &Trial::plain(passage_only.training_sequences(passage, "")),
@@ -446,7 +459,7 @@ pub fn run_conditions(
                         runs.extend(run_trial(
                             learner,
                             eval,
-                            passage,
+                            (*idx, passage),
                             base,
                             plan,
                             &Trial {
@@ -474,7 +487,7 @@ pub fn run_conditions(
                     runs.extend(run_trial(
                         learner,
                         eval,
-                        passage,
+                        (*idx, passage),
                         base,
                         plan,
                         &Trial::plain(texts),
@@ -535,7 +548,7 @@ pub fn run_cpt(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
     plan.check()?;
-    let (base_scores, base_secs) = base_scores(model, eval, passages, progress)?;
+    let (base_scores, base_secs) = base_scores(model, eval, passages, plan, progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
     let questions: usize = passages.iter().map(|(_, p)| p.questions.len()).sum();
@@ -626,6 +639,7 @@ pub fn run_cpt(
                     train_secs: outcome.secs,
                     answer_secs: scored.secs,
                     train_tokens: outcome.tokens,
+                    self_check: None,
                 });
             }
         }
@@ -664,7 +678,7 @@ pub fn run_continual(
     progress: &mut dyn FnMut(&str),
 ) -> Result<ContinualReport> {
     let start = Instant::now();
-    let (base_scores, _) = base_scores(model, eval, passages, progress)?;
+    let (base_scores, _) = base_scores(model, eval, passages, plan, progress)?;
     let passage_only = plan.passage_only();
     let template = plan.first_template();
     let mut current = plan.policy.unwrap_or(model).clone();
@@ -732,7 +746,7 @@ impl Trial<'_> {
 fn run_trial(
     model: &Model,
     eval: &KnowledgeEval<'_>,
-    passage: &Passage,
+    (idx, passage): (usize, &Passage),
     base: &Scored,
     plan: &EvalPlan<'_>,
     trial: &Trial<'_>,
@@ -745,7 +759,8 @@ fn run_trial(
             };
             let outcome = train_on_texts(model, &trial.texts, &cfg, None, &mut |_| {})
                 .map_err(|e| anyhow!("finetune on passage {:?} failed: {e}", passage.title))?;
-            let scored = eval.score(model, Some(&outcome.adapter), passage, None)?;
+            let scored =
+                eval.score_both(model, Some(&outcome.adapter), passage, plan.also(idx), None)?;
             Ok(RunResult {
                 self_edit: trial.self_edit.map(str::to_string),
                 sample: trial.sample,
@@ -757,9 +772,118 @@ fn run_trial(
                 train_secs: outcome.secs,
                 answer_secs: scored.secs,
                 train_tokens: outcome.tokens,
+                self_check: scored.self_check,
             })
         })
         .collect()
+}
+
+/// One self-edit's reward on the gold questions and on the questions the model wrote (means
+/// over its repeats).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgreementPoint {
+    pub row: String,
+    pub passage: usize,
+    pub title: String,
+    pub sample: usize,
+    pub gold: f64,
+    #[serde(rename = "self")]
+    pub self_written: f64,
+    /// How many self-written questions it was graded on.
+    pub self_questions: usize,
+}
+
+/// How well the self-written reward ranks self-edits as the gold reward does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub points: Vec<AgreementPoint>,
+    /// Spearman's rank correlation over the self-edits; none when undefined (fewer than three,
+    /// or one side constant).
+    pub spearman: Option<f64>,
+    /// Its 95% interval (Fisher z; see `record::metrics::spearman_ci95`).
+    pub ci95: Option<(f64, f64)>,
+    /// Self-edits left out because no self-written question could be graded for their passage.
+    pub excluded: usize,
+}
+
+/// The gold and self-written rewards of every self-edit in the self-edit and SEAL rows.
+pub fn agreement(reports: &[ConditionReport]) -> Agreement {
+    let mut points = Vec::new();
+    let mut excluded = 0;
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.condition, Condition::PassageSelfEdit | Condition::Seal))
+    {
+        for p in &r.passages {
+            let mut samples: Vec<usize> = p.runs.iter().map(|run| run.sample).collect();
+            samples.dedup();
+            for sample in samples {
+                let runs: Vec<&RunResult> = p.runs.iter().filter(|x| x.sample == sample).collect();
+                let checks: Vec<&SelfCheck> =
+                    runs.iter().filter_map(|x| x.self_check.as_ref()).collect();
+                let graded = checks.first().map_or(0, |c| c.results.len());
+                if graded == 0 {
+                    excluded += 1;
+                    continue;
+                }
+                let gold: Vec<f64> = runs.iter().map(|x| x.accuracy).collect();
+                let own: Vec<f64> = checks.iter().map(|c| c.accuracy).collect();
+                points.push(AgreementPoint {
+                    row: r.label.clone(),
+                    passage: p.index,
+                    title: p.title.clone(),
+                    sample,
+                    gold: mean(&gold).unwrap_or(0.0),
+                    self_written: mean(&own).unwrap_or(0.0),
+                    self_questions: graded,
+                });
+            }
+        }
+    }
+    let gold: Vec<f64> = points.iter().map(|p| p.gold).collect();
+    let own: Vec<f64> = points.iter().map(|p| p.self_written).collect();
+    let rho = spearman(&gold, &own);
+    Agreement {
+        ci95: rho.and_then(|r| spearman_ci95(r, points.len())),
+        spearman: rho,
+        points,
+        excluded,
+    }
+}
+
+/// The agreement as a table of self-edits and one line with the correlation.
+pub fn format_agreement(a: &Agreement) -> String {
+    let mut out = String::from(
+        "| row | passage | self-edit | gold reward | self-question reward | self questions |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for p in &a.points {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1}% | {:.1}% | {} |\n",
+            p.row,
+            p.passage + 1,
+            p.sample + 1,
+            p.gold * 100.0,
+            p.self_written * 100.0,
+            p.self_questions
+        ));
+    }
+    let rho = match (a.spearman, a.ci95) {
+        (Some(r), Some((lo, hi))) => format!("{r:+.3} (95% interval {lo:+.3} to {hi:+.3})"),
+        (Some(r), None) => format!("{r:+.3} (too few self-edits for an interval)"),
+        (None, _) => "undefined (fewer than 3 self-edits, or one reward never varies)".into(),
+    };
+    out.push_str(&format!(
+        "\nSpearman rank correlation, gold vs self-question reward, over {} self-edits: {rho}\n",
+        a.points.len()
+    ));
+    if a.excluded > 0 {
+        out.push_str(&format!(
+            "{} self-edit(s) left out: no usable self-written question for their passage\n",
+            a.excluded
+        ));
+    }
+    out
 }
 
 /// The printed table: condition, accuracy, 95% interval, questions, seconds.

@@ -10,7 +10,7 @@ use crate::engine::train::{
     train_lora, Example, TrainConfig, TrainError, TrainEvent, TrainOutcome,
 };
 use crate::engine::{LoraAdapter, Model};
-use crate::record::QuestionResult;
+use crate::record::{QuestionResult, SelfCheck};
 use crate::seal::domain::{GradingFailed, Scored};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -182,6 +182,28 @@ pub struct KnowledgeEval<'a> {
 }
 
 impl KnowledgeEval<'_> {
+    /// Scores `passage`, and when `also` is given grades the same model on those questions
+    /// too (the self-written questions beside the gold ones).
+    pub fn score_both(
+        &self,
+        model: &Model,
+        adapter: Option<&LoraAdapter>,
+        passage: &Passage,
+        also: Option<&Passage>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Scored> {
+        let mut scored = self.score(model, adapter, passage, cancel)?;
+        if let Some(also) = also {
+            let side = self.score(model, adapter, also, cancel)?;
+            scored.secs += side.secs;
+            scored.self_check = Some(SelfCheck {
+                results: side.results,
+                accuracy: side.accuracy,
+            });
+        }
+        Ok(scored)
+    }
+
     pub fn score(
         &self,
         model: &Model,
@@ -208,6 +230,7 @@ impl KnowledgeEval<'_> {
             accuracy: correct as f64 / results.len().max(1) as f64,
             results,
             secs: start.elapsed().as_secs_f64(),
+            self_check: None,
         })
     }
 }

@@ -5,7 +5,8 @@
 //! - `templates`: self-edit and answer prompt templates (`prompts/*.toml`) and how a self-edit
 //!   becomes training sequences;
 //! - `grading`: SQuAD exact match and F1, grader configuration, verdicts;
-//! - `judge`: the LLM judge prompt, reply parsing and the HTTP judge.
+//! - `judge`: the LLM judge prompt, reply parsing and the HTTP judge;
+//! - `questions`: evaluation questions the model writes about a passage before it is hidden.
 
 pub mod conditions;
 pub mod domain;
@@ -13,6 +14,7 @@ pub mod grading;
 pub mod inner;
 pub mod judge;
 pub mod passage;
+pub mod questions;
 pub mod templates;
 
 pub use grading::{
@@ -21,8 +23,8 @@ pub use grading::{
 pub use judge::{
     parse_reply, verdict_from_reply, HttpJudge, HttpJudgeConfig, JudgeError, JudgeTemplate,
 };
-pub use passage::{load_passages, LoadError, Passage, Question};
+pub use passage::{is_unlabeled, load_passages, LoadError, Passage, Question};
 pub use templates::{
     list_templates, AnswerTemplate, PromptFile, PromptTemplate, Sampling, Split, TemplateError,
-    TemplateText, ANSWER_TEMPLATE_FILE, JUDGE_TEMPLATE_FILE,
+    TemplateText, ANSWER_TEMPLATE_FILE, JUDGE_TEMPLATE_FILE, QUESTIONS_TEMPLATE_FILE,
 };

@@ -9,6 +9,10 @@
 //!
 //! The file is walked by hand rather than deserialised straight into structs so that every
 //! problem is reported with the file and the JSON location it sits at.
+//!
+//! Unlabeled text (passages with no gold questions, for runs whose questions the model writes)
+//! comes in two further layouts, told apart by the path: a `.jsonl` file of `{"title", "text"}`
+//! lines, or a folder of `.txt` files (the title is the file's stem).
 
 use std::path::{Path, PathBuf};
 
@@ -50,10 +54,106 @@ pub enum LoadError {
     },
     #[error("{}: contains no passages", path.display())]
     Empty { path: PathBuf },
+    #[error("{}: line {line}: {problem}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
 }
 
-/// Loads passages from a SQuAD-style JSON file in either supported layout.
+/// Whether every passage is unlabeled text: no gold questions to grade.
+pub fn is_unlabeled(passages: &[Passage]) -> bool {
+    passages.iter().all(|p| p.questions.is_empty())
+}
+
+/// Loads passages: a SQuAD-style JSON file in either supported layout, or unlabeled text (a
+/// `.jsonl` file of `{"title", "text"}` lines, a folder of `.txt` files) whose passages have no
+/// questions.
 pub fn load_passages(path: &Path) -> Result<Vec<Passage>, LoadError> {
+    let passages = if path.is_dir() {
+        load_text_folder(path)?
+    } else if path.extension().is_some_and(|e| e == "jsonl") {
+        load_jsonl(path)?
+    } else {
+        load_json(path)?
+    };
+    if passages.is_empty() {
+        return Err(LoadError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(passages)
+}
+
+/// One passage per non-blank line: `{"title": "...", "text": "..."}`.
+fn load_jsonl(path: &Path) -> Result<Vec<Passage>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut passages = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let problem = |problem: String| LoadError::Line {
+            path: path.to_path_buf(),
+            line: n + 1,
+            problem,
+        };
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| problem(format!("not valid JSON: {e}")))?;
+        let map = as_object(&value, "line").map_err(|(_, p)| problem(p))?;
+        let title = string_field(map, "title", "line").map_err(|(_, p)| problem(p))?;
+        let context = non_empty_string_field(map, "text", "line").map_err(|(_, p)| problem(p))?;
+        passages.push(Passage {
+            title,
+            context,
+            questions: Vec::new(),
+        });
+    }
+    Ok(passages)
+}
+
+/// Every `.txt` file of a folder, in name order; the title is the file's stem.
+fn load_text_folder(dir: &Path) -> Result<Vec<Passage>, LoadError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Io { path, source }
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "txt") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut passages = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        if text.trim().is_empty() {
+            return Err(LoadError::Format {
+                path,
+                at: "the file".into(),
+                problem: "it is empty".into(),
+            });
+        }
+        let title = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        passages.push(Passage {
+            title,
+            context: text.trim().to_string(),
+            questions: Vec::new(),
+        });
+    }
+    Ok(passages)
+}
+
+fn load_json(path: &Path) -> Result<Vec<Passage>, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
@@ -62,17 +162,11 @@ pub fn load_passages(path: &Path) -> Result<Vec<Passage>, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let passages = parse_passages(&value).map_err(|(at, problem)| LoadError::Format {
+    parse_passages(&value).map_err(|(at, problem)| LoadError::Format {
         path: path.to_path_buf(),
         at,
         problem,
-    })?;
-    if passages.is_empty() {
-        return Err(LoadError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(passages)
+    })
 }
 
 /// A problem and where it is: (JSON location, description).
@@ -397,6 +491,75 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn unlabeled_jsonl_loads_without_questions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "texts.jsonl",
+            "{\"title\":\"Tides\",\"text\":\"The Moon pulls the oceans.\"}\n\n\
+             {\"title\":\"\",\"text\":\"Untitled text.\"}\n",
+        );
+        let passages = load_passages(&path).unwrap();
+        assert_eq!(passages.len(), 2);
+        assert_eq!(passages[0].title, "Tides");
+        assert_eq!(passages[1].context, "Untitled text.");
+        assert!(is_unlabeled(&passages));
+    }
+
+    #[test]
+    fn malformed_jsonl_is_a_clear_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "{\"title\":\"a\",\"text\":\"b\"}\n{\"title\": \"x\", \"text\": ",
+                "line 2: not valid JSON",
+            ),
+            ("{\"title\":\"a\"}\n", "line 1: field `text` is missing"),
+            ("[1,2]\n", "line 1: expected an object, found an array"),
+            (
+                "{\"title\":\"a\",\"text\":\"  \"}\n",
+                "line 1: field `text` is empty",
+            ),
+            (
+                "{\"title\":3,\"text\":\"b\"}\n",
+                "line 1: field `title` must be a string",
+            ),
+            ("\n\n", "contains no passages"),
+        ];
+        for (text, expected) in cases {
+            let path = write(&dir, "bad.jsonl", text);
+            let message = load_passages(&path).unwrap_err().to_string();
+            assert!(
+                message.contains("bad.jsonl") && message.contains(expected),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_of_text_files_loads_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir, "b-second.txt", "Second passage.\n");
+        write(&dir, "a-first.txt", "  First passage.  ");
+        write(&dir, "notes.md", "not a passage");
+        std::fs::create_dir(dir.path().join("sub.txt")).unwrap();
+        let passages = load_passages(dir.path()).unwrap();
+        let titles: Vec<&str> = passages.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(titles, ["a-first", "b-second"]);
+        assert_eq!(passages[0].context, "First passage.");
+        assert!(is_unlabeled(&passages));
+        write(&dir, "c-empty.txt", "\n");
+        let message = load_passages(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("c-empty.txt") && message.contains("empty"),
+            "{message}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let message = load_passages(empty.path()).unwrap_err().to_string();
+        assert!(message.contains("contains no passages"), "{message}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::engine::Prompt;
 pub const ANSWER_TEMPLATE_FILE: &str = "answer.toml";
 /// File name of the judge template inside a prompts directory.
 pub const JUDGE_TEMPLATE_FILE: &str = "judge.toml";
+/// File name of the template the model writes its own evaluation questions from.
+pub const QUESTIONS_TEMPLATE_FILE: &str = "questions.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -483,8 +485,9 @@ pub fn list_templates(dir: &Path) -> Result<Vec<PromptTemplate>, TemplateError> 
 }
 
 fn is_reserved(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|f| f == ANSWER_TEMPLATE_FILE || f == JUDGE_TEMPLATE_FILE)
+    path.file_name().is_some_and(|f| {
+        f == ANSWER_TEMPLATE_FILE || f == JUDGE_TEMPLATE_FILE || f == QUESTIONS_TEMPLATE_FILE
+    })
 }
 
 /// The self-edit template files in `dir`, sorted.
@@ -573,14 +576,14 @@ fn strip_list_marker(line: &str) -> &str {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QaLabel {
+pub(super) enum QaLabel {
     Question,
     Answer,
 }
 
 /// Recognises `Question:`, `Q:`, `Answer:`, `A:` (any case, optionally numbered like
 /// `Question 2:`, optionally in markdown bold or after a list marker) and returns the text after it.
-fn qa_label(line: &str) -> Option<(QaLabel, &str)> {
+pub(super) fn qa_label(line: &str) -> Option<(QaLabel, &str)> {
     let line = strip_list_marker(line).trim_start_matches(['*', '#', '_', ' ']);
     for (word, label) in [
         ("question", QaLabel::Question),
@@ -808,9 +811,10 @@ split = "lines"
         assert!(rendered.user.contains("Tides"));
         assert!(rendered.user.contains("What pulls the oceans?"));
         crate::tasks::knowledge::judge::JudgeTemplate::find(&prompts_dir()).unwrap();
-        // Every .toml in prompts/ is covered: self-edit templates, answer and judge.
+        crate::tasks::knowledge::questions::QuestionsTemplate::find(&prompts_dir()).unwrap();
+        // Every .toml in prompts/ is covered: self-edit templates, answer, judge, questions.
         let all = std::fs::read_dir(prompts_dir()).unwrap().count();
-        assert_eq!(all, templates.len() + 2);
+        assert_eq!(all, templates.len() + 3);
     }
 
     #[test]
