@@ -164,8 +164,21 @@ impl Run<'_> {
 
     /// Starts the binary with stdin left open (piped), stdout and stderr piped.
     pub fn spawn(&self) -> Child {
-        self.command()
-            .stdin(Stdio::piped())
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command();
+        // A suite started under nohup or in a shell's background passes on SIGHUP and SIGINT
+        // ignored (ignored signals survive exec); the signal cases need the child to meet them
+        // as a program started from a terminal does.
+        // Safety: signal(2) is async-signal-safe, and only the child's own dispositions change.
+        unsafe {
+            cmd.pre_exec(|| {
+                for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
