@@ -1124,6 +1124,19 @@ mod tests {
         assert!(err("[cluster]\nmem = \"lots\"\n").contains("mem"));
         let e = err("[cluster]\nsbatch_args = [\"--x\\n#SBATCH --y\"]\n");
         assert!(e.contains("sbatch_args"), "{e}");
+        // Packing needs a count of tasks to pack into.
+        let e = err("[cluster]\nbackend = \"slurm\"\nunits_per_task = 0\n");
+        assert!(e.contains("max_parallel"), "{e}");
+        let packed = RunConfig::from_toml(
+            "[cluster]\nbackend = \"slurm\"\nunits_per_task = 0\nmax_parallel = 3\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            [1, 3, 4, 7].map(|n| packed.cluster.per_task(n)),
+            [1, 1, 2, 3]
+        );
+        assert_eq!(cfg.cluster.per_task(7), 1);
         let served = "[inference]\nbackend = \"openai\"\nurl = \"http://127.0.0.1:1/v1\"\n\
                       model = \"p\"\n";
         let e = err(&format!("{served}[outer]\nrounds = 2\n"));
