@@ -12,9 +12,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    pin_thread_count();
     default_sigpipe();
     let args = cli::Cli::parse();
+    if args.computes() {
+        pin_thread_count();
+    }
     cli::diag::init(!args.opens_screen());
     if let Err(err) = cli::run(args) {
         tracing::error!("{err:#}");
@@ -44,7 +46,8 @@ fn pin_thread_count() {
         let busy = seal_tui::engine::device::busy_cores(std::time::Duration::from_millis(100))
             .unwrap_or(0.0);
         let threads = seal_tui::engine::device::cpu_threads(cores, busy);
-        // Still single-threaded here: no other thread can be reading the environment.
+        // Still single-threaded here (parsing the arguments starts no thread): no other thread
+        // can be reading the environment.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }

@@ -26,7 +26,7 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
     if path.is_file() {
         return fetch::sha256_file(path);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+    let files: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -34,6 +34,11 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
             name.ends_with(".safetensors") || name.ends_with(".json") || name.ends_with(".jinja")
         })
         .collect();
+    files_fingerprint(files)
+}
+
+/// The sha256 over files' names and contents, in name order.
+fn files_fingerprint(mut files: Vec<PathBuf>) -> Result<String> {
     files.sort();
     let mut hasher = Sha256::new();
     for f in files {
@@ -53,22 +58,12 @@ pub fn data_fingerprint(path: &Path) -> Result<String> {
     if !path.is_dir() {
         return fetch::sha256_file(path);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+    let files: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
         .collect();
-    files.sort();
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        hasher.update(fetch::sha256_file(&f)?);
-    }
-    Ok(format!("{:x}", hasher.finalize()))
+    files_fingerprint(files)
 }
 
 /// Passages without gold questions can only be graded on questions the model writes, and

@@ -86,6 +86,29 @@ fn spawn(args: &[&str], sessions: &Path, cluster: Option<&SlurmCluster>) -> Chil
     cmd.spawn().expect("start seal-tui")
 }
 
+/// `seal-tui run --headless --config CFG`, its sessions under `sessions`.
+fn run_headless(cfg: &Path, sessions: &Path, cluster: Option<&SlurmCluster>) -> Child {
+    spawn(
+        &["run", "--headless", "--config", cfg.to_str().unwrap()],
+        sessions,
+        cluster,
+    )
+}
+
+/// `scancel` of tasks of an array, from outside the run; it must succeed.
+fn scancel(cluster: &SlurmCluster, job: &str, tasks: &[usize]) {
+    let out = cluster
+        .command("scancel")
+        .args(tasks.iter().map(|t| format!("{job}_{t}")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn only_session(sessions: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(sessions)
         .unwrap()
@@ -253,28 +276,11 @@ fn a_slurm_run_gives_the_same_rewards_as_the_local_one() {
     let local_sessions = work.join("local-sessions");
     let slurm_sessions = work.join("slurm-sessions");
     let packed_sessions = work.join("packed-sessions");
-    let mut local = spawn(
-        &["run", "--headless", "--config", local_cfg.to_str().unwrap()],
-        &local_sessions,
-        None,
-    );
-    let mut slurm = spawn(
-        &["run", "--headless", "--config", slurm_cfg.to_str().unwrap()],
-        &slurm_sessions,
-        Some(&cluster),
-    );
+    let mut local = run_headless(&local_cfg, &local_sessions, None);
+    let mut slurm = run_headless(&slurm_cfg, &slurm_sessions, Some(&cluster));
     run_to_end(&mut local);
     run_to_end(&mut slurm);
-    let mut packed = spawn(
-        &[
-            "run",
-            "--headless",
-            "--config",
-            packed_cfg.to_str().unwrap(),
-        ],
-        &packed_sessions,
-        Some(&cluster),
-    );
+    let mut packed = run_headless(&packed_cfg, &packed_sessions, Some(&cluster));
     run_to_end(&mut packed);
     let local_dir = only_session(&local_sessions);
     let slurm_dir = only_session(&slurm_sessions);
@@ -433,11 +439,7 @@ fn kill_9_mid_array_then_resume_collects_every_unit_once() {
         &format!("{SLURM}max_parallel = 1\nsetup = \"sleep 1\"\n"),
     );
     let sessions = work.join("sessions");
-    let mut child = spawn(
-        &["run", "--headless", "--config", cfg.to_str().unwrap()],
-        &sessions,
-        Some(&cluster),
-    );
+    let mut child = run_headless(&cfg, &sessions, Some(&cluster));
     let mut job = String::new();
     drive(&mut child, |line, _| {
         if let Some((j, 0)) = task_line(line, "done") {
@@ -456,16 +458,7 @@ fn kill_9_mid_array_then_resume_collects_every_unit_once() {
     // While no runner watches, the next task finishes; then the two still waiting are
     // cancelled, so the resumed runner must submit exactly those again.
     wait_for(&session_unit(&dir, units[1]).join("result.json"), 120);
-    let out = cluster
-        .command("scancel")
-        .args([format!("{job}_2"), format!("{job}_3")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    scancel(&cluster, &job, &[2, 3]);
     let mut child = spawn(
         &["resume", "--headless", dir.to_str().unwrap()],
         &sessions,
@@ -510,11 +503,7 @@ fn a_cancelled_task_is_retried_and_a_failing_one_recorded_while_the_run_goes_on(
         &format!("{SLURM}max_parallel = 2\nretries = 1\nsetup = \"sleep 1\"\n"),
     );
     let sessions = work.join("sessions");
-    let mut child = spawn(
-        &["run", "--headless", "--config", cfg.to_str().unwrap()],
-        &sessions,
-        Some(&cluster),
-    );
+    let mut child = run_headless(&cfg, &sessions, Some(&cluster));
     let mut cancelled = None;
     let mut moved = false;
     let mut round_one_done = false;
@@ -528,12 +517,7 @@ fn a_cancelled_task_is_retried_and_a_failing_one_recorded_while_the_run_goes_on(
         // Killed by scancel while it runs (in its setup): a failure of the task, not of the run.
         if cancelled.is_none() {
             if let Some((job, 0)) = task_line(line, "running") {
-                let out = cluster
-                    .command("scancel")
-                    .arg(format!("{job}_0"))
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
+                scancel(&cluster, job, &[0]);
                 cancelled = Some(job.to_string());
             }
         }
@@ -605,21 +589,12 @@ fn a_packed_task_killed_midway_spends_an_attempt_only_on_the_unit_it_was_running
         &format!("{SLURM}max_parallel = 1\nunits_per_task = 0\n"),
     );
     let sessions = work.join("sessions");
-    let mut child = spawn(
-        &["run", "--headless", "--config", cfg.to_str().unwrap()],
-        &sessions,
-        Some(&cluster),
-    );
+    let mut child = run_headless(&cfg, &sessions, Some(&cluster));
     let mut cancelled = None;
     drive(&mut child, |line, _| {
         if cancelled.is_none() && line.contains(", unit ") {
             if let Some((job, 0)) = task_line(line, "running") {
-                let out = cluster
-                    .command("scancel")
-                    .arg(format!("{job}_0"))
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
+                scancel(&cluster, job, &[0]);
                 cancelled = Some(job.to_string());
             }
         }
@@ -683,11 +658,7 @@ fn quitting_cancels_the_array_and_a_resume_finishes_the_round() {
         &format!("{SLURM}max_parallel = 1\nsetup = \"sleep 2\"\n"),
     );
     let sessions = work.join("sessions");
-    let mut child = spawn(
-        &["run", "--headless", "--config", cfg.to_str().unwrap()],
-        &sessions,
-        Some(&cluster),
-    );
+    let mut child = run_headless(&cfg, &sessions, Some(&cluster));
     let mut job = None;
     drive(&mut child, |line, stdin| {
         if job.is_none() && line.contains("task(s) submitted") {

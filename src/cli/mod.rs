@@ -134,6 +134,15 @@ fn dev(cmd: DevCommand) -> Result<()> {
 
 impl Cli {
     /// Whether this command opens the workbench (the terminal then belongs to the screen).
+    /// Whether the command may run the model (the others never start candle, so the thread
+    /// count is not worth the probe it takes).
+    pub fn computes(&self) -> bool {
+        !matches!(
+            &self.command,
+            Some(Command::Replay(_) | Command::Report(_) | Command::FetchModel { .. })
+        )
+    }
+
     pub fn opens_screen(&self) -> bool {
         match &self.command {
             None => true,

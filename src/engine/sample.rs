@@ -221,16 +221,7 @@ pub fn generate(
     cancel: Option<&AtomicBool>,
     on_piece: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    generate_inner(
-        model,
-        adapter,
-        prompt,
-        params,
-        cancel,
-        on_piece,
-        &stop_ids(model),
-        None,
-    )
+    generate_constrained(model, adapter, prompt, params, None, cancel, on_piece)
 }
 
 /// [`generate`] under a grammar, when one is given: every token drawn keeps the text a valid

@@ -206,10 +206,7 @@ pub fn describe(record: &Record) -> Option<String> {
             detail,
             task,
         } => {
-            let who = match task {
-                Some(task) => format!("slurm task {job}_{task}, unit {}", index + 1),
-                None => format!("slurm task {job}_{index}"),
-            };
+            let who = format!("slurm task {}", task_label(job, *index, *task));
             if detail.is_empty() {
                 format!("{who}: {}", status.name())
             } else {
@@ -232,6 +229,15 @@ pub fn describe(record: &Record) -> Option<String> {
 }
 
 /// The first non-blank line, shortened.
+/// A unit's SLURM task as SLURM names it (`12_3`), with the unit when the task runs several
+/// (`12_1, unit 3`).
+pub fn task_label(job: &str, index: usize, task: Option<usize>) -> String {
+    match task {
+        Some(task) => format!("{job}_{task}, unit {}", index + 1),
+        None => format!("{job}_{index}"),
+    }
+}
+
 /// "4 task(s)", or "8 unit(s) in 2 task(s)" when each task runs several units.
 pub fn units_in_tasks(units: usize, per_task: usize) -> String {
     let per_task = per_task.max(1);

@@ -13,7 +13,7 @@ use crate::record::{
     Command, CtxId, Decision, EditId, Event, Record, RunMode, RunState, TaskStatus,
 };
 use crate::text::sanitize::sanitize_line;
-use crate::text::story::units_in_tasks;
+use crate::text::story::{task_label, units_in_tasks};
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -350,12 +350,8 @@ impl App {
             } => (
                 LogKind::Warning,
                 format!(
-                    "slurm task {}_{} failed: {}",
-                    sanitize_line(job),
-                    match task {
-                        Some(task) => format!("{task}, unit {}", index + 1),
-                        None => index.to_string(),
-                    },
+                    "slurm task {} failed: {}",
+                    sanitize_line(&task_label(job, *index, *task)),
                     sanitize_line(detail)
                 ),
             ),
