@@ -114,62 +114,93 @@ fn lora_gradients_match_finite_differences() {
     assert_eq!(vars.len(), 2 * 7 * t.config.num_layers);
 }
 
+/// Loss and gradients of every adapter tensor with the fused ops on or off and each layer
+/// checkpointed or not.
+fn loss_and_grads(
+    model: &Model,
+    cfg: &LoraConfig,
+    fused: bool,
+    checkpoint: bool,
+) -> (f32, Vec<Tensor>) {
+    let mut t = (*model.transformer).clone();
+    t.fused_training = fused;
+    t.checkpoint_layers = checkpoint;
+    let (adapter, vars) = LoraAdapter::init_with(
+        cfg,
+        &t.projection_shapes(),
+        5,
+        &Device::Cpu,
+        DType::F32,
+        0.05,
+    )
+    .unwrap();
+    let model = model.with_transformer(t);
+    let ex = examples(&model);
+    let rows: Vec<&Example> = ex.iter().collect();
+    let loss = batch_loss(&model, &adapter, &rows, LossOn::All, 0).unwrap();
+    let grads = loss.backward().unwrap();
+    let g = vars
+        .iter()
+        .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+        .collect();
+    (loss.to_scalar::<f32>().unwrap(), g)
+}
+
+fn assert_same(
+    what: &str,
+    (l_a, g_a): &(f32, Vec<Tensor>),
+    (l_b, g_b): &(f32, Vec<Tensor>),
+    rel: f32,
+) {
+    assert!((l_a - l_b).abs() < 1e-4, "{what}: loss {l_a} vs {l_b}");
+    assert_eq!(g_a.len(), g_b.len(), "{what}: gradient count");
+    for (k, (a, b)) in g_a.iter().zip(g_b).enumerate() {
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1e-6);
+        let diff = max_abs_diff(a, b);
+        assert!(
+            diff < rel * scale + 1e-6,
+            "{what}: gradient {k} differs by {diff} (scale {scale})"
+        );
+    }
+}
+
 #[test]
 fn fused_training_ops_match_the_composed_formulation() {
     // Same loss and same gradients, with and without the fused CPU ops, on both architectures
-    // (Qwen2 adds q/k/v biases) and with a batch whose rows differ in length.
+    // (Qwen2 adds q/k/v biases) and with a batch whose rows differ in length; and the same
+    // again with every layer checkpointed (recomputed in the backward), with all projections
+    // adapted and with SEAL's q,v only.
     for arch in [Arch::Llama, Arch::Qwen2] {
-        let mut model = load(&tiny_hf(arch), Quantize::Off);
-        let cfg = LoraConfig {
-            rank: 3,
-            alpha: 6.0,
-            dropout: 0.0,
-            targets: Target::ALL.to_vec(),
-        };
-        let t = model.transformer.clone();
-        let (adapter, vars) = LoraAdapter::init_with(
-            &cfg,
-            &t.projection_shapes(),
-            5,
-            &Device::Cpu,
-            DType::F32,
-            0.05,
-        )
-        .unwrap();
-        let ex = examples(&model);
-        let rows: Vec<&Example> = ex.iter().collect();
-        let mut results = Vec::new();
-        for fused in [true, false] {
-            let mut t = (*model.transformer).clone();
-            t.fused_training = fused;
-            model = model.with_transformer(t);
-            let loss = batch_loss(&model, &adapter, &rows, LossOn::All, 0).unwrap();
-            let grads = loss.backward().unwrap();
-            let g: Vec<Tensor> = vars
-                .iter()
-                .map(|v| grads.get(v.as_tensor()).unwrap().clone())
-                .collect();
-            results.push((loss.to_scalar::<f32>().unwrap(), g));
-        }
-        let (l_fused, g_fused) = &results[0];
-        let (l_plain, g_plain) = &results[1];
-        assert!(
-            (l_fused - l_plain).abs() < 1e-4,
-            "{arch:?}: loss {l_fused} vs {l_plain}"
-        );
-        for (k, (a, b)) in g_fused.iter().zip(g_plain).enumerate() {
-            let scale = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-6);
-            let diff = max_abs_diff(a, b);
-            assert!(
-                diff < 1e-3 * scale + 1e-6,
-                "{arch:?}: gradient {k} differs by {diff} (scale {scale})"
+        let model = load(&tiny_hf(arch), Quantize::Off);
+        for targets in [Target::ALL.to_vec(), vec![Target::Q, Target::V]] {
+            let cfg = LoraConfig {
+                rank: 3,
+                alpha: 6.0,
+                dropout: 0.0,
+                targets: targets.clone(),
+            };
+            let fused = loss_and_grads(&model, &cfg, true, false);
+            let composed = loss_and_grads(&model, &cfg, false, false);
+            let checkpointed = loss_and_grads(&model, &cfg, true, true);
+            let what = format!("{arch:?} {targets:?}");
+            assert_same(
+                &format!("{what} fused vs composed"),
+                &fused,
+                &composed,
+                1e-3,
+            );
+            assert_same(
+                &format!("{what} checkpointed vs fused"),
+                &checkpointed,
+                &fused,
+                1e-5,
             );
         }
     }

@@ -178,6 +178,18 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
     use seal_tui::engine::{
         train_lora, Example, LoraConfig, LossOn, Target, TrainConfig, TrainEvent,
     };
+    // Checked before the model loads: a typo should not cost a load.
+    let settings = [
+        ("r16-qkvo", "r=16, alpha=32, q,k,v,o", 16, 32.0, "q,k,v,o"),
+        ("r32-qv", "r=32, alpha=64, q,v (SEAL)", 32, 64.0, "q,v"),
+    ];
+    let wanted: Vec<&str> = args.settings.split(',').map(str::trim).collect();
+    if let Some(bad) = wanted
+        .iter()
+        .find(|w| !settings.iter().any(|(key, ..)| key == *w))
+    {
+        anyhow::bail!("--settings: unknown setting {bad:?}; choose r16-qkvo, r32-qv or both");
+    }
     let model = args.model.load()?;
     outln!(
         "model: {} ({:.1}M parameters, {}, {})",
@@ -199,17 +211,6 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         prompt: Vec::new(),
         completion: ids,
     };
-    let settings = [
-        ("r16-qkvo", "r=16, alpha=32, q,k,v,o", 16, 32.0, "q,k,v,o"),
-        ("r32-qv", "r=32, alpha=64, q,v (SEAL)", 32, 64.0, "q,v"),
-    ];
-    let wanted: Vec<&str> = args.settings.split(',').map(str::trim).collect();
-    if let Some(bad) = wanted
-        .iter()
-        .find(|w| !settings.iter().any(|(key, ..)| key == *w))
-    {
-        anyhow::bail!("--settings: unknown setting {bad:?}; choose r16-qkvo, r32-qv or both");
-    }
     for (key, label, rank, alpha, targets) in settings {
         if !wanted.contains(&key) {
             continue;

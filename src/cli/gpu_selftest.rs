@@ -30,6 +30,7 @@ fn load(dir: &std::path::Path, device: &Device, dtype: DType) -> Result<Model> {
             device: device.clone(),
             dtype: Some(dtype),
             quantize: Quantize::Off,
+            checkpoint_layers: false,
         },
     )
 }

@@ -22,6 +22,10 @@ pub struct ModelArgs {
     /// Keep a quantized copy of the weights for sampling (auto: q8 on CPU).
     #[arg(long, value_enum, default_value_t = Quantize::Auto)]
     pub quantize: Quantize,
+    /// Gradient checkpointing in training: recompute each layer in the backward instead of
+    /// keeping its intermediates (for long sequences or large models on a GPU).
+    #[arg(long)]
+    pub checkpoint_layers: bool,
 }
 
 impl ModelArgs {
@@ -39,6 +43,7 @@ impl ModelArgs {
             device: self.device,
             dtype: self.dtype,
             quantize: self.quantize,
+            checkpoint_layers: self.checkpoint_layers,
         }
     }
 

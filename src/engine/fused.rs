@@ -637,6 +637,65 @@ fn token_nll_sliced(h: &Tensor, head: &Tensor, targets: &[u32], step: usize) -> 
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Gradient checkpointing: a whole transformer layer as one node that keeps only its input.
+// Its forward runs the layer on detached tensors and drops every intermediate; its backward runs
+// the layer again with its input and parameters tracked, and takes the gradient of
+// sum(y * dy), whose derivative with respect to y is dy. The layer's trainable tensors travel
+// packed into one (`params`), so the node has two inputs whatever the number of adapted
+// projections; candle's own backward of the packing splits the gradient back.
+
+/// A layer's forward from its input `(b, t, hidden)` and packed parameters.
+pub type LayerFn = std::sync::Arc<dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync>;
+
+struct Checkpoint {
+    layer: LayerFn,
+    out: Output,
+}
+
+impl CustomOp2 for Checkpoint {
+    fn name(&self) -> &'static str {
+        "checkpointed-layer"
+    }
+
+    forward_from_output!(2);
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let x = candle_core::Var::from_tensor(&x.detach())?;
+        let params = candle_core::Var::from_tensor(&params.detach())?;
+        let y = (self.layer)(x.as_tensor(), params.as_tensor())?;
+        // Only the gradient of this sum is used, never its value, so its precision is moot.
+        let grads = (y * dy.detach())?.sum_all()?.backward()?;
+        Ok((
+            grads.get(x.as_tensor()).cloned(),
+            grads.get(params.as_tensor()).cloned(),
+        ))
+    }
+}
+
+/// `layer(x, params)` as one node that recomputes the layer in the backward instead of keeping
+/// its intermediates: the activation memory of training drops to one hidden state per layer
+/// plus one layer's worth, for a second forward of each layer. `layer` must be deterministic
+/// (no dropout).
+pub fn checkpoint(x: &Tensor, params: &Tensor, layer: LayerFn) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let params = params.contiguous()?;
+    let out = layer(&x.detach(), &params.detach())?;
+    x.apply_op2(
+        &params,
+        Checkpoint {
+            layer,
+            out: Output::new(out)?,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

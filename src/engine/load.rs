@@ -30,6 +30,8 @@ pub struct LoadOptions {
     pub device: Device,
     pub dtype: Option<DType>,
     pub quantize: Quantize,
+    /// Gradient checkpointing in training: each layer recomputed in the backward.
+    pub checkpoint_layers: bool,
 }
 
 impl Default for LoadOptions {
@@ -38,6 +40,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: None,
             quantize: Quantize::Auto,
+            checkpoint_layers: false,
         }
     }
 }
@@ -162,6 +165,7 @@ fn finish(
         Quantize::Q8 => true,
         Quantize::Off => false,
     };
+    transformer.checkpoint_layers = opts.checkpoint_layers;
     if quantize {
         transformer.quantize_for_inference(GgmlDType::Q8_0)?;
     }

@@ -221,6 +221,9 @@ pub struct Transformer {
     /// Train with the fused CPU ops of [`super::fused`] where they apply (on by default; the
     /// composed formulation stays as the reference they are tested against).
     pub fused_training: bool,
+    /// With the fused ops, recompute each layer in the backward instead of keeping its
+    /// intermediates (gradient checkpointing; off by default: it costs a second forward).
+    pub checkpoint_layers: bool,
 }
 
 impl Transformer {
@@ -320,6 +323,7 @@ impl Transformer {
             lm_head,
             inv_freq,
             fused_training: true,
+            checkpoint_layers: false,
         })
     }
 
@@ -546,7 +550,8 @@ impl Transformer {
     }
 
     /// The training forward on the fused ops: one autograd node per norm, projection,
-    /// attention and MLP product.
+    /// attention and MLP product; with `checkpoint_layers`, one node per layer that keeps only
+    /// its input and recomputes the rest in the backward.
     fn forward_train_fused(
         &self,
         mut x: Tensor,
@@ -556,42 +561,66 @@ impl Transformer {
         adapter: Option<&LoraAdapter>,
     ) -> Result<Tensor> {
         let c = &self.config;
+        let scale = adapter.map(|a| a.scale()).unwrap_or(1.0);
         for (i, block) in self.layers.iter().enumerate() {
-            let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
-                let lin = block.linear(target);
-                match adapter.and_then(|a| a.get(i, target).map(|p| (a, p))) {
-                    Some((a, pair)) => Ok(fused::lora_linear(
-                        x,
-                        &lin.weight,
-                        lin.bias.as_ref(),
-                        &pair.a,
-                        &pair.b,
-                        a.scale(),
-                    )?),
-                    None => lin.forward(x, Mode::Train),
-                }
+            let pairs: Vec<(Target, Tensor, Tensor)> = adapter
+                .map(|a| {
+                    a.modules
+                        .range((i, Target::Q)..=(i, Target::Down))
+                        .map(|(&(_, t), p)| (t, p.a.clone(), p.b.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            x = if self.checkpoint_layers {
+                self.checkpointed_layer(block, &x, cos, sin, bias, pairs, scale)?
+            } else {
+                fused_layer(block, c, &x, cos, sin, bias, &pairs, scale)?
             };
-            let h = fused::rms_norm(&x, &block.input_norm, c.rms_norm_eps)?;
-            let q = proj(Target::Q, &h)?;
-            let k = proj(Target::K, &h)?;
-            let v = proj(Target::V, &h)?;
-            let attn = fused::attention(
-                &q,
-                &k,
-                &v,
-                cos,
-                sin,
-                bias,
-                c.num_heads,
-                c.num_kv_heads,
-                c.head_dim,
-            )?;
-            let x1 = (x + proj(Target::O, &attn)?)?;
-            let h = fused::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps)?;
-            let mlp = fused::silu_mul(&proj(Target::Gate, &h)?, &proj(Target::Up, &h)?)?;
-            x = (x1 + proj(Target::Down, &mlp)?)?;
         }
         Ok(fused::rms_norm(&x, &self.norm, c.rms_norm_eps)?)
+    }
+
+    /// One layer under [`fused::checkpoint`], its adapter's A and B packed into one tensor.
+    #[allow(clippy::too_many_arguments)]
+    fn checkpointed_layer(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: Option<&Tensor>,
+        pairs: Vec<(Target, Tensor, Tensor)>,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let shapes: Vec<(Target, Vec<usize>, Vec<usize>)> = pairs
+            .iter()
+            .map(|(t, a, b)| (*t, a.dims().to_vec(), b.dims().to_vec()))
+            .collect();
+        let params = if pairs.is_empty() {
+            Tensor::zeros(1, DType::F32, &self.device)?
+        } else {
+            let flat = pairs
+                .iter()
+                .flat_map(|(_, a, b)| [a.flatten_all(), b.flatten_all()])
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&flat, 0)?
+        };
+        let (block, config) = (block.clone(), self.config.clone());
+        let (cos, sin, bias) = (cos.clone(), sin.clone(), bias.cloned());
+        let layer: fused::LayerFn = Arc::new(move |x: &Tensor, params: &Tensor| {
+            let mut at = 0;
+            let mut pairs = Vec::with_capacity(shapes.len());
+            for (t, a_dims, b_dims) in &shapes {
+                let (na, nb) = (a_dims.iter().product(), b_dims.iter().product::<usize>());
+                let a = params.narrow(0, at, na)?.reshape(a_dims.as_slice())?;
+                let b = params.narrow(0, at + na, nb)?.reshape(b_dims.as_slice())?;
+                at += na + nb;
+                pairs.push((*t, a, b));
+            }
+            fused_layer(&block, &config, x, &cos, &sin, bias.as_ref(), &pairs, scale)
+                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+        });
+        Ok(fused::checkpoint(x, &params, layer)?)
     }
 
     /// Grouped-query attention without materialising repeated key/value heads: the query heads
@@ -672,4 +701,51 @@ impl Transformer {
         let tgt = Tensor::new(targets, &self.device)?.unsqueeze(1)?;
         Ok(logp.gather(&tgt, 1)?.squeeze(1)?)
     }
+}
+
+/// One transformer layer on the fused ops, its adapter given as (projection, A, B).
+#[allow(clippy::too_many_arguments)]
+fn fused_layer(
+    block: &Block,
+    c: &ModelConfig,
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: Option<&Tensor>,
+    pairs: &[(Target, Tensor, Tensor)],
+    scale: f64,
+) -> Result<Tensor> {
+    let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
+        let lin = block.linear(target);
+        match pairs.iter().find(|(t, _, _)| *t == target) {
+            Some((_, a, b)) => Ok(fused::lora_linear(
+                x,
+                &lin.weight,
+                lin.bias.as_ref(),
+                a,
+                b,
+                scale,
+            )?),
+            None => lin.forward(x, Mode::Train),
+        }
+    };
+    let h = fused::rms_norm(x, &block.input_norm, c.rms_norm_eps)?;
+    let q = proj(Target::Q, &h)?;
+    let k = proj(Target::K, &h)?;
+    let v = proj(Target::V, &h)?;
+    let attn = fused::attention(
+        &q,
+        &k,
+        &v,
+        cos,
+        sin,
+        bias,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+    )?;
+    let x1 = (x + proj(Target::O, &attn)?)?;
+    let h = fused::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps)?;
+    let mlp = fused::silu_mul(&proj(Target::Gate, &h)?, &proj(Target::Up, &h)?)?;
+    Ok((x1 + proj(Target::Down, &mlp)?)?)
 }

@@ -106,6 +106,9 @@ pub struct ModelSection {
     #[serde(with = "optional_dtype")]
     pub dtype: Option<Dtype>,
     pub quantize: Quantize,
+    /// Gradient checkpointing in every finetune: each layer is recomputed in the backward
+    /// instead of keeping its intermediates (less memory for a second forward; same results).
+    pub checkpoint_layers: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

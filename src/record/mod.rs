@@ -39,7 +39,8 @@ pub use state::RunState;
 /// `cluster_task` may name SLURM's `task`, `[cluster]` gains `units_per_task`); self-written
 /// evaluation questions (`questions_written` and `self_checked` events; `[knowledge]` gains
 /// `questions` and `self_questions`).
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: `[model]` gains `checkpoint_layers` (gradient checkpointing).
+pub const FORMAT_VERSION: u32 = 5;
 
 #[cfg(test)]
 mod format {

@@ -98,6 +98,7 @@ pub fn load_options(m: &ModelSection) -> Result<(LoadOptions, Option<String>)> {
             device,
             dtype: m.dtype.map(dtype),
             quantize: quantize(m.quantize),
+            checkpoint_layers: m.checkpoint_layers,
         },
         notice,
     ))

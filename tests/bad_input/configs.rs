@@ -104,6 +104,7 @@ pub fn cases() -> Vec<Case> {
         row("model.device = cuda:x", "model.device", "\"cuda:x\"", &["cuda:x"]),
         row("model.dtype = f8", "model.dtype", "\"f8\"", &["f8", "bf16"]),
         row("model.quantize = q4", "model.quantize", "\"q4\"", &["q4", "q8"]),
+        row("model.checkpoint_layers = yes", "model.checkpoint_layers", "\"yes\"", &["run.toml", "yes", "boolean"]),
         row("outer.start_mode = fast", "outer.start_mode", "\"fast\"", &["fast", "paused"]),
         row("outer.save_adapters = some", "outer.save_adapters", "\"some\"", &["some", "kept"]),
         row("outer.min_gain = nan", "outer.min_gain", "nan", &["outer.min_gain"]),
