@@ -324,5 +324,82 @@ pub fn cases() -> Vec<Case> {
             finetune(lab, &data, &[]).fails(&["--out", "a file is there"]);
             before.unchanged();
         }),
+        // Unlabeled text: only runs whose questions the model writes may use it.
+        case("unlabeled text with a malformed line", |lab| {
+            let p = lab.write(
+                "texts.jsonl",
+                "{\"title\": \"A\", \"text\": \"Fine.\"}\n{\"title\": \"B\", \"text\": \n",
+            );
+            self_run_fails(lab, &p, &["texts.jsonl", "line 2", "not valid JSON"]);
+        }),
+        case("unlabeled text whose line has no text", |lab| {
+            let p = lab.write("texts.jsonl", "{\"title\": \"A\", \"body\": \"x\"}\n");
+            self_run_fails(lab, &p, &["texts.jsonl", "line 1", "text"]);
+        }),
+        case("a folder of texts with no .txt file in it", |lab| {
+            let dir = lab.path("texts");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("notes.md"), "not a passage").unwrap();
+            self_run_fails(lab, &dir, &["texts", "no passages"]);
+        }),
+        case("a folder of texts with an empty .txt", |lab| {
+            let dir = lab.path("texts");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("tides.txt"), "The Moon pulls the oceans.").unwrap();
+            std::fs::write(dir.join("void.txt"), "  \n").unwrap();
+            self_run_fails(lab, &dir, &["void.txt", "empty"]);
+        }),
+        case("unlabeled text graded on gold questions", |lab| {
+            let dir = lab.path("texts");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("tides.txt"), "The Moon pulls the oceans.").unwrap();
+            run_fails_with(
+                lab,
+                &[("task.data", Some(&format!("{:?}", s(&dir))))],
+                &["no gold questions", "questions"],
+            );
+        }),
+        case("self-written questions with held-out passes", |lab| {
+            let p = lab.write("one.json", ONE_PASSAGE);
+            let held = lab.write("held.json", ONE_PASSAGE.replace("Lone", "Other"));
+            run_fails_with(
+                lab,
+                &[
+                    ("task.data", Some(&format!("{:?}", s(&p)))),
+                    ("knowledge.questions", Some("\"self\"")),
+                    ("heldout.data", Some(&format!("{:?}", s(&held)))),
+                ],
+                &["heldout", "self"],
+            );
+        }),
+        case("eval --self-questions 0 and --questions maybe", |lab| {
+            let p = lab.write("one.json", ONE_PASSAGE);
+            let eval = |extra: &[&str]| {
+                let mut args = vec!["eval", "-m"];
+                let m = s(&gguf());
+                let d = s(&p);
+                args.extend([m.as_str(), "--data", d.as_str(), "--passages", "1"]);
+                args.extend(extra);
+                lab.run(&args)
+            };
+            eval(&["--questions", "self", "--self-questions", "0"]).fails(&["self-questions", "0"]);
+            eval(&["--questions", "self", "--self-questions", "33"])
+                .fails(&["self-questions", "33"]);
+            eval(&["--questions", "maybe"]).fails(&["maybe", "both"]);
+            assert!(!lab.path("eval-results.json").exists());
+        }),
     ]
+}
+
+/// A run on `data` graded on questions the model writes must fail naming each phrase.
+fn self_run_fails(lab: &Lab, data: &Path, phrases: &[&str]) {
+    let data = format!("{:?}", s(data));
+    run_fails_with(
+        lab,
+        &[
+            ("task.data", Some(&data)),
+            ("knowledge.questions", Some("\"self\"")),
+        ],
+        phrases,
+    );
 }
