@@ -192,6 +192,55 @@ fn rewards_pane_after_scoring() {
 }
 
 #[test]
+fn rewards_pane_shows_the_self_question_check() {
+    use seal_tui::record::{QuestionResult, SelfCheck, Verdict};
+    // A `questions = "both"` run grades each evaluation on the self-written questions too.
+    let mut records = knowledge();
+    let at = records
+        .iter()
+        .position(|r| matches!(r.event, Event::EditScored { id, .. } if id == eid(0, 1, 0)))
+        .unwrap();
+    let result = |question, correct| QuestionResult {
+        question,
+        answer: "in the harbour".into(),
+        grid: None,
+        verdict: Verdict {
+            grader: "f1>=0.5".into(),
+            correct,
+            score: if correct { 1.0 } else { 0.0 },
+            raw: String::new(),
+        },
+    };
+    let mut check = records[at].clone();
+    check.event = Event::SelfChecked {
+        id: CtxId { round: 0, ctx: 1 },
+        edit: Some(eid(0, 1, 0)),
+        rev: 0,
+        repeat: 0,
+        check: SelfCheck {
+            results: vec![
+                result(0, true),
+                result(1, false),
+                result(2, true),
+                result(3, true),
+            ],
+            accuracy: 0.75,
+        },
+    };
+    records.insert(at, check);
+    let app = app_until(
+        &records,
+        Theme::dark(),
+        |e| matches!(e, Event::EditScored { id, .. } if *id == eid(0, 1, 0)),
+    );
+    let screen = text(&focused(app, Pane::Rewards), 80, 24);
+    assert!(
+        screen.contains("self-check 75% of 4 own questions"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn run_pane_at_the_end() {
     let app = app_all(&knowledge(), Theme::dark());
     insta::assert_snapshot!(text(&focused(app, Pane::Run), 80, 24));

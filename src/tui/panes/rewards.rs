@@ -115,6 +115,16 @@ fn lines(app: &App, ctx: &ContextState, width: usize) -> Vec<Line<'static>> {
         });
         totals.push(Span::styled("  reward ", theme.muted()));
         totals.push(Span::styled(labels::reward(e.reward), theme.strong()));
+        // `questions = "both"`: the reward the self-written questions would have given.
+        if let Some(a) = e.self_accuracy() {
+            let asked: usize = e.self_checks.iter().map(|(_, c)| c.results.len()).sum();
+            totals.push(Span::styled("  self-check ", theme.muted()));
+            totals.push(Span::styled(labels::pct(a), theme.text()));
+            totals.push(Span::styled(
+                format!(" of {asked} own questions"),
+                theme.muted(),
+            ));
+        }
     }
     out.extend(hanging(Vec::new(), totals, width));
     let grader = latest
