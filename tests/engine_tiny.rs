@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{load, max_abs_diff, scratch, tiny_gguf, tiny_hf};
+use common::{load, max_abs, max_abs_diff, scratch, tiny_gguf, tiny_hf};
 use seal_tui::engine::{
     generate, generate_batch, Arch, Mode, Model, Positions, Quantize, SamplingParams, StopReason,
 };
@@ -167,13 +167,7 @@ fn quantized_decoding_after_a_dense_prefill_tracks_the_dense_model() {
     let full = full_logits(&dense, &ids);
     for (i, step) in cached_decode_logits(&quant, &ids, 20, 64) {
         let expected = full.get(i).unwrap();
-        let scale = expected
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&expected);
         let diff = max_abs_diff(&step, &expected);
         assert!(diff < 0.05 * scale, "position {i}: {diff} (scale {scale})");
     }
@@ -208,13 +202,7 @@ fn quantized_sampling_weights_stay_close_to_f32() {
     let ids = f.tokenizer.encode("quantization error is small").unwrap();
     let a = full_logits(&f, &ids);
     let b = full_logits(&q, &ids);
-    let scale = a
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(&a);
     assert!(
         max_abs_diff(&a, &b) < 0.05 * scale,
         "{} vs {scale}",

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{load, max_abs_diff, tiny_gguf, tiny_hf};
+use common::{load, max_abs, max_abs_diff, tiny_gguf, tiny_hf};
 use seal_tui::engine::train::batch_loss;
 use seal_tui::engine::{
     load_model, peft, train_lora, Arch, Example, LoadOptions, LoraAdapter, LoraConfig, LossOn,
@@ -155,14 +155,7 @@ fn assert_same(
     assert!((l_a - l_b).abs() < 1e-4, "{what}: loss {l_a} vs {l_b}");
     assert_eq!(g_a.len(), g_b.len(), "{what}: gradient count");
     for (k, (a, b)) in g_a.iter().zip(g_b).enumerate() {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-6);
+        let scale = max_abs(b).max(1e-6);
         let diff = max_abs_diff(a, b);
         assert!(
             diff < rel * scale + 1e-6,

@@ -87,9 +87,12 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
 }
 
 pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
+    max_abs(&(a - b).unwrap())
+}
+
+/// The largest magnitude in an f32 tensor: the scale a tolerance is taken relative to.
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
