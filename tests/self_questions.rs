@@ -161,14 +161,21 @@ fn canned_questions_are_parsed_and_graded_through_the_domain() {
             Some((QuestionsTemplate::find(&prompts()).unwrap(), 8)),
         ),
     };
-    let canned = "Sure, here they are:\n1. Q: Who led the reactor project?\nA: Marguerite Abalo\n\
-                  2. Q: What cools the coils?\nA: liquid neon.\n\
-                  3. Q: What cools the coils?\nA: liquid neon\n\
-                  Q: What colour is the control room? A: green\n";
+    let canned = "Sure, here they are:\n1. Q: Who founded Varnholt?\nA: Edda Quillon\n\
+                  2. Q: What colour is Varnholt's salt?\nA: blue.\n\
+                  3. Q: What colour is Varnholt's salt?\nA: blue\n\
+                  Q: What is the lighthouse called? A: the Amber Lamp\n\
+                  Q: Who lives there? A: sea giants\n";
     let cancel = AtomicBool::new(false);
 
     let own = domain(QuestionSource::SelfWritten);
-    own.restore_questions(&read_questions(0, canned.into(), 8, 0.0));
+    own.restore_questions(&read_questions(
+        0,
+        &passages[0].context,
+        canned.into(),
+        8,
+        0.0,
+    ));
     // Restored questions are never written again.
     assert!(own.prepare_context(&model, 0, &cancel).unwrap().is_none());
     let view = own.view(0);
@@ -176,9 +183,9 @@ fn canned_questions_are_parsed_and_graded_through_the_domain() {
     assert_eq!(
         asked,
         [
-            "Who led the reactor project?",
-            "What cools the coils?",
-            "What colour is the control room?"
+            "Who founded Varnholt?",
+            "What colour is Varnholt's salt?",
+            "What is the lighthouse called?"
         ]
     );
     let scored = own.baseline(&model, 0, &cancel).unwrap();
@@ -187,7 +194,13 @@ fn canned_questions_are_parsed_and_graded_through_the_domain() {
     assert!(scored.self_check.is_none());
 
     let both = domain(QuestionSource::Both);
-    both.restore_questions(&read_questions(0, canned.into(), 8, 0.0));
+    both.restore_questions(&read_questions(
+        0,
+        &passages[0].context,
+        canned.into(),
+        8,
+        0.0,
+    ));
     let scored = both.baseline(&model, 0, &cancel).unwrap();
     assert_eq!(scored.results.len(), gold);
     let check = scored

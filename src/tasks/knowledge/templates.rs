@@ -548,7 +548,7 @@ fn has_content(text: &str) -> bool {
 }
 
 /// Strips a leading bullet (`-`, `*`, `+`, `•`, `–`) or number (`1.`, `2)`, `(3)`) and spaces.
-fn strip_list_marker(line: &str) -> &str {
+pub(super) fn strip_list_marker(line: &str) -> &str {
     let line = line.trim();
     for bullet in ["- ", "* ", "+ ", "• ", "– "] {
         if let Some(rest) = line.strip_prefix(bullet) {
