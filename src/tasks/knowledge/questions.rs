@@ -6,7 +6,7 @@
 //!
 //! The model's output is untrusted text: it is parsed leniently (`Q:`/`A:`, `Question:`/
 //! `Answer:`, numbered or bold, one pair per line or per two lines), and a pair is dropped when
-//! it is malformed, repeats an earlier question, or its answer is not a short span of the
+//! it is malformed, repeats an earlier question or answer, or its answer is not a short span of the
 //! passage (SQuAD answers are a few words copied from the text; a sentence-long "answer" cannot
 //! be graded by F1 or exact match, and one the passage does not contain is a guess, not a fact
 //! the adapted model could have learnt).
@@ -29,6 +29,12 @@ use std::sync::atomic::AtomicBool;
 pub const MAX_ANSWER_WORDS: usize = 8;
 /// The longest question kept, in words.
 const MAX_QUESTION_WORDS: usize = 40;
+/// How many times the model writes, at most, while fewer than half the pairs asked for are
+/// usable (a small model sometimes stops after one question or drifts off the passage).
+const MAX_DRAWS: u64 = 3;
+/// The line between two draws in the recorded output: the pairs of all draws are pooled, and
+/// no pair spans it.
+pub const DRAW_SEPARATOR: &str = "[seal-tui: next draw]";
 
 /// The prompt the model writes its questions from: `{title}`, `{passage}`, `{count}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +77,8 @@ impl QuestionsTemplate {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Parsed {
     pub questions: Vec<Question>,
-    /// Pairs recognised but not kept (duplicate, empty, answer too long, over the count).
+    /// Pairs recognised but not kept (repeated, empty, answer too long or not in the passage,
+    /// over the count).
     pub dropped: usize,
 }
 
@@ -90,6 +97,10 @@ pub fn parse_pairs(text: &str, passage: &str, max: usize) -> Parsed {
     for line in text.lines() {
         let line = clean(line);
         if line.is_empty() {
+            continue;
+        }
+        if line == DRAW_SEPARATOR {
+            flush(&mut question, &mut answer);
             continue;
         }
         match qa_label(&line) {
@@ -148,7 +159,9 @@ fn split_inline_answer(rest: &str) -> Option<(&str, &str)> {
 
 fn keep(raw: Vec<(String, String)>, passage: &str, max: usize) -> Parsed {
     let mut parsed = Parsed::default();
-    let mut seen: Vec<String> = Vec::new();
+    // Questions and answers already kept: a second question with the same answer asks about
+    // the same fact (a small model writes "the 2nd/3rd/4th leader? Rollo").
+    let mut seen: Vec<(String, String)> = Vec::new();
     // Cleaned as the answers are (control characters out), so an answer is found as written.
     let passage: String = passage
         .chars()
@@ -162,13 +175,13 @@ fn keep(raw: Vec<(String, String)>, passage: &str, max: usize) -> Parsed {
     for (q, a) in raw {
         let q = q.trim().trim_matches(['*', '_']).trim().to_string();
         let a = tidy_answer(&a);
-        let key = normalize_answer(&q);
+        let key = (normalize_answer(&q), normalize_answer(&a));
         let usable = has_letters(&q)
             && has_alphanumeric(&a)
             && words(&q) <= MAX_QUESTION_WORDS
             && words(&a) <= MAX_ANSWER_WORDS
             && passage.contains(&format!(" {} ", normalize_answer(&a)))
-            && !seen.contains(&key)
+            && !seen.iter().any(|(q, a)| *q == key.0 || *a == key.1)
             && parsed.questions.len() < max;
         if !usable {
             parsed.dropped += 1;
@@ -249,7 +262,8 @@ pub fn read_questions(
 /// passage, which keeps the questions a fixed yardstick for every self-edit of the passage.
 const QUESTION_TEMPERATURE: f64 = 0.7;
 
-/// The model reads the passage and writes `count` pairs about it.
+/// The model reads the passage and writes `count` pairs about it, drawing again (each draw from
+/// its own fixed seed) while fewer than half of them are usable; the draws' pairs are pooled.
 pub fn write_questions(
     model: &Model,
     template: &QuestionsTemplate,
@@ -260,17 +274,27 @@ pub fn write_questions(
 ) -> Result<SelfQuestions> {
     let start = Instant::now();
     let ids = model.prompt_ids(&template.render(passage, count))?;
-    let params = SamplingParams {
-        temperature: QUESTION_TEMPERATURE,
-        top_p: 0.95,
-        seed: 0x5e1f_0000 ^ index as u64,
-        ..SamplingParams::greedy(template.chat.max_tokens)
-    };
-    let gen = generate(model, None, &ids, &params, cancel, &mut |_| {})?;
+    let mut raw = String::new();
+    for draw in 0..MAX_DRAWS {
+        let params = SamplingParams {
+            temperature: QUESTION_TEMPERATURE,
+            top_p: 0.95,
+            seed: (0x5e1f_0000 ^ index as u64).wrapping_add(draw << 32),
+            ..SamplingParams::greedy(template.chat.max_tokens)
+        };
+        let gen = generate(model, None, &ids, &params, cancel, &mut |_| {})?;
+        if draw > 0 {
+            raw.push_str(&format!("\n{DRAW_SEPARATOR}\n"));
+        }
+        raw.push_str(&gen.text);
+        if 2 * parse_pairs(&raw, &passage.context, count).questions.len() >= count {
+            break;
+        }
+    }
     Ok(read_questions(
         index,
         &passage.context,
-        gen.text,
+        raw,
         count,
         start.elapsed().as_secs_f64(),
     ))
@@ -350,6 +374,7 @@ mod tests {
             "Q: Why was it built?\nA: {long}\n\
              Q: Who led it?\nA: Abalo\n\
              Q: who led it\nA: Abalo again\n\
+             Q: Who was in charge?\nA: ABALO.\n\
              Q: Orphan question?\n\
              Q: ??\nA: x\n\
              Q: What is empty?\nA: ...\n\
@@ -362,9 +387,9 @@ mod tests {
             .map(|q| q.question.as_str())
             .collect();
         assert_eq!(kept, ["Who led it?"]);
-        // too long, duplicate, no letters, empty answer (the orphan and the lone answer are
-        // not pairs at all).
-        assert_eq!(parsed.dropped, 4);
+        // too long, repeated question, repeated answer, no letters, empty answer (the orphan
+        // and the lone answer are not pairs at all).
+        assert_eq!(parsed.dropped, 5);
     }
 
     #[test]
@@ -385,6 +410,23 @@ mod tests {
         // Case, punctuation and articles aside, the answer must be whole words of the passage.
         assert_eq!(kept, ["In 1871", "ida lornsen"]);
         assert_eq!(parsed.dropped, 3);
+    }
+
+    #[test]
+    fn draws_are_pooled_and_no_pair_spans_two() {
+        let text = format!(
+            "Q: Who?\nA: Abalo\nQ: What was left open when the text ended\n{DRAW_SEPARATOR}\n\
+             A: an answer to nothing\nQ: Who again?\nA: Marguerite\nQ: Who?\nA: Abalo\n"
+        );
+        let parsed = parse_pairs(&text, &text, 8);
+        let kept: Vec<_> = parsed
+            .questions
+            .iter()
+            .map(|q| q.question.as_str())
+            .collect();
+        assert_eq!(kept, ["Who?", "Who again?"]);
+        // The repeat across draws; the open question and the stray answer are not pairs.
+        assert_eq!(parsed.dropped, 1);
     }
 
     #[test]
