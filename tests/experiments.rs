@@ -324,3 +324,86 @@ fn continual_learning_gives_a_lower_triangular_matrix() {
     // 1 + 2 + 3 cells of the lower triangle, and a header.
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
 }
+
+/// `scripts/study-table` on `results`, from the checkout (the files name their data relatively).
+fn study_table(args: &[&Path], extra: &[&str]) -> std::process::Output {
+    Command::new("python3")
+        .arg("scripts/study-table")
+        .args(args)
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("python3 runs scripts/study-table")
+}
+
+#[test]
+fn chunks_of_an_eval_pool_to_the_whole_table() {
+    let dir = scratch().join("eval-chunks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = [
+        "--k",
+        "1",
+        "--seed",
+        "3",
+        "--conditions",
+        "base,passage-self-edit",
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let (_, json) = eval(&[&rows[..], extra].concat(), &out);
+        (out, json)
+    };
+    let (whole, whole_json) = run("whole.json", &["--passages", "2"]);
+    let (first, _) = run("first.json", &["--offset", "0", "--passages", "1"]);
+    let (second, second_json) = run("second.json", &["--offset", "1", "--passages", "1"]);
+
+    // A passage's self-edit and answers follow the passage, not the chunk it ran in.
+    let passage = |json: &serde_json::Value, row: usize, index: u64| {
+        json["conditions"][row]["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["index"] == index)
+            .map(|p| {
+                p["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["self_edit"].clone(), r["results"].clone()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert_eq!(passage(&whole_json, 1, 1), passage(&second_json, 1, 1));
+
+    let table = |files: &[&Path], csv: &str| {
+        let out = study_table(files, &["--csv", dir.join(csv).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(dir.join(csv)).unwrap()
+    };
+    let pooled = table(&[&first, &second], "pooled.csv");
+    assert_eq!(pooled, table(&[&whole], "whole.csv"));
+    assert_eq!(pooled.lines().count(), 1 + 2, "{pooled}");
+
+    let out = study_table(&[&first, &second], &["--regrade", "em"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("re-graded"), "{text}");
+
+    // Another seed is another experiment: refused, not pooled.
+    let (other, _) = {
+        let out = dir.join("other-seed.json");
+        let args = ["--k", "1", "--seed", "4", "--conditions", "base"];
+        let (_, json) = eval(
+            &[&args[..], &["--offset", "1", "--passages", "1"]].concat(),
+            &out,
+        );
+        (out, json)
+    };
+    let out = study_table(&[&first, &other], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed differs"));
+}
