@@ -483,8 +483,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             json["agreement"] = serde_json::to_value(&agreement)?;
         }
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    // Whole or not at all: a kill while writing must not leave hours of results truncated.
+    seal_tui::seal::units::write_json(&args.out, &json)?;
     errln!(
         "results written to {} (seal-tui report {} prints them again, with CSV)",
         args.out.display(),
