@@ -392,7 +392,10 @@ fn chunks_of_an_eval_pool_to_the_whole_table() {
     let out = study_table(&[&first, &second], &["--regrade", "em"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("re-graded"), "{text}");
-    assert!(text.contains("0 of 2 self-edits are the passage itself"), "{text}");
+    assert!(
+        text.contains("0 of 2 self-edits are the passage itself"),
+        "{text}"
+    );
 
     // Another seed is another experiment: refused, not pooled.
     let (other, _) = {
