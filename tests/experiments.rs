@@ -398,15 +398,12 @@ fn chunks_of_an_eval_pool_to_the_whole_table() {
     );
 
     // Another seed is another experiment: refused, not pooled.
-    let (other, _) = {
-        let out = dir.join("other-seed.json");
-        let args = ["--k", "1", "--seed", "4", "--conditions", "base"];
-        let (_, json) = eval(
-            &[&args[..], &["--offset", "1", "--passages", "1"]].concat(),
-            &out,
-        );
-        (out, json)
-    };
+    let other = dir.join("other-seed.json");
+    let args = ["--k", "1", "--seed", "4", "--conditions", "base"];
+    eval(
+        &[&args[..], &["--offset", "1", "--passages", "1"]].concat(),
+        &other,
+    );
     let out = study_table(&[&first, &other], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed differs"));

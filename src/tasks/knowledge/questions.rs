@@ -180,7 +180,7 @@ fn keep(raw: Vec<(String, String)>, passage: &str, max: usize) -> Parsed {
             && has_alphanumeric(&a)
             && words(&q) <= MAX_QUESTION_WORDS
             && words(&a) <= MAX_ANSWER_WORDS
-            && passage.contains(&format!(" {} ", normalize_answer(&a)))
+            && passage.contains(&format!(" {} ", key.1))
             && !seen.iter().any(|(q, a)| *q == key.0 || *a == key.1)
             && parsed.questions.len() < max;
         if !usable {
