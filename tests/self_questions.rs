@@ -263,6 +263,17 @@ fn eval_with_both_reports_per_self_edit_rewards_and_their_agreement() {
     let excluded = agreement["excluded"].as_u64().unwrap() as usize;
     // Every self-edit is either a point or counted as left out (no usable question).
     assert_eq!(points + excluded, 4);
+    // `report` prints the agreement again from the recorded rewards, the within-passage line
+    // included (defined or not: the random model's rewards are mostly ties).
+    let report = Command::new(env!("CARGO_BIN_EXE_seal-tui"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{printed}");
+    assert!(printed.contains("Spearman rank correlation"), "{printed}");
+    assert!(printed.contains("Within passages"), "{printed}");
 
     // Unlabeled text with gold questions: a clear error before any model work.
     let dir = scratch().join("texts");

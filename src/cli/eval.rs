@@ -581,11 +581,10 @@ pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Res
             serde_json::from_value(json.get("conditions").cloned().unwrap_or_default())
                 .with_context(|| format!("{}: malformed `conditions`", path.display()))?;
         outln!("{}", format_table(&reports));
-        if let Some(a) = json.get("agreement") {
-            let a: seal_tui::tasks::knowledge::conditions::Agreement =
-                serde_json::from_value(a.clone())
-                    .with_context(|| format!("{}: malformed `agreement`", path.display()))?;
-            outln!("{}", format_agreement(&a));
+        // Recomputed from the recorded rewards, so a file written before a figure was added
+        // shows it too.
+        if json.get("agreement").is_some() {
+            outln!("{}", format_agreement(&agreement(&reports)));
         }
         csv.push_str("row,template,accuracy,ci95_low,ci95_high,questions,graded,correct,secs\n");
         for r in &reports {

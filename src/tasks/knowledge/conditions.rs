@@ -804,6 +804,71 @@ pub struct Agreement {
     pub ci95: Option<(f64, f64)>,
     /// Self-edits left out because no self-written question could be graded for their passage.
     pub excluded: usize,
+    /// Spearman's correlation after each passage's mean is taken from both rewards, over
+    /// passages with two or more self-edits: how the rewards order self-edits of the same
+    /// passage, which is all ReSTEM's choice rests on (the pooled figure also counts that both
+    /// rewards are higher on easy passages).
+    #[serde(default)]
+    pub within_passage: Option<f64>,
+    /// How often the self-written reward's favourite self-edit is a gold-best one.
+    #[serde(default)]
+    pub best_pick: Option<BestPick>,
+}
+
+/// Over passages whose self-edits' gold rewards differ: the share where the self-written
+/// reward's top self-edit is a gold-best one (ties in it share the credit), and the share a
+/// pick at random would get.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestPick {
+    pub passages: usize,
+    pub share: f64,
+    pub at_random: f64,
+}
+
+/// The points grouped by (row, passage), keeping passages with two or more self-edits.
+fn passage_groups(points: &[AgreementPoint]) -> Vec<Vec<(f64, f64)>> {
+    let mut groups: std::collections::BTreeMap<(&str, usize), Vec<(f64, f64)>> = Default::default();
+    for p in points {
+        groups
+            .entry((p.row.as_str(), p.passage))
+            .or_default()
+            .push((p.gold, p.self_written));
+    }
+    groups.into_values().filter(|g| g.len() > 1).collect()
+}
+
+fn within_passage_spearman(groups: &[Vec<(f64, f64)>]) -> Option<f64> {
+    let (mut gold, mut own) = (Vec::new(), Vec::new());
+    // Rounded so that equal gaps left by the subtraction rank as ties, not by float noise.
+    let round = |v: f64| (v * 1e9).round() / 1e9;
+    for g in groups {
+        let n = g.len() as f64;
+        let mean_gold = g.iter().map(|p| p.0).sum::<f64>() / n;
+        let mean_own = g.iter().map(|p| p.1).sum::<f64>() / n;
+        gold.extend(g.iter().map(|p| round(p.0 - mean_gold)));
+        own.extend(g.iter().map(|p| round(p.1 - mean_own)));
+    }
+    spearman(&gold, &own)
+}
+
+fn best_pick(groups: &[Vec<(f64, f64)>]) -> Option<BestPick> {
+    let (mut share, mut at_random, mut passages) = (0.0, 0.0, 0);
+    for g in groups {
+        let best = g.iter().map(|p| p.0).fold(f64::MIN, f64::max);
+        if g.iter().all(|p| p.0 == best) {
+            continue;
+        }
+        let top = g.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+        let picked: Vec<f64> = g.iter().filter(|p| p.1 == top).map(|p| p.0).collect();
+        share += picked.iter().filter(|&&gold| gold == best).count() as f64 / picked.len() as f64;
+        at_random += g.iter().filter(|p| p.0 == best).count() as f64 / g.len() as f64;
+        passages += 1;
+    }
+    (passages > 0).then(|| BestPick {
+        passages,
+        share: share / passages as f64,
+        at_random: at_random / passages as f64,
+    })
 }
 
 /// The gold and self-written rewards of every self-edit in the self-edit and SEAL rows.
@@ -843,9 +908,12 @@ pub fn agreement(reports: &[ConditionReport]) -> Agreement {
     let gold: Vec<f64> = points.iter().map(|p| p.gold).collect();
     let own: Vec<f64> = points.iter().map(|p| p.self_written).collect();
     let rho = spearman(&gold, &own);
+    let groups = passage_groups(&points);
     Agreement {
         ci95: rho.and_then(|r| spearman_ci95(r, points.len())),
         spearman: rho,
+        within_passage: within_passage_spearman(&groups),
+        best_pick: best_pick(&groups),
         points,
         excluded,
     }
@@ -877,6 +945,24 @@ pub fn format_agreement(a: &Agreement) -> String {
         "\nSpearman rank correlation, gold vs self-question reward, over {} self-edits: {rho}\n",
         a.points.len()
     ));
+    out.push_str(&match a.within_passage {
+        Some(r) => format!(
+            "Within passages (each passage's mean taken from both rewards): {r:+.3} \
+             (an interval over passages: scripts/study-table)\n"
+        ),
+        None => "Within passages: undefined (too few self-edits share a passage, or a reward \
+                 never varies within one)\n"
+            .into(),
+    });
+    if let Some(b) = &a.best_pick {
+        out.push_str(&format!(
+            "The self-written reward's best self-edit is a gold-best one in {:.0}% of {} \
+             passage(s) whose gold rewards differ (a pick at random: {:.0}%)\n",
+            b.share * 100.0,
+            b.passages,
+            b.at_random * 100.0
+        ));
+    }
     if a.excluded > 0 {
         out.push_str(&format!(
             "{} self-edit(s) left out: no usable self-written question for their passage\n",
@@ -911,6 +997,46 @@ pub fn format_table(reports: &[ConditionReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agreement_within_passages_is_not_fooled_by_easy_passages() {
+        // Both rewards are high on the easy passage and low on the hard one, but within each
+        // passage the self-written reward orders the self-edits backwards.
+        let rewards = [
+            (0, [(0.8, 0.5), (0.6, 0.6), (0.7, 0.55)]),
+            (1, [(0.1, 0.05), (0.0, 0.1), (0.2, 0.0)]),
+            (2, [(0.4, 0.3), (0.4, 0.3), (0.4, 0.3)]),
+        ];
+        let mut points = Vec::new();
+        for (passage, edits) in rewards {
+            for (sample, (gold, own)) in edits.into_iter().enumerate() {
+                points.push(AgreementPoint {
+                    row: "passage + self-edit".into(),
+                    passage,
+                    title: String::new(),
+                    sample,
+                    gold,
+                    self_written: own,
+                    self_questions: 4,
+                });
+            }
+        }
+        let gold: Vec<f64> = points.iter().map(|p| p.gold).collect();
+        let own: Vec<f64> = points.iter().map(|p| p.self_written).collect();
+        assert!(spearman(&gold, &own).unwrap() > 0.5);
+        let groups = passage_groups(&points);
+        assert_eq!(groups.len(), 3);
+        assert!((within_passage_spearman(&groups).unwrap() + 1.0).abs() < 1e-9);
+        // The third passage's gold rewards never differ: it has no best self-edit to pick.
+        let pick = best_pick(&groups).unwrap();
+        assert_eq!(pick.passages, 2);
+        assert_eq!(pick.share, 0.0);
+        assert!((pick.at_random - 1.0 / 3.0).abs() < 1e-12);
+
+        // A tie at the self-written top shares the credit.
+        let tied = vec![vec![(1.0, 0.5), (0.0, 0.5), (0.0, 0.1)]];
+        assert_eq!(best_pick(&tied).unwrap().share, 0.5);
+    }
 
     #[test]
     fn synthetic_files_in_both_shapes() {
