@@ -7,7 +7,7 @@ use common::{scratch, tiny_config, tiny_gguf};
 use seal_tui::engine::train::{sequence_logprob, train_lora, Example, TrainConfig};
 use seal_tui::engine::{Arch, LoraConfig, LossOn, Quantize, Target};
 use seal_tui::record::state::EditStatus;
-use seal_tui::record::{Command, Decision, EditId, Event, Record, RunMode, RunState};
+use seal_tui::record::{BaselineKind, Command, Decision, EditId, Event, Record, RunMode, RunState};
 use seal_tui::seal::runner::{self, Launch, RunHandle};
 use seal_tui::session;
 use seal_tui::setup;
@@ -121,6 +121,57 @@ fn a_headless_run_folds_from_its_log_to_the_live_state() {
     let files = seal_tui::text::report::write_csv(&folded, &dir.join("report")).unwrap();
     let rounds_csv = std::fs::read_to_string(&files[0]).unwrap();
     assert_eq!(rounds_csv.lines().count(), 3);
+}
+
+#[test]
+fn a_context_only_baseline_is_the_model_trained_on_the_passage_and_gains_are_over_it() {
+    let run = |kind: BaselineKind, name: &str| {
+        let mut cfg = tiny_config(1, false);
+        cfg.outer.baseline = kind;
+        let handle = runner::start(
+            cfg,
+            &sessions_root(name),
+            setup::standard(),
+            Launch::with_mode(RunMode::Auto),
+        )
+        .unwrap();
+        let mut said = Vec::new();
+        let (state, _) = follow(handle, |r, _| {
+            said.extend(seal_tui::text::story::describe(r));
+        });
+        assert!(state.finished, "{:?}", state.failure);
+        (state, said)
+    };
+    let (plain, _) = run(BaselineKind::Unadapted, "baseline-unadapted");
+    let (trained, said) = run(BaselineKind::ContextOnly, "baseline-context-only");
+    let answers = |s: &RunState| -> Vec<String> {
+        s.rounds[0]
+            .contexts
+            .iter()
+            .flat_map(|c| c.baseline.as_ref().unwrap().results.iter())
+            .map(|r| r.answer.clone())
+            .collect()
+    };
+    // The same model and seed: only a finetune on the passages can change the answers.
+    assert_ne!(answers(&plain), answers(&trained));
+    for c in &trained.rounds[0].contexts {
+        let b = c.baseline.as_ref().unwrap();
+        assert_eq!(b.kind, BaselineKind::ContextOnly);
+        for e in &c.edits {
+            let (reward, gain) = (e.reward.unwrap(), e.gain.unwrap());
+            assert!((gain - (reward - b.accuracy)).abs() < 1e-12, "{e:?}");
+        }
+    }
+    assert!(
+        said.iter()
+            .any(|l| l.contains("accuracy after training on the context alone")),
+        "{said:#?}"
+    );
+    let md = seal_tui::text::report::markdown_report(&trained);
+    assert!(
+        md.contains("trained on the context alone for 2 of 2 contexts"),
+        "{md}"
+    );
 }
 
 #[test]

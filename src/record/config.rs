@@ -6,7 +6,7 @@
 //! settings types are built from them where they are used. Rules about training settings live
 //! with the trainer (`engine::train`) and are checked before a session folder is made.
 
-use super::events::{QuestionSource, RunMode};
+use super::events::{BaselineKind, QuestionSource, RunMode};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -348,6 +348,9 @@ pub struct OuterSection {
     /// How a run opened in the workbench starts.
     pub start_mode: RunMode,
     pub save_adapters: SaveAdapters,
+    /// What a self-edit's gain is reckoned over (knowledge): the unadapted model, or the model
+    /// trained on the passage alone, where restating the passage earns nothing.
+    pub baseline: BaselineKind,
 }
 
 impl Default for OuterSection {
@@ -358,6 +361,7 @@ impl Default for OuterSection {
             approval_required: false,
             start_mode: RunMode::Auto,
             save_adapters: SaveAdapters::Kept,
+            baseline: BaselineKind::Unadapted,
         }
     }
 }
@@ -893,6 +897,12 @@ impl RunConfig {
                 self.task.data.display()
             );
         }
+        if self.outer.baseline == BaselineKind::ContextOnly && self.task.domain == DomainKind::Arc {
+            bail!(
+                "outer.baseline = \"context-only\" is for knowledge runs: an ARC config's reward is \
+                 whether it solves the task, not a gain over a baseline"
+            );
+        }
         if !self.outer.min_gain.is_finite() {
             bail!("outer.min_gain = {}: must be a number", self.outer.min_gain);
         }
@@ -1074,6 +1084,16 @@ mod tests {
         let cfg = RunConfig::load(&dir.join("arc.toml")).unwrap();
         assert_eq!(cfg.task.domain, DomainKind::Arc);
         assert!(err("[arc]\nviews = 0\n").contains("views"));
+    }
+
+    #[test]
+    fn a_context_only_baseline_is_for_knowledge_runs() {
+        let cfg = RunConfig::from_toml("[outer]\nbaseline = \"context-only\"\n", "t").unwrap();
+        assert_eq!(cfg.outer.baseline, BaselineKind::ContextOnly);
+        let e = err("[task]\ndomain = \"arc\"\n[outer]\nbaseline = \"context-only\"\n");
+        assert!(e.contains("outer.baseline") && e.contains("ARC"), "{e}");
+        let e = err("[outer]\nbaseline = \"passage\"\n");
+        assert!(e.contains("context-only"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,36 @@ pub enum GainRule {
     Reward,
 }
 
+/// What a context's baseline (the score every reward is compared with) measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineKind {
+    /// The model as it is, before any adaptation to the context.
+    #[default]
+    Unadapted,
+    /// The model after the inner loop trained it on the context alone (knowledge: the passage),
+    /// so that a self-edit earns only what it teaches beyond the context itself.
+    ContextOnly,
+}
+
+impl BaselineKind {
+    /// Words for the score, as headless output and reports print them.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BaselineKind::Unadapted => "unadapted accuracy",
+            BaselineKind::ContextOnly => "accuracy after training on the context alone",
+        }
+    }
+
+    /// A short label for tight places on the screen.
+    pub fn short(self) -> &'static str {
+        match self {
+            BaselineKind::Unadapted => "base",
+            BaselineKind::ContextOnly => "context only",
+        }
+    }
+}
+
 impl GainRule {
     pub fn gain(self, reward: f64, baseline: f64) -> f64 {
         match self {
@@ -295,12 +325,15 @@ pub enum Event {
         id: CtxId,
         context: ContextView,
     },
-    /// The unadapted model's answers, the baseline every reward is compared with.
+    /// The baseline every reward is compared with: the unadapted model's answers, or those
+    /// after training on the context alone (`kind`; absent in logs from before it existed).
     BaselineScored {
         id: CtxId,
         results: Vec<QuestionResult>,
         accuracy: f64,
         secs: f64,
+        #[serde(default)]
+        kind: BaselineKind,
     },
     EditSampling {
         id: EditId,

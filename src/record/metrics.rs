@@ -222,6 +222,7 @@ mod tests {
                 results: Vec::new(),
                 accuracy,
                 secs: 0.0,
+                kind: Default::default(),
             }),
             baseline_check: None,
             edits,

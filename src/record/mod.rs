@@ -17,8 +17,8 @@ pub mod state;
 pub use cluster::{ArrayState, ClusterTask, TaskCounts, TaskState, TaskStatus, UnitId};
 pub use config::RunConfig;
 pub use events::{
-    ArcTaskView, Command, ContextBody, ContextView, Decision, Event, GainRule, Grid, GridPair,
-    HeldoutEdit, HeldoutSummary, QuestionResult, QuestionSource, QuestionView, Record,
+    ArcTaskView, BaselineKind, Command, ContextBody, ContextView, Decision, Event, GainRule, Grid,
+    GridPair, HeldoutEdit, HeldoutSummary, QuestionResult, QuestionSource, QuestionView, Record,
     RoundMetrics, RunInfo, RunMode, SelfCheck, SelfQuestions, TrainProgress, Verdict,
 };
 pub use header::Header;
@@ -40,7 +40,9 @@ pub use state::RunState;
 /// evaluation questions (`questions_written` and `self_checked` events; `[knowledge]` gains
 /// `questions` and `self_questions`).
 /// 5: `[model]` gains `checkpoint_layers` (gradient checkpointing).
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: `baseline_scored` gains `kind` (the unadapted model, or trained on the context alone);
+/// `[outer]` gains `baseline`.
+pub const FORMAT_VERSION: u32 = 6;
 
 #[cfg(test)]
 mod format {
@@ -188,6 +190,7 @@ mod format {
                 results: vec![result.clone()],
                 accuracy: 0.5,
                 secs: 1.0,
+                kind: BaselineKind::Unadapted,
             },
             Event::EditSampling {
                 id,

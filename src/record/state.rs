@@ -3,8 +3,8 @@
 
 use super::cluster::{ArrayState, TaskState, TaskStatus, UnitId};
 use super::events::{
-    ContextView, Decision, Event, HeldoutEdit, HeldoutSummary, QuestionResult, RoundMetrics,
-    RunInfo, RunMode, SelfCheck, SelfQuestions, TrainProgress,
+    BaselineKind, ContextView, Decision, Event, HeldoutEdit, HeldoutSummary, QuestionResult,
+    RoundMetrics, RunInfo, RunMode, SelfCheck, SelfQuestions, TrainProgress,
 };
 use super::ids::{CtxId, EditId};
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,8 @@ pub struct Baseline {
     pub results: Vec<QuestionResult>,
     pub accuracy: f64,
     pub secs: f64,
+    #[serde(default)]
+    pub kind: BaselineKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -409,12 +411,14 @@ impl RunState {
                 results,
                 accuracy,
                 secs,
+                kind,
             } => {
                 if let Some(c) = self.context_mut(*id) {
                     c.baseline = Some(Baseline {
                         results: results.clone(),
                         accuracy: *accuracy,
                         secs: *secs,
+                        kind: *kind,
                     });
                 }
                 self.activity = Activity::Idle;

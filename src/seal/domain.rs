@@ -92,6 +92,18 @@ pub trait Domain: Send {
     /// The unadapted model's score on a context.
     fn baseline(&self, model: &Model, index: usize, cancel: &AtomicBool) -> Result<Scored>;
 
+    /// The inner loop on the context alone, with no self-edit: the baseline of runs that reckon
+    /// gains over it (`outer.baseline = "context-only"`). `None`: this domain has none.
+    fn train_on_context(
+        &self,
+        _model: &Model,
+        _index: usize,
+        _cfg: &TrainConfig,
+        _cancel: &AtomicBool,
+    ) -> Option<std::result::Result<TrainOutcome, TrainError>> {
+        None
+    }
+
     /// The inner loop: fits a fresh adapter that applies `self_edit` to the model.
     fn apply(
         &self,

@@ -3,7 +3,7 @@
 //! in memory between phases (the policy, adapters not yet evaluated) is the [`Work`].
 
 use super::control::Control;
-use super::domain::Domain;
+use super::domain::{Domain, Scored};
 use super::emitter::Emitter;
 use super::plan::{derive_seed, select, Phase};
 use super::settings;
@@ -12,7 +12,7 @@ use crate::engine::train::{train_lora, Example, TrainError, TrainEvent, TrainOut
 use crate::engine::{peft, LoraAdapter, Model, StopReason};
 use crate::record::config::{ClusterBackend, RunConfig, SaveAdapters};
 use crate::record::metrics::{heldout_summary, mean, round_metrics};
-use crate::record::{EditId, Event, HeldoutEdit, TrainProgress, UnitId};
+use crate::record::{BaselineKind, CtxId, EditId, Event, HeldoutEdit, TrainProgress, UnitId};
 use crate::session;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
             if let Some(questions) = work.domain.prepare_context(&work.policy, index, cancel)? {
                 emitter.emit(Event::QuestionsWritten { id, questions })?;
             }
-            let s = work.domain.baseline(&work.policy, index, cancel)?;
+            let (s, kind) = score_baseline(id, index, env, work)?;
             if let Some(check) = s.self_check {
                 emitter.emit(Event::SelfChecked {
                     id,
@@ -99,6 +99,7 @@ pub fn execute(phase: &Phase, env: &Env<'_>, work: &mut Work) -> Result<()> {
                 results: s.results,
                 accuracy: s.accuracy,
                 secs: s.secs,
+                kind,
             })
         }
         Phase::Sample { id, index } => sample(id, index, env, work),
@@ -305,6 +306,53 @@ pub fn truncation_note(e: &TrainEvent, field: &str) -> Option<String> {
 
 /// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
 /// phase: the log is the truth, and a gap in it would be a lie.
+/// A context's baseline as the run asks for it. When training on the context alone fails (a
+/// diverged finetune) the baseline is the unadapted model, with a warning, and the event says so:
+/// the run goes on and the log never claims what was not measured.
+fn score_baseline(
+    id: CtxId,
+    index: usize,
+    env: &Env<'_>,
+    work: &Work,
+) -> Result<(Scored, BaselineKind)> {
+    let cancel = &env.control.cancel;
+    if env.cfg.outer.baseline == BaselineKind::ContextOnly {
+        let start = Instant::now();
+        env.emitter.emit(Event::Status {
+            message: format!("{id}: training on the context alone, for its baseline"),
+        })?;
+        let train = crate::engine::train::TrainConfig {
+            seed: derive_seed(env.cfg.seed, &[7, id.round as u64, id.ctx as u64]),
+            ..settings::train_config(&env.cfg.inner)
+        };
+        let failure = match work
+            .domain
+            .train_on_context(&work.policy, index, &train, cancel)
+        {
+            Some(Ok(o)) => {
+                let mut s = work
+                    .domain
+                    .evaluate(&work.policy, &o.adapter, index, cancel)?;
+                s.secs = start.elapsed().as_secs_f64();
+                return Ok((s, BaselineKind::ContextOnly));
+            }
+            Some(Err(TrainError::Cancelled)) => return Err(cancelled()),
+            Some(Err(e)) => e.to_string(),
+            None => format!(
+                "the {} domain cannot train on a context alone",
+                work.domain.name()
+            ),
+        };
+        env.emitter.emit(Event::Warning {
+            message: format!("{id}: training on the context alone failed ({failure}); its baseline is the unadapted model"),
+        })?;
+    }
+    Ok((
+        work.domain.baseline(&work.policy, index, cancel)?,
+        BaselineKind::Unadapted,
+    ))
+}
+
 fn train_with_events<T>(
     emitter: &Emitter,
     to_event: impl Fn(&TrainEvent) -> Option<Event>,

@@ -398,6 +398,7 @@ mod tests {
                 results: vec![],
                 accuracy: 0.25,
                 secs: 0.0,
+                kind: Default::default(),
             },
         ]
     }
@@ -779,6 +780,7 @@ mod tests {
             results: vec![],
             accuracy: 0.0,
             secs: 0.0,
+            kind: Default::default(),
         });
         for edit in 0..2 {
             events.push(Event::EditSampled {

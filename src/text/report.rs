@@ -6,7 +6,7 @@ use super::sanitize::sanitize_line;
 use crate::record::cluster::slot_of;
 use crate::record::metrics::{heldout_summary, shown_metrics};
 use crate::record::state::{ContextState, EditState, RunState};
-use crate::record::{Decision, Event, Record, TaskStatus, UnitId};
+use crate::record::{BaselineKind, Decision, Event, Record, TaskStatus, UnitId};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -235,6 +235,24 @@ pub fn markdown_report(state: &RunState) -> String {
     }
     out.push_str("## Rounds\n\n");
     out.push_str(&markdown(&ROUND_COLUMNS, &round_rows(state)));
+    let baselines: Vec<BaselineKind> = state
+        .rounds
+        .iter()
+        .flat_map(|r| &r.contexts)
+        .filter_map(|c| c.baseline.as_ref().map(|b| b.kind))
+        .collect();
+    let context_only = baselines
+        .iter()
+        .filter(|k| **k == BaselineKind::ContextOnly)
+        .count();
+    if context_only > 0 {
+        out.push_str(&format!(
+            "\nGains are over the model trained on the context alone for {context_only} of {} \
+             contexts (the others: the unadapted model); the questions' base columns hold the \
+             answers their gain is reckoned from.\n",
+            baselines.len()
+        ));
+    }
     if !state.heldout.is_empty() {
         out.push_str("\n## Held-out contexts (never trained on)\n\n");
         out.push_str(&markdown(&HELDOUT_COLUMNS, &heldout_rows(state)));

@@ -39,8 +39,12 @@ pub fn describe(record: &Record) -> Option<String> {
             format!("{id}: {} ({})", context.title, context.id)
         }
         Event::BaselineScored {
-            id, accuracy, secs, ..
-        } => format!("{id}: unadapted accuracy {} ({secs:.1} s)", pct(*accuracy)),
+            id,
+            accuracy,
+            secs,
+            kind,
+            ..
+        } => format!("{id}: {} {} ({secs:.1} s)", kind.describe(), pct(*accuracy)),
         Event::EditSampled {
             id,
             text,

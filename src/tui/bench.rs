@@ -184,6 +184,7 @@ pub fn heavy_records() -> Vec<Record> {
                 results: results(round),
                 accuracy: 0.3,
                 secs: 2.0,
+                kind: Default::default(),
             },
         ));
         for edit in 0..k {

@@ -268,11 +268,7 @@ impl EvalPlan<'_> {
 
     /// The passage alone, as the "train on passage" row trains on it.
     fn passage_only(&self) -> PromptTemplate {
-        PromptTemplate {
-            sampling: None,
-            include_passage: true,
-            ..self.first_template().clone()
-        }
+        self.first_template().passage_only()
     }
 
     /// The model a row samples from and trains: the SEAL row the policy, every other the base.

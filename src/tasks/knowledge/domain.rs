@@ -199,6 +199,26 @@ impl Domain for KnowledgeDomain {
         self.score(model, None, index, cancel)
     }
 
+    fn train_on_context(
+        &self,
+        model: &Model,
+        index: usize,
+        cfg: &TrainConfig,
+        cancel: &AtomicBool,
+    ) -> Option<std::result::Result<TrainOutcome, TrainError>> {
+        let texts = self
+            .template
+            .passage_only()
+            .training_sequences(self.passage(index), "");
+        Some(train_on_texts(
+            model,
+            &texts,
+            cfg,
+            Some(cancel),
+            &mut |_| {},
+        ))
+    }
+
     fn apply(
         &self,
         model: &Model,

@@ -448,6 +448,16 @@ impl PromptTemplate {
         })
     }
 
+    /// The same template training on the passage alone (the "train on passage" row, and the
+    /// context-only baseline).
+    pub fn passage_only(&self) -> PromptTemplate {
+        PromptTemplate {
+            sampling: None,
+            include_passage: true,
+            ..self.clone()
+        }
+    }
+
     /// The training sequences for one self-edit: the passage first when `include_passage`, then
     /// the pieces of the self-edit text (ignored when this template samples nothing).
     pub fn training_sequences(&self, passage: &Passage, self_edit_text: &str) -> Vec<String> {

@@ -5,7 +5,7 @@
 use super::arc_grid::{self, Tile};
 use super::{frame_pane, placeholder, scrolled};
 use crate::record::state::ContextState;
-use crate::record::{ArcTaskView, ContextBody};
+use crate::record::{ArcTaskView, BaselineKind, ContextBody};
 use crate::text::sanitize::{sanitize, sanitize_line};
 use crate::tui::app::{App, Pane};
 use crate::tui::highlight;
@@ -46,8 +46,12 @@ fn header<'a>(app: &App, ctx: &ContextState) -> Vec<Line<'a>> {
     });
     if let Some(b) = &ctx.baseline {
         let right = b.results.iter().filter(|r| r.verdict.correct).count();
+        let who = match b.kind {
+            BaselineKind::Unadapted => "base model",
+            BaselineKind::ContextOnly => "trained on context alone",
+        };
         meta.push(format!(
-            "base model {} ({right}/{})",
+            "{who} {} ({right}/{})",
             labels::pct(b.accuracy),
             b.results.len()
         ));
@@ -129,7 +133,7 @@ fn arc(app: &App, ctx: &ContextState, task: &ArcTaskView, width: usize, lines: &
             arc_grid::grid(&case.output, None, theme).labelled("expected".into(), label),
         ];
         let mut notes: Vec<String> = Vec::new();
-        let baseline = ctx.baseline.as_ref().map(|b| ("base", &b.results));
+        let baseline = ctx.baseline.as_ref().map(|b| (b.kind.short(), &b.results));
         let edit_label = edit
             .map(|e| format!("e{}", e.index + 1))
             .unwrap_or_default();

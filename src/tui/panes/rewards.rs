@@ -4,7 +4,7 @@
 
 use super::{frame_pane, placeholder, scrolled};
 use crate::record::state::ContextState;
-use crate::record::QuestionResult;
+use crate::record::{BaselineKind, QuestionResult};
 use crate::text::sanitize::sanitize_line;
 use crate::tui::app::{App, Pane};
 use crate::tui::labels;
@@ -76,7 +76,8 @@ fn lines(app: &App, ctx: &ContextState, width: usize) -> Vec<Line<'static>> {
     let base = ctx.baseline.as_ref();
     let mut out = Vec::new();
 
-    let mut totals = vec![Span::styled("base ", theme.muted())];
+    let who = base.map_or(BaselineKind::Unadapted, |b| b.kind).short();
+    let mut totals = vec![Span::styled(format!("{who} "), theme.muted())];
     totals.push(Span::raw(
         base.map_or("–".into(), |b| labels::pct(b.accuracy)),
     ));
@@ -158,7 +159,13 @@ fn lines(app: &App, ctx: &ContextState, width: usize) -> Vec<Line<'static>> {
         let find = |rs: &[QuestionResult]| rs.iter().find(|r| r.question == i).cloned();
         let base_result = base.and_then(|b| find(&b.results));
         out.extend(hanging(
-            vec![Span::styled("   base     ", theme.muted())],
+            vec![Span::styled(
+                match base.map(|b| b.kind) {
+                    Some(BaselineKind::ContextOnly) => "   ctx only ",
+                    _ => "   base     ",
+                },
+                theme.muted(),
+            )],
             verdict(theme, base_result.as_ref()),
             width,
         ));
