@@ -128,6 +128,11 @@ fn a_context_only_baseline_is_the_model_trained_on_the_passage_and_gains_are_ove
     let run = |kind: BaselineKind, name: &str| {
         let mut cfg = tiny_config(1, false);
         cfg.outer.baseline = kind;
+        if name.ends_with("diverges") {
+            // As in engine_train: the adapter outgrows its weights and the finetune stops.
+            cfg.inner.learning_rate = 1.0;
+            cfg.inner.epochs = 20;
+        }
         let handle = runner::start(
             cfg,
             &sessions_root(name),
@@ -171,6 +176,18 @@ fn a_context_only_baseline_is_the_model_trained_on_the_passage_and_gains_are_ove
     assert!(
         md.contains("trained on the context alone for 2 of 2 contexts"),
         "{md}"
+    );
+
+    // A passage-only finetune that diverges leaves the unadapted baseline, said and recorded.
+    let (fallback, said) = run(BaselineKind::ContextOnly, "baseline-diverges");
+    for c in &fallback.rounds[0].contexts {
+        let kind = c.baseline.as_ref().unwrap().kind;
+        assert_eq!(kind, BaselineKind::Unadapted, "{said:#?}");
+    }
+    assert!(
+        said.iter()
+            .any(|l| l.contains("training on the context alone failed")),
+        "{said:#?}"
     );
 }
 
