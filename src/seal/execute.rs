@@ -304,8 +304,6 @@ pub fn truncation_note(e: &TrainEvent, field: &str) -> Option<String> {
     ))
 }
 
-/// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
-/// phase: the log is the truth, and a gap in it would be a lie.
 /// A context's baseline as the run asks for it. When training on the context alone fails (a
 /// diverged finetune) the baseline is the unadapted model, with a warning, and the event says so:
 /// the run goes on and the log never claims what was not measured.
@@ -353,6 +351,8 @@ fn score_baseline(
     ))
 }
 
+/// Runs a finetune whose progress becomes events. An event that cannot be recorded fails the
+/// phase: the log is the truth, and a gap in it would be a lie.
 fn train_with_events<T>(
     emitter: &Emitter,
     to_event: impl Fn(&TrainEvent) -> Option<Event>,
