@@ -174,6 +174,44 @@ fn quantized_decoding_after_a_dense_prefill_tracks_the_dense_model() {
 }
 
 #[test]
+fn a_quantized_gguf_is_read_in_its_own_blocks_and_decodes_like_its_dequantized_weights() {
+    use candle_core::quantized::GgmlDType;
+    // Both architectures: llama's q/k rows are re-ordered at load, and the blocks must follow.
+    for (arch, blocks, formats) in [
+        (Arch::Llama, GgmlDType::Q4_1, "q4_1 x14, head q4_1"),
+        (Arch::Qwen2, GgmlDType::Q4_0, "q4_0 x14, head q4_0"),
+        (Arch::Llama, GgmlDType::Q8_0, "q8_0 x14, head q8_0"),
+    ] {
+        let mut spec = seal_tui::engine::tiny::TinySpec::new(arch);
+        spec.gguf_blocks = Some(blocks);
+        let path = scratch().join(format!("tiny-{arch:?}-{blocks:?}.gguf"));
+        seal_tui::engine::tiny::write_gguf(&path, &spec).unwrap();
+        let dense = load(&path, Quantize::Off);
+        let quant = load(&path, Quantize::Auto);
+        assert_eq!(quant.transformer.inference_formats(), formats);
+        assert_eq!(dense.transformer.inference_formats(), "");
+        // `q8` re-quantizes every projection to Q8_0 and leaves the head dense.
+        let q8 = load(&path, Quantize::Q8);
+        assert_eq!(q8.transformer.inference_formats(), "q8_0 x14, head f32");
+        let ids = dense
+            .tokenizer
+            .encode("the blocks are the weights, so decoding matches")
+            .unwrap();
+        let full = full_logits(&dense, &ids);
+        for (i, step) in cached_decode_logits(&quant, &ids, 3, 64) {
+            let expected = full.get(i).unwrap();
+            let scale = max_abs(&expected);
+            let diff = max_abs_diff(&step, &expected);
+            // Only the activations' 16-bit rounding separates the two.
+            assert!(
+                diff < 1e-3 * scale,
+                "{arch:?} {blocks:?} position {i}: {diff} of {scale}"
+            );
+        }
+    }
+}
+
+#[test]
 fn train_mode_forward_equals_infer_mode() {
     let model = load(&tiny_hf(Arch::Qwen2), Quantize::Off);
     let t = &model.transformer;

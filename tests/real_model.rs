@@ -154,6 +154,23 @@ fn the_quantized_sampling_path_stays_as_good_as_f32() {
         q.perplexity_candidate < q.perplexity_reference * 1.05,
         "{q:?}"
     );
+
+    // By default the file's own blocks are read as they are (Q4_1 blocks, a Q8_0 head), with
+    // 16-bit activations: the f32 model's choices, to within rounding.
+    let own = load(&path, Quantize::Auto);
+    assert_eq!(own.transformer.inference_formats(), "q4_1 x210, head q8_0");
+    let q = seal_tui::engine::quality::compare(&f32_model, &own, &ids).unwrap();
+    eprintln!(
+        "the file's blocks: top-1 agreement {:.1}%, perplexity {:.4} (f32) vs {:.4}",
+        q.top1_agreement * 100.0,
+        q.perplexity_reference,
+        q.perplexity_candidate
+    );
+    assert!(q.top1_agreement >= 0.995, "{q:?}");
+    assert!(
+        (q.perplexity_candidate / q.perplexity_reference - 1.0).abs() < 0.001,
+        "{q:?}"
+    );
 }
 
 #[test]

@@ -97,12 +97,15 @@ fn bench_sample(args: BenchSampleArgs) -> Result<()> {
     let model = args.model.load()?;
     let info = &model.info;
     outln!(
-        "model: {} ({:?}, {:.1}M parameters, {}, quantized for sampling: {})",
+        "model: {} ({:?}, {:.1}M parameters, {}, sampling reads: {})",
         info.name,
         info.arch,
         info.parameters as f64 / 1e6,
         engine::device::describe(&model.transformer.device),
-        info.quantized
+        match model.transformer.inference_formats() {
+            f if f.is_empty() => "dense weights".to_string(),
+            f => format!("{f} ({} kernel)", engine::qweight::kernel_name()),
+        }
     );
     let text = "Write a short story about a lighthouse keeper who finds a message in a bottle. \
                 Describe the sea, the weather and what the message says.";

@@ -19,7 +19,7 @@ pub struct ModelArgs {
     /// Weight precision (default: f32 on CPU, bf16 on GPU).
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
-    /// Keep a quantized copy of the weights for sampling (auto: q8 on CPU).
+    /// Quantized weights for sampling (auto: on CPU, the file's own 4/8-bit blocks, else Q8_0).
     #[arg(long, value_enum, default_value_t = Quantize::Auto)]
     pub quantize: Quantize,
     /// Gradient checkpointing in training: recompute each layer in the backward instead of

@@ -2,12 +2,13 @@
 
 use super::chat::{BuiltinFormat, ChatTemplate, Prompt, SpecialTokens};
 use super::config::{Arch, ModelConfig};
-use super::device::default_dtype;
+use super::device::{default_dtype, describe};
 use super::model::Transformer;
 use super::ops::unpermute_qk_rows;
+use super::qweight::{BlockFormat, QWeight};
 use super::tokenizer::{GgufVocab, Tokenizer};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::quantized::{gguf_file, GgmlDType};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -18,10 +19,12 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Quantize {
-    /// Q8_0 on CPU, where decoding is bound by memory bandwidth; none on a GPU.
+    /// On CPU, where decoding is bound by memory bandwidth, the file's own Q4_0/Q4_1/Q8_0 blocks
+    /// as they are and Q8_0 copies of other projections; none on a GPU.
     #[default]
     Auto,
     Off,
+    /// Q8_0 copies of every projection, even where the file has its own blocks (CPU only).
     Q8,
 }
 
@@ -123,15 +126,28 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
     }
 }
 
-fn finish(
-    mut transformer: Transformer,
+/// What a loader read, before the common finishing steps.
+struct Parts {
+    transformer: Transformer,
     tokenizer: Tokenizer,
     chat_template: Option<FoundTemplate>,
+    /// Quantized blocks the file holds that inference can read as they are, by Hugging Face name.
+    blocks: HashMap<String, QWeight>,
+}
+
+fn finish(
+    parts: Parts,
     path: &Path,
     format: ModelFormat,
     name: String,
     opts: &LoadOptions,
 ) -> Result<Model> {
+    let Parts {
+        mut transformer,
+        tokenizer,
+        chat_template,
+        mut blocks,
+    } = parts;
     let vocab = tokenizer.vocab_size();
     if vocab > transformer.config.vocab_size {
         bail!(
@@ -160,14 +176,16 @@ fn finish(
             ChatTemplate::builtin(format)
         }
     };
-    let quantize = match opts.quantize {
-        Quantize::Auto => opts.device.is_cpu(),
-        Quantize::Q8 => true,
-        Quantize::Off => false,
-    };
     transformer.checkpoint_layers = opts.checkpoint_layers;
-    if quantize {
-        transformer.quantize_for_inference(GgmlDType::Q8_0)?;
+    match (opts.quantize, opts.device.is_cpu()) {
+        (Quantize::Off, _) | (Quantize::Auto, false) => {}
+        (Quantize::Q8, false) => notices.push(format!(
+            "{}: quantized weights are read on the CPU only; on {} the dense weights are used",
+            path.display(),
+            describe(&opts.device)
+        )),
+        (Quantize::Auto, true) => transformer.quantize_for_inference(&mut blocks)?,
+        (Quantize::Q8, true) => transformer.quantize_for_inference(&mut HashMap::new())?,
     }
     let info = ModelInfo {
         path: path.to_path_buf(),
@@ -354,6 +372,7 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
     let device = &opts.device;
     let dtype = opts.dtype.unwrap_or_else(|| default_dtype(device));
     let mut tensors = HashMap::new();
+    let mut blocks = HashMap::new();
     for (gguf_name, info) in &content.tensor_infos {
         let Some(hf_name) = hf_name_for_gguf(gguf_name) else {
             continue;
@@ -364,14 +383,29 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         let mut t = q
             .dequantize(device)
             .map_err(|e| anyhow!("{shown}: tensor `{gguf_name}` cannot be dequantized: {e}"))?;
+        let mut kept = match (BlockFormat::from_ggml(q.dtype()), t.dims2()) {
+            (Some(format), Ok((rows, cols))) if device.is_cpu() => {
+                let data = q.data()?.into_owned();
+                QWeight::from_blocks(format, rows, cols, data).ok()
+            }
+            _ => None,
+        };
         // llama.cpp interleaves the rotary halves of llama q/k rows; our forward (and any PEFT
         // adapter) uses the Hugging Face layout.
-        if arch == Arch::Llama {
-            if gguf_name.ends_with("attn_q.weight") {
-                t = unpermute_qk_rows(&t, config.num_heads)?;
-            } else if gguf_name.ends_with("attn_k.weight") {
-                t = unpermute_qk_rows(&t, config.num_kv_heads)?;
-            }
+        let heads = match gguf_name {
+            n if n.ends_with("attn_q.weight") => Some(config.num_heads),
+            n if n.ends_with("attn_k.weight") => Some(config.num_kv_heads),
+            _ => None,
+        };
+        if let (Arch::Llama, Some(heads)) = (arch, heads) {
+            t = unpermute_qk_rows(&t, heads)?;
+            kept = match kept {
+                Some(k) => Some(k.permute_rows(&unpermuted_row_order(k.rows(), heads)?)),
+                None => None,
+            };
+        }
+        if let Some(k) = kept {
+            blocks.insert(hf_name.clone(), k);
         }
         tensors.insert(hf_name, t.to_dtype(dtype)?);
     }
@@ -411,14 +445,29 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         .map(str::to_string)
         .unwrap_or_else(|| file_stem(path));
     finish(
-        transformer,
-        tokenizer,
-        template,
+        Parts {
+            transformer,
+            tokenizer,
+            chat_template: template,
+            blocks,
+        },
         path,
         ModelFormat::Gguf,
         name,
         opts,
     )
+}
+
+/// Which row of the file each row of [`unpermute_qk_rows`]'s result comes from: the same
+/// function applied to the row numbers, so the two cannot disagree.
+fn unpermuted_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
+    let index: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    let t = unpermute_qk_rows(&Tensor::from_vec(index, (rows, 1), &Device::Cpu)?, heads)?;
+    Ok(t.flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|r| r as usize)
+        .collect())
 }
 
 /// Maps llama.cpp tensor names to Hugging Face names; `None` for tensors the model does not use.
@@ -488,9 +537,12 @@ fn load_hf_folder(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     let tokenizer = Tokenizer::from_hf_folder(dir)?;
     let template = chat_template(dir)?;
     finish(
-        transformer,
-        tokenizer,
-        template,
+        Parts {
+            transformer,
+            tokenizer,
+            chat_template: template,
+            blocks: HashMap::new(),
+        },
         dir,
         ModelFormat::Hf,
         file_stem(dir),

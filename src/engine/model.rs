@@ -6,14 +6,11 @@ use super::config::ModelConfig;
 use super::fused;
 use super::lora::{LoraAdapter, Target};
 use super::ops::{self, Mode};
+use super::qweight::{self, QMatMul, QWeight};
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Above this many input rows, inference uses the dense weights instead of the quantized copy.
-const QUANTIZED_MAX_ROWS: usize = 8;
 
 /// A frozen projection: dense weight `(out, in)`, optional bias, and optionally a quantized copy
 /// of the weight used for inference on CPU, where decoding is bound by memory bandwidth.
@@ -21,7 +18,7 @@ const QUANTIZED_MAX_ROWS: usize = 8;
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
-    quantized: Option<Arc<QMatMul>>,
+    quantized: Option<Arc<QWeight>>,
 }
 
 impl Linear {
@@ -45,13 +42,34 @@ impl Linear {
         self.quantized.is_some()
     }
 
-    fn quantize(&mut self, dtype: GgmlDType) -> Result<()> {
-        if !self.in_dim().is_multiple_of(dtype.block_size()) {
-            // Rows that do not fill whole blocks cannot be quantized; stay dense.
-            return Ok(());
+    /// The quantized copy's block format, if there is one.
+    pub fn quantized_format(&self) -> Option<qweight::BlockFormat> {
+        self.quantized.as_ref().map(|q| q.format())
+    }
+
+    /// A Q8_0 copy of the dense weight. Rows that do not fill whole blocks stay dense.
+    fn quantize_q8(&mut self) -> Result<()> {
+        let (rows, cols) = self.weight.dims2()?;
+        let w = self
+            .weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        self.quantized = QWeight::quantize_q8_0(&w, rows, cols).map(Arc::new);
+        Ok(())
+    }
+
+    /// Uses `blocks` (a GGUF file's own, exactly this weight) as the quantized copy.
+    fn use_blocks(&mut self, blocks: QWeight) -> Result<()> {
+        let (rows, cols) = self.weight.dims2()?;
+        if (blocks.rows(), blocks.cols()) != (rows, cols) {
+            bail!(
+                "quantized blocks are {}x{}, the weight is {rows}x{cols}",
+                blocks.rows(),
+                blocks.cols()
+            );
         }
-        let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
-        self.quantized = Some(Arc::new(QMatMul::from_qtensor(q)?));
+        self.quantized = Some(Arc::new(blocks));
         Ok(())
     }
 
@@ -60,7 +78,11 @@ impl Linear {
         // the multiply is compute-bound and the dense GEMM kernel is faster.
         let rows = x.elem_count() / self.in_dim().max(1);
         let y = match (&self.quantized, mode) {
-            (Some(q), Mode::Infer) if rows <= QUANTIZED_MAX_ROWS => q.forward(&x.contiguous()?)?,
+            (Some(q), Mode::Infer)
+                if rows <= qweight::MAX_ROWS && x.device().is_cpu() && x.dtype() == DType::F32 =>
+            {
+                x.contiguous()?.apply_op1_no_bwd(&QMatMul(q.clone()))?
+            }
             _ => ops::frozen_matmul(x, &self.weight)?,
         };
         Ok(match &self.bias {
@@ -327,20 +349,57 @@ impl Transformer {
         })
     }
 
-    /// Keeps a quantized copy of every block projection for inference. The output head stays
-    /// dense: its errors land directly on the logits, and Q8 there flipped greedy choices that
-    /// the blocks' own quantization did not.
-    pub fn quantize_for_inference(&mut self, dtype: GgmlDType) -> Result<()> {
-        for block in &mut self.layers {
+    /// Keeps a quantized copy of every block projection for inference: the file's own blocks
+    /// where `exact` has them (under Hugging Face names; they are then exactly the weights), a
+    /// Q8_0 quantization of the dense weight otherwise. The output head is quantized only with
+    /// exact blocks: its errors land directly on the logits, and a Q8 copy of a dense head
+    /// flipped greedy choices that the blocks' own quantization did not.
+    pub fn quantize_for_inference(&mut self, exact: &mut HashMap<String, QWeight>) -> Result<()> {
+        for (i, block) in self.layers.iter_mut().enumerate() {
             for target in Target::ALL {
-                block.linear_mut(target).quantize(dtype)?;
+                let name = format!("model.layers.{i}.{}.weight", target.block_path());
+                let lin = block.linear_mut(target);
+                match exact.remove(&name) {
+                    Some(blocks) => lin.use_blocks(blocks).with_context(|| name.clone())?,
+                    None => lin.quantize_q8()?,
+                }
             }
+        }
+        let head = match self.config.tie_word_embeddings {
+            true => "model.embed_tokens.weight",
+            false => "lm_head.weight",
+        };
+        if let Some(blocks) = exact.remove(head) {
+            self.lm_head.use_blocks(blocks).context(head)?;
         }
         Ok(())
     }
 
     pub fn is_quantized(&self) -> bool {
         self.layers.first().is_some_and(|b| b.q.is_quantized())
+    }
+
+    /// The formats inference reads, e.g. `q4_1 x210, head q8_0` (empty when dense).
+    pub fn inference_formats(&self) -> String {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for block in &self.layers {
+            for target in Target::ALL {
+                if let Some(f) = block.linear(target).quantized_format() {
+                    match counts.iter_mut().find(|(n, _)| *n == f.name()) {
+                        Some((_, c)) => *c += 1,
+                        None => counts.push((f.name(), 1)),
+                    }
+                }
+            }
+        }
+        let mut parts: Vec<String> = counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+        if !parts.is_empty() {
+            parts.push(match self.lm_head.quantized_format() {
+                Some(f) => format!("head {}", f.name()),
+                None => "head f32".to_string(),
+            });
+        }
+        parts.join(", ")
     }
 
     /// (layer, target, out, in) of every projection, for sizing adapters.
@@ -359,17 +418,7 @@ impl Transformer {
     /// Unchanged tensors are shared, not copied.
     pub fn merged(&self, adapter: &LoraAdapter) -> Result<Transformer> {
         let mut out = self.clone();
-        let requantize = self
-            .layers
-            .first()
-            .and_then(|b| b.q.quantized.as_ref())
-            .map(|q| {
-                // Every projection was quantized with the same format.
-                match q.as_ref() {
-                    QMatMul::QTensor(t) => t.dtype(),
-                    _ => GgmlDType::Q8_0,
-                }
-            });
+        let requantize = self.is_quantized();
         for (&(layer, target), pair) in &adapter.modules {
             let block = out
                 .layers
@@ -387,8 +436,9 @@ impl Transformer {
             }
             lin.weight = (&lin.weight + delta)?;
             lin.quantized = None;
-            if let Some(dtype) = requantize {
-                lin.quantize(dtype)?;
+            // The merged weight is no longer the file's blocks: Q8_0 keeps it closest.
+            if requantize {
+                lin.quantize_q8()?;
             }
         }
         Ok(out)

@@ -40,6 +40,9 @@ pub struct TinySpec {
     pub max_positions: usize,
     pub tie_embeddings: bool,
     pub seed: u64,
+    /// GGUF only: store the matrices in these blocks (as llama.cpp's quantized files do) instead
+    /// of f32.
+    pub gguf_blocks: Option<GgmlDType>,
 }
 
 impl TinySpec {
@@ -55,6 +58,7 @@ impl TinySpec {
             // The Qwen2 variant keeps a separate output head so both paths are exercised.
             tie_embeddings: arch == Arch::Llama,
             seed: 42,
+            gguf_blocks: None,
         }
     }
 
@@ -346,7 +350,11 @@ pub fn write_gguf(path: &Path, spec: &TinySpec) -> Result<()> {
         } else {
             t
         };
-        tensors.push((gguf_name, QTensor::quantize(&t, GgmlDType::F32)?));
+        let dtype = match spec.gguf_blocks {
+            Some(blocks) if t.rank() == 2 => blocks,
+            _ => GgmlDType::F32,
+        };
+        tensors.push((gguf_name, QTensor::quantize(&t, dtype)?));
     }
     let md: Vec<(&str, &gguf_file::Value)> =
         metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();

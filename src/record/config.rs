@@ -89,10 +89,13 @@ pub enum Dtype {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Quantize {
-    /// Q8_0 on CPU, where decoding is bound by memory bandwidth; none on a GPU.
+    /// On CPU the file's own Q4_0/Q4_1/Q8_0 blocks as they are, Q8_0 copies of other weights;
+    /// none on a GPU.
     #[default]
     Auto,
+    /// Dense weights only.
     Off,
+    /// Q8_0 copies of every projection (even where the file has 4-bit blocks), on CPU.
     Q8,
 }
 

@@ -1,0 +1,750 @@
+//! Frozen weights kept in GGUF block formats (Q4_0, Q4_1, Q8_0) for inference on the CPU, and
+//! their product with f32 activations.
+//!
+//! Decoding reads every weight once per token, so reading 4.5 to 8.5 bits a weight instead of 32
+//! saves memory traffic, and integer products save arithmetic. The activations are rounded to 16
+//! bits per block of 32 (llama.cpp and candle round them to 8, which flipped greedy choices at the
+//! head), so a model whose GGUF blocks are used as they are computes the logits of its dequantized
+//! f32 weights to within a few parts in 100,000.
+
+use super::pool;
+use candle_core::quantized::GgmlDType;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Weights per block in every supported format.
+pub const BLOCK: usize = 32;
+
+/// Above this many activation rows a product is compute-bound and the dense GEMM is faster.
+pub const MAX_ROWS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFormat {
+    /// f16 scale `d`, 32 four-bit values `q`: `w = d (q - 8)`.
+    Q4_0,
+    /// f16 scale `d` and offset `m`, 32 four-bit values: `w = d q + m`.
+    Q4_1,
+    /// f16 scale `d`, 32 signed bytes: `w = d q`.
+    Q8_0,
+}
+
+impl BlockFormat {
+    pub fn from_ggml(dtype: GgmlDType) -> Option<BlockFormat> {
+        match dtype {
+            GgmlDType::Q4_0 => Some(BlockFormat::Q4_0),
+            GgmlDType::Q4_1 => Some(BlockFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockFormat::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+            BlockFormat::Q8_0 => 34,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockFormat::Q4_0 => "q4_0",
+            BlockFormat::Q4_1 => "q4_1",
+            BlockFormat::Q8_0 => "q8_0",
+        }
+    }
+}
+
+/// A `(rows, cols)` matrix stored row by row in blocks of [`BLOCK`] weights along `cols`.
+#[derive(Clone)]
+pub struct QWeight {
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "QWeight({}, {}x{})",
+            self.format.name(),
+            self.rows,
+            self.cols
+        )
+    }
+}
+
+impl QWeight {
+    /// Blocks as a GGUF file stores them (row-major, `cols` a multiple of [`BLOCK`]).
+    pub fn from_blocks(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<QWeight, String> {
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(format!(
+                "{cols} columns do not fill whole blocks of {BLOCK}"
+            ));
+        }
+        let want = rows * cols / BLOCK * format.block_bytes();
+        if data.len() != want {
+            return Err(format!(
+                "{} blocks of a {rows}x{cols} matrix take {want} bytes, got {}",
+                format.name(),
+                data.len()
+            ));
+        }
+        Ok(QWeight {
+            format,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Quantizes dense row-major weights to Q8_0 (ggml's rule: the scale maps the block's
+    /// largest magnitude to 127), or `None` when `cols` does not fill whole blocks.
+    pub fn quantize_q8_0(w: &[f32], rows: usize, cols: usize) -> Option<QWeight> {
+        if !cols.is_multiple_of(BLOCK) || w.len() != rows * cols {
+            return None;
+        }
+        let mut data = Vec::with_capacity(rows * cols / BLOCK * 34);
+        for block in w.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            data.extend_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+            data.extend(block.iter().map(|&x| (x * inv).round() as i8 as u8));
+        }
+        Some(QWeight {
+            format: BlockFormat::Q8_0,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / BLOCK * self.format.block_bytes()
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// The same matrix with its rows reordered: row `i` of the result is row `from[i]` here.
+    pub fn permute_rows(&self, from: &[usize]) -> QWeight {
+        assert_eq!(from.len(), self.rows, "a permutation of every row");
+        let mut data = Vec::with_capacity(self.data.len());
+        for &r in from {
+            data.extend_from_slice(self.row(r));
+        }
+        QWeight { data, ..*self }
+    }
+
+    /// Row `r` as f32 weights.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bb = self.format.block_bytes();
+        for (blk, out) in self
+            .row(r)
+            .chunks_exact(bb)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let d = f16_at(blk, 0);
+            match self.format {
+                BlockFormat::Q8_0 => {
+                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
+                        *o = d * q as i8 as f32;
+                    }
+                }
+                BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                    let (m, qs) = match self.format {
+                        BlockFormat::Q4_1 => (f16_at(blk, 2), &blk[4..]),
+                        _ => (-8.0 * d, &blk[2..]),
+                    };
+                    for (j, &q) in qs.iter().enumerate() {
+                        out[j] = d * (q & 0x0F) as f32 + m;
+                        out[j + 16] = d * (q >> 4) as f32 + m;
+                    }
+                }
+            }
+        }
+    }
+
+    /// All weights as a row-major f32 matrix.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+
+    /// `y (m, rows) = x (m, cols) · Wᵀ`, split over the kernel pool's threads by output rows.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert_eq!(x.len(), m * self.cols, "activations (m, cols)");
+        assert_eq!(y.len(), m * self.rows, "output (m, rows)");
+        if m == 0 || self.rows == 0 {
+            return;
+        }
+        let acts = Acts::new(x, self.cols);
+        let kernel = Kernel::detect();
+        let pool = pool::global();
+        let per_task = rows_per_task(self.rows, pool.threads());
+        // Each task owns a run of output rows; `(rows, m)` keeps that run contiguous.
+        let mut transposed = vec![0f32; self.rows * m];
+        let tasks: Vec<Mutex<&mut [f32]>> = transposed
+            .chunks_mut(per_task * m)
+            .map(Mutex::new)
+            .collect();
+        pool.run(tasks.len(), &|task, _| {
+            let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
+            let first = task * per_task;
+            let rows = out.len() / m;
+            self.rows_dots(kernel, first..first + rows, &acts, &mut out);
+        });
+        drop(tasks);
+        for (r, row) in transposed.chunks_exact(m).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                y[i * self.rows + r] = v;
+            }
+        }
+    }
+
+    /// Rows `rows` against every activation row: `out[(r - rows.start) * m + i]`.
+    fn rows_dots(&self, kernel: Kernel, rows: Range<usize>, acts: &Acts, out: &mut [f32]) {
+        let m = acts.rows();
+        let w = &self.data[rows.start * self.row_bytes()..rows.end * self.row_bytes()];
+        assert_eq!(
+            out.len(),
+            rows.len() * m,
+            "an output per row and activation row"
+        );
+        let mut first = 0;
+        while first < m {
+            let take = (m - first).min(4);
+            match take {
+                4 => dots::<4>(kernel, self.format, w, acts, first, out),
+                3 => dots::<3>(kernel, self.format, w, acts, first, out),
+                2 => dots::<2>(kernel, self.format, w, acts, first, out),
+                _ => dots::<1>(kernel, self.format, w, acts, first, out),
+            }
+            first += take;
+        }
+    }
+}
+
+/// Activation rows in blocks of [`BLOCK`]: each block as 16-bit integers with an f32 scale
+/// (`x ≈ scale q`, `|q| <= 32767`, so a block's rounding error is at most 1/65534 of its largest
+/// magnitude, far below the weights' own 4- or 8-bit steps), and each block's exact f32 sum for
+/// the offset term of the Q4 formats. Integer products are what make the kernel fast: one
+/// instruction multiplies and pairs 16 weights.
+struct Acts {
+    q: Vec<i16>,
+    scale: Vec<f32>,
+    sum: Vec<f32>,
+    blocks: usize,
+}
+
+impl Acts {
+    fn new(x: &[f32], cols: usize) -> Acts {
+        let mut q = vec![0i16; x.len()];
+        let mut scale = Vec::with_capacity(x.len() / BLOCK);
+        let mut sum = Vec::with_capacity(x.len() / BLOCK);
+        for (block, out) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
+            let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let d = amax / 32767.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (o, &v) in out.iter_mut().zip(block) {
+                *o = (v * inv).round() as i16;
+            }
+            scale.push(d);
+            sum.push(block.iter().sum());
+        }
+        Acts {
+            q,
+            scale,
+            sum,
+            blocks: cols / BLOCK,
+        }
+    }
+}
+
+impl Acts {
+    fn rows(&self) -> usize {
+        self.scale.len() / self.blocks.max(1)
+    }
+}
+
+/// Enough tasks that two threads stay balanced when one is slowed by other work, few enough
+/// that scheduling stays small beside the work.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    let tasks = (threads.max(1) * 8).min(rows.div_ceil(16)).max(1);
+    rows.div_ceil(tasks)
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::OnceLock;
+            static FOUND: OnceLock<bool> = OnceLock::new();
+            let avx2 = *FOUND.get_or_init(|| {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            });
+            if avx2 {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+}
+
+/// Which kernel products run with on this CPU, for benchmark output.
+pub fn kernel_name() -> &'static str {
+    match Kernel::detect() {
+        Kernel::Portable => "portable",
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => "avx2",
+    }
+}
+
+/// Weight rows `w` (whole rows, one after another) against activation rows `first..first + M`;
+/// the result for row `r` and activation row `i` goes to `out[r * m + i]`.
+fn dots<const M: usize>(
+    kernel: Kernel,
+    format: BlockFormat,
+    w: &[u8],
+    acts: &Acts,
+    first: usize,
+    out: &mut [f32],
+) {
+    let (nb, m) = (acts.blocks, acts.rows());
+    let row_bytes = nb * format.block_bytes();
+    assert!(
+        nb > 0
+            && w.len().is_multiple_of(row_bytes)
+            && out.len() == w.len() / row_bytes * m
+            && first + M <= m
+            && acts.q.len() == m * nb * BLOCK
+            && acts.sum.len() == m * nb,
+        "shapes of a row product"
+    );
+    match kernel {
+        // SAFETY: `detect` found AVX2, FMA and F16C on this CPU; the shapes are checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe {
+            match format {
+                BlockFormat::Q4_0 => avx2::rows::<M, 0>(w, acts, first, out),
+                BlockFormat::Q4_1 => avx2::rows::<M, 1>(w, acts, first, out),
+                BlockFormat::Q8_0 => avx2::rows::<M, 2>(w, acts, first, out),
+            }
+        },
+        Kernel::Portable => {
+            for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+                let got = portable_row::<M>(format, row, acts, first);
+                out[r * m + first..r * m + first + M].copy_from_slice(&got);
+            }
+        }
+    }
+}
+
+fn portable_row<const M: usize>(
+    format: BlockFormat,
+    w: &[u8],
+    acts: &Acts,
+    first: usize,
+) -> [f32; M] {
+    let nb = acts.blocks;
+    let bb = format.block_bytes();
+    let mut acc = [0f32; M];
+    let mut q = [0i32; BLOCK];
+    for (b, blk) in w.chunks_exact(bb).enumerate() {
+        let d = f16_at(blk, 0);
+        let offset = match format {
+            BlockFormat::Q8_0 => {
+                for (v, &byte) in q.iter_mut().zip(&blk[2..]) {
+                    *v = byte as i8 as i32;
+                }
+                0.0
+            }
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let (offset, qs) = match format {
+                    BlockFormat::Q4_1 => (f16_at(blk, 2), &blk[4..]),
+                    _ => (-8.0 * d, &blk[2..]),
+                };
+                for (j, &byte) in qs.iter().enumerate() {
+                    q[j] = (byte & 0x0F) as i32;
+                    q[j + 16] = (byte >> 4) as i32;
+                }
+                offset
+            }
+        };
+        for (i, a) in acc.iter_mut().enumerate() {
+            let k = (first + i) * nb + b;
+            let x = &acts.q[k * BLOCK..(k + 1) * BLOCK];
+            let s: i32 = q.iter().zip(x).map(|(&q, &x)| q * x as i32).sum();
+            *a += s as f32 * (d * acts.scale[k]) + offset * acts.sum[k];
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Acts, BLOCK};
+    use std::arch::x86_64::*;
+
+    /// Bytes ahead of the current block to prefetch.
+    const PREFETCH: usize = 512;
+
+    /// `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a constant, so each format gets its own loop).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; the shapes are those `super::dots` checks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rows<const M: usize, const F: u8>(
+        w: &[u8],
+        acts: &Acts,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let m = acts.rows();
+        let row_bytes = acts.blocks * Block::<F>::BYTES;
+        for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+            let got = unsafe { row_dot::<M, F>(row, acts, first) };
+            out[r * m + first..r * m + first + M].copy_from_slice(&got);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_dot<const M: usize, const F: u8>(
+        w: &[u8],
+        acts: &Acts,
+        first: usize,
+    ) -> [f32; M] {
+        let nb = acts.blocks;
+        // Two accumulators per row, for even and odd blocks: with one, every block waits for the
+        // previous block's multiply-add to finish.
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let mut offsets = [[0f32; 2]; M];
+        let mut b = 0;
+        while b < nb {
+            // SAFETY: `b < nb` (and `b + 1 < nb` for the second block); see the contract.
+            let even = unsafe { Block::<F>::at(w, b) };
+            let odd = match b + 1 < nb {
+                true => Some(unsafe { Block::<F>::at(w, b + 1) }),
+                false => None,
+            };
+            for i in 0..M {
+                let k = (first + i) * nb + b;
+                unsafe {
+                    even.add_to(acts, k, &mut acc[i][0], &mut offsets[i][0]);
+                    if let Some(odd) = &odd {
+                        odd.add_to(acts, k + 1, &mut acc[i][1], &mut offsets[i][1]);
+                    }
+                }
+            }
+            b += 2;
+        }
+        let mut out = [0f32; M];
+        for i in 0..M {
+            out[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1])) + offsets[i][0] + offsets[i][1];
+        }
+        out
+    }
+
+    /// One weight block decoded to 16-bit integers, with its scale and offset.
+    struct Block<const F: u8> {
+        w0: __m256i,
+        w1: __m256i,
+        d: f32,
+        offset: f32,
+    }
+
+    impl<const F: u8> Block<F> {
+        const BYTES: usize = match F {
+            0 => 18,
+            1 => 20,
+            _ => 34,
+        };
+
+        /// # Safety
+        /// AVX2, FMA and F16C; `w` holds more than `b` blocks of format `F`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn at(w: &[u8], b: usize) -> Block<F> {
+            let blk = unsafe { w.as_ptr().add(b * Self::BYTES) };
+            // The weights stream from memory once per token; asking a few lines ahead keeps
+            // more reads in flight than the hardware prefetcher does on its own. A prefetch
+            // past the row's end reads the next row (or nothing) and cannot fault.
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
+            let d = unsafe { half_at(blk) };
+            let (w0, w1) = if F == 2 {
+                let qs = unsafe { blk.add(2) };
+                (
+                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(qs as _) }),
+                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(qs.add(16) as _) }),
+                )
+            } else {
+                let low = _mm_set1_epi8(0x0F);
+                let qs = unsafe { _mm_loadu_si128(blk.add(if F == 1 { 4 } else { 2 }) as _) };
+                (
+                    _mm256_cvtepu8_epi16(_mm_and_si128(qs, low)),
+                    _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(qs, 4), low)),
+                )
+            };
+            let offset = match F {
+                0 => -8.0 * d,
+                1 => unsafe { half_at(blk.add(2)) },
+                _ => 0.0,
+            };
+            Block { w0, w1, d, offset }
+        }
+
+        /// Adds this block's product with activation block `k` to `acc` and `offset`.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C; `acts` has more than `k` blocks.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn add_to(&self, acts: &Acts, k: usize, acc: &mut __m256, offset: &mut f32) {
+            let x = unsafe { acts.q.as_ptr().add(k * BLOCK) } as *const __m256i;
+            let p = _mm256_add_epi32(
+                _mm256_madd_epi16(self.w0, unsafe { _mm256_loadu_si256(x) }),
+                _mm256_madd_epi16(self.w1, unsafe { _mm256_loadu_si256(x.add(1)) }),
+            );
+            let scale = _mm256_set1_ps(self.d * unsafe { *acts.scale.get_unchecked(k) });
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
+            if F != 2 {
+                *offset += self.offset * unsafe { *acts.sum.get_unchecked(k) };
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn half_at(p: *const u8) -> f32 {
+        let bits = unsafe { (p as *const u16).read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// `x (.., cols) -> (.., rows)` through a [`QWeight`], as a candle op without a backward
+/// (inference only; training uses the dense weights).
+pub struct QMatMul(pub Arc<QWeight>);
+
+impl CustomOp1 for QMatMul {
+    fn name(&self) -> &'static str {
+        "q-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = &self.0;
+        let CpuStorage::F32(all) = storage else {
+            candle_core::bail!("quantized weights take f32 activations");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("quantized weights take contiguous activations");
+        };
+        let dims = layout.dims();
+        if dims.last() != Some(&w.cols) {
+            candle_core::bail!(
+                "activations {dims:?} do not end in the weight's {} columns",
+                w.cols
+            );
+        }
+        let x = &all[start..end];
+        let m = x.len() / w.cols;
+        let mut y = vec![0f32; m * w.rows];
+        w.matmul(x, m, &mut y);
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = w.rows;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+    use candle_core::{Device, Tensor};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Blocks made by candle's own quantizer, as a GGUF file would hold them.
+    fn ggml_blocks(format: GgmlDType, w: &[f32], rows: usize, cols: usize) -> (QWeight, Vec<f32>) {
+        let t = Tensor::from_slice(w, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, format).unwrap();
+        let dense = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let data = q.data().unwrap().into_owned();
+        let f = BlockFormat::from_ggml(format).unwrap();
+        (QWeight::from_blocks(f, rows, cols, data).unwrap(), dense)
+    }
+
+    fn reference(w: &[f32], x: &[f32], m: usize, rows: usize, cols: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * rows];
+        for i in 0..m {
+            for r in 0..rows {
+                y[i * rows + r] = (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[i * cols + c] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn products_equal_the_dequantized_weights_in_every_format_kernel_and_row_count() {
+        let (rows, cols) = (37, 96);
+        let w = random(rows * cols, 1);
+        for format in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (q, dense) = ggml_blocks(format, &w, rows, cols);
+            assert_eq!(
+                q.dequantize(),
+                dense,
+                "{format:?}: our dequantisation is ggml's"
+            );
+            for m in 1..=MAX_ROWS {
+                let x = random(m * cols, 10 + m as u64);
+                let want = reference(&dense, &x, m, rows, cols);
+                let mut kernels = vec![Kernel::Portable];
+                if Kernel::detect() != Kernel::Portable {
+                    kernels.push(Kernel::detect());
+                }
+                for kernel in kernels {
+                    let acts = Acts::new(&x, cols);
+                    let mut transposed = vec![0f32; rows * m];
+                    q.rows_dots(kernel, 0..rows, &acts, &mut transposed);
+                    let mut y = vec![0f32; m * rows];
+                    for r in 0..rows {
+                        for i in 0..m {
+                            y[i * rows + r] = transposed[r * m + i];
+                        }
+                    }
+                    let err = y
+                        .iter()
+                        .zip(&want)
+                        .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+                    assert!(err < 5e-4, "{format:?} {kernel:?} m={m}: {err}");
+                }
+                let mut y = vec![0f32; m * rows];
+                q.matmul(&x, m, &mut y);
+                let err = y
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+                assert!(err < 5e-4, "{format:?} matmul m={m}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn our_q8_0_quantizer_matches_ggml() {
+        let (rows, cols) = (5, 64);
+        let mut w = random(rows * cols, 3);
+        w[..BLOCK].fill(0.0); // an all-zero block has scale 0
+        let (theirs, _) = ggml_blocks(GgmlDType::Q8_0, &w, rows, cols);
+        let ours = QWeight::quantize_q8_0(&w, rows, cols).unwrap();
+        assert_eq!(ours.dequantize(), theirs.dequantize());
+        assert!(QWeight::quantize_q8_0(&w, 10, 32).is_some());
+        assert!(QWeight::quantize_q8_0(&w[..rows * 48], rows, 48).is_none());
+    }
+
+    #[test]
+    fn permuted_rows_and_wrong_sizes() {
+        let (rows, cols) = (4, 32);
+        let w = random(rows * cols, 4);
+        let q = QWeight::quantize_q8_0(&w, rows, cols).unwrap();
+        let p = q.permute_rows(&[2, 0, 3, 1]);
+        let (a, b) = (q.dequantize(), p.dequantize());
+        assert_eq!(&b[..cols], &a[2 * cols..3 * cols]);
+        assert_eq!(&b[3 * cols..], &a[cols..2 * cols]);
+        assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 79]).is_err());
+        assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 33, vec![0; 80]).is_err());
+        assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 80]).is_ok());
+    }
+
+    #[test]
+    fn the_candle_op_keeps_leading_dimensions() {
+        let (rows, cols) = (6, 64);
+        let w = random(rows * cols, 5);
+        let q = Arc::new(QWeight::quantize_q8_0(&w, rows, cols).unwrap());
+        let dense = Tensor::from_vec(q.dequantize(), (rows, cols), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(random(2 * 3 * cols, 6), (2, 3, cols), &Device::Cpu).unwrap();
+        let got = x.apply_op1_no_bwd(&QMatMul(q)).unwrap();
+        assert_eq!(got.dims(), &[2, 3, rows]);
+        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 5e-4, "{diff}");
+    }
+}
