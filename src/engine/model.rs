@@ -73,22 +73,61 @@ impl Linear {
         Ok(())
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        // Quantized weights win when few rows share each weight read (decoding); with many rows
-        // the multiply is compute-bound and the dense GEMM kernel is faster.
+    /// The quantized copy, if this product should use it: inference on CPU in f32 with few
+    /// rows. Quantized weights win when few rows share each weight read (decoding); with many
+    /// rows the multiply is compute-bound and the dense GEMM kernel is faster.
+    fn quantized_for(&self, x: &Tensor, mode: Mode) -> Option<&Arc<QWeight>> {
         let rows = x.elem_count() / self.in_dim().max(1);
-        let y = match (&self.quantized, mode) {
+        match (&self.quantized, mode) {
             (Some(q), Mode::Infer)
                 if rows <= qweight::MAX_ROWS && x.device().is_cpu() && x.dtype() == DType::F32 =>
             {
-                x.contiguous()?.apply_op1_no_bwd(&QMatMul(q.clone()))?
+                Some(q)
             }
-            _ => ops::frozen_matmul(x, &self.weight)?,
+            _ => None,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = match self.quantized_for(x, mode) {
+            Some(q) => x.contiguous()?.apply_op1_no_bwd(&QMatMul(q.clone()))?,
+            None => ops::frozen_matmul(x, &self.weight)?,
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+
+    /// [`Linear::forward`] of several projections of the same input; when every one reads its
+    /// quantized copy, in one pass of the kernel pool.
+    pub fn forward_group(linears: &[&Linear], x: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+        let quantized: Option<Vec<&QWeight>> = linears
+            .iter()
+            .map(|l| l.quantized_for(x, mode).map(|q| q.as_ref()))
+            .collect();
+        let Some(ws) = quantized.filter(|ws| ws.len() > 1) else {
+            return linears.iter().map(|l| l.forward(x, mode)).collect();
+        };
+        let dims = x.dims().to_vec();
+        let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let m = xs.len() / linears[0].in_dim().max(1);
+        let outs = qweight::matmul_group(&ws, &xs, m);
+        linears
+            .iter()
+            .zip(outs)
+            .map(|(l, y)| {
+                let mut shape = dims.clone();
+                if let Some(last) = shape.last_mut() {
+                    *last = l.out_dim();
+                }
+                l.add_bias(Tensor::from_vec(y, shape, x.device())?)
+            })
+            .collect()
     }
 }
 
@@ -549,8 +588,8 @@ impl Transformer {
             return self.forward_train_fused(x, &cos, &sin, bias, adapter);
         }
         for (i, block) in self.layers.iter().enumerate() {
-            let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
-                let base = block.linear(target).forward(x, mode)?;
+            // `base` is the frozen projection of `x`; the adapter's part is added here.
+            let adapt = |target: Target, x: &Tensor, base: Tensor| -> Result<Tensor> {
                 match adapter.and_then(|a| a.get(i, target).map(|p| (a, p))) {
                     None => Ok(base),
                     Some((a, pair)) => {
@@ -567,15 +606,32 @@ impl Transformer {
                     }
                 }
             };
+            let proj = |target: Target, x: &Tensor| -> Result<Tensor> {
+                adapt(target, x, block.linear(target).forward(x, mode)?)
+            };
+            // Projections of one input, computed together (one pass of the kernel pool when
+            // they read quantized weights).
+            let projs = |targets: &[Target], x: &Tensor| -> Result<Vec<Tensor>> {
+                let linears: Vec<&Linear> = targets.iter().map(|&t| block.linear(t)).collect();
+                let bases = Linear::forward_group(&linears, x, mode)?;
+                targets
+                    .iter()
+                    .zip(bases)
+                    .map(|(&target, base)| adapt(target, x, base))
+                    .collect()
+            };
             let residual = &x;
             let hnorm = ops::rms_norm(&x, &block.input_norm, c.rms_norm_eps, mode)?;
-            let q = proj(Target::Q, &hnorm)?
+            let [q, k, v]: [Tensor; 3] = projs(&[Target::Q, Target::K, Target::V], &hnorm)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("three projections give three results"))?;
+            let q = q
                 .reshape((b, t, c.num_heads, c.head_dim))?
                 .transpose(1, 2)?;
-            let k = proj(Target::K, &hnorm)?
+            let k = k
                 .reshape((b, t, c.num_kv_heads, c.head_dim))?
                 .transpose(1, 2)?;
-            let v = proj(Target::V, &hnorm)?
+            let v = v
                 .reshape((b, t, c.num_kv_heads, c.head_dim))?
                 .transpose(1, 2)?;
             let q = ops::rope(&q, &cos, &sin, mode)?;
@@ -588,8 +644,9 @@ impl Transformer {
             let attn = proj(Target::O, &attn)?;
             let x1 = (residual + attn)?;
             let hnorm = ops::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps, mode)?;
-            let gate = proj(Target::Gate, &hnorm)?;
-            let up = proj(Target::Up, &hnorm)?;
+            let [gate, up]: [Tensor; 2] = projs(&[Target::Gate, Target::Up], &hnorm)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("two projections give two results"))?;
             let mlp = proj(Target::Down, &(gate.silu()? * up)?)?;
             x = (x1 + mlp)?;
         }

@@ -199,35 +199,11 @@ impl QWeight {
 
     /// `y (m, rows) = x (m, cols) · Wᵀ`, split over the kernel pool's threads by output rows.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        assert_eq!(x.len(), m * self.cols, "activations (m, cols)");
         assert_eq!(y.len(), m * self.rows, "output (m, rows)");
-        if m == 0 || self.rows == 0 {
-            return;
-        }
-        let acts = Acts::new(x, self.cols);
-        let kernel = Kernel::detect();
-        let pool = pool::global();
-        let per_task = rows_per_task(self.rows, pool.threads());
-        // Each task owns a run of output rows; `(rows, m)` keeps that run contiguous.
-        let mut transposed = vec![0f32; self.rows * m];
-        let tasks: Vec<Mutex<&mut [f32]>> = transposed
-            .chunks_mut(per_task * m)
-            .map(Mutex::new)
-            .collect();
-        pool.run(tasks.len(), &|task, _| {
-            let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
-            let first = task * per_task;
-            let rows = out.len() / m;
-            self.rows_dots(kernel, first..first + rows, &acts, &mut out);
-        });
-        drop(tasks);
-        for (r, row) in transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                y[i * self.rows + r] = v;
-            }
+        if let Some(out) = matmul_group(&[self], x, m).pop() {
+            y.copy_from_slice(&out);
         }
     }
-
     /// Rows `rows` against every activation row: `out[(r - rows.start) * m + i]`.
     fn rows_dots(&self, kernel: Kernel, rows: Range<usize>, acts: &Acts, out: &mut [f32]) {
         let m = acts.rows();
@@ -249,6 +225,55 @@ impl QWeight {
             first += take;
         }
     }
+}
+
+/// `x (m, cols) · Wᵀ` for several weights of the same width, each result `(m, rows)` row-major,
+/// in one region of the kernel pool: the activations are rounded once, and the threads share
+/// out the rows of all the weights (q, k and v of one layer, say) instead of meeting after each.
+pub fn matmul_group(ws: &[&QWeight], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    let Some(cols) = ws.first().map(|w| w.cols) else {
+        return Vec::new();
+    };
+    assert!(ws.iter().all(|w| w.cols == cols), "weights of one width");
+    assert_eq!(x.len(), m * cols, "activations (m, cols)");
+    if m == 0 {
+        return ws.iter().map(|_| Vec::new()).collect();
+    }
+    let acts = Acts::new(x, cols);
+    let kernel = Kernel::detect();
+    let pool = pool::global();
+    // Each task owns a run of one weight's output rows; `(rows, m)` keeps that run contiguous.
+    let mut transposed: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.rows * m]).collect();
+    let mut tasks: Vec<(usize, usize, Mutex<&mut [f32]>)> = Vec::new();
+    for (i, (w, out)) in ws.iter().zip(transposed.iter_mut()).enumerate() {
+        let per_task = rows_per_task(w.rows, pool.threads());
+        for (t, chunk) in out.chunks_mut(per_task * m).enumerate() {
+            tasks.push((i, t * per_task, Mutex::new(chunk)));
+        }
+    }
+    pool.run(tasks.len(), &|task, _| {
+        let (i, first, out) = &tasks[task];
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = out.len() / m;
+        ws[*i].rows_dots(kernel, *first..*first + rows, &acts, &mut out);
+    });
+    drop(tasks);
+    transposed
+        .into_iter()
+        .zip(ws)
+        .map(|(t, w)| match m {
+            1 => t,
+            _ => {
+                let mut y = vec![0f32; m * w.rows];
+                for (r, row) in t.chunks_exact(m).enumerate() {
+                    for (i, &v) in row.iter().enumerate() {
+                        y[i * w.rows + r] = v;
+                    }
+                }
+                y
+            }
+        })
+        .collect()
 }
 
 /// Activation rows in blocks of [`BLOCK`]: each block as 16-bit integers with an f32 scale
@@ -697,6 +722,27 @@ mod tests {
                     .zip(&want)
                     .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
                 assert!(err < 5e-4, "{format:?} matmul m={m}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_of_products_equals_each_alone() {
+        let cols = 64;
+        let ws: Vec<QWeight> = [(7, 1), (40, 2), (3, 3)]
+            .iter()
+            .map(|&(rows, seed)| {
+                QWeight::quantize_q8_0(&random(rows * cols, seed), rows, cols).unwrap()
+            })
+            .collect();
+        let refs: Vec<&QWeight> = ws.iter().collect();
+        for m in [1, 3] {
+            let x = random(m * cols, 9);
+            let group = matmul_group(&refs, &x, m);
+            for (w, got) in ws.iter().zip(&group) {
+                let mut alone = vec![0f32; m * w.rows()];
+                w.matmul(&x, m, &mut alone);
+                assert_eq!(got, &alone);
             }
         }
     }
