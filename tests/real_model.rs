@@ -142,13 +142,17 @@ fn the_quantized_sampling_path_stays_as_good_as_f32() {
     .unwrap();
     let mut ids = f32_model.tokenizer.encode_document(&text).unwrap();
     ids.truncate(384);
-    let q = seal_tui::engine::quality::compare(&f32_model, &q8_model, &ids).unwrap();
-    eprintln!(
-        "top-1 agreement {:.1}%, perplexity {:.3} (f32) vs {:.3} (q8)",
-        q.top1_agreement * 100.0,
-        q.perplexity_reference,
-        q.perplexity_candidate
-    );
+    let compare = |candidate: &seal_tui::engine::Model, label: &str| {
+        let q = seal_tui::engine::quality::compare(&f32_model, candidate, &ids).unwrap();
+        eprintln!(
+            "{label}: top-1 agreement {:.1}%, perplexity {:.4} (f32) vs {:.4}",
+            q.top1_agreement * 100.0,
+            q.perplexity_reference,
+            q.perplexity_candidate
+        );
+        q
+    };
+    let q = compare(&q8_model, "q8");
     assert!(q.top1_agreement >= 0.95, "{q:?}");
     assert!(
         q.perplexity_candidate < q.perplexity_reference * 1.05,
@@ -159,13 +163,7 @@ fn the_quantized_sampling_path_stays_as_good_as_f32() {
     // 16-bit activations: the f32 model's choices, to within rounding.
     let own = load(&path, Quantize::Auto);
     assert_eq!(own.transformer.inference_formats(), "q4_1 x210, head q8_0");
-    let q = seal_tui::engine::quality::compare(&f32_model, &own, &ids).unwrap();
-    eprintln!(
-        "the file's blocks: top-1 agreement {:.1}%, perplexity {:.4} (f32) vs {:.4}",
-        q.top1_agreement * 100.0,
-        q.perplexity_reference,
-        q.perplexity_candidate
-    );
+    let q = compare(&own, "the file's blocks");
     assert!(q.top1_agreement >= 0.995, "{q:?}");
     assert!(
         (q.perplexity_candidate / q.perplexity_reference - 1.0).abs() < 0.001,

@@ -383,9 +383,14 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         let mut t = q
             .dequantize(device)
             .map_err(|e| anyhow!("{shown}: tensor `{gguf_name}` cannot be dequantized: {e}"))?;
+        // Only `Quantize::Auto` on a CPU reads the file's blocks as they are.
+        let keep = device.is_cpu() && opts.quantize == Quantize::Auto;
         let mut kept = match (BlockFormat::from_ggml(q.dtype()), t.dims2()) {
-            (Some(format), Ok((rows, cols))) if device.is_cpu() => {
-                let data = q.data()?.into_owned();
+            (Some(format), Ok((rows, cols))) if keep => {
+                let data = q
+                    .data()
+                    .map_err(|e| anyhow!("{shown}: tensor `{gguf_name}`: {e}"))?
+                    .into_owned();
                 QWeight::from_blocks(format, rows, cols, data).ok()
             }
             _ => None,

@@ -6,7 +6,7 @@ use super::config::ModelConfig;
 use super::fused;
 use super::lora::{LoraAdapter, Target};
 use super::ops::{self, Mode};
-use super::qweight::{self, QMatMul, QWeight};
+use super::qweight::{self, QWeight};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
@@ -89,11 +89,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = match self.quantized_for(x, mode) {
-            Some(q) => x.contiguous()?.apply_op1_no_bwd(&QMatMul(q.clone()))?,
-            None => ops::frozen_matmul(x, &self.weight)?,
-        };
-        self.add_bias(y)
+        match self.quantized_for(x, mode) {
+            Some(q) => Self::quantized_forward(&[self], &[q], x)?
+                .pop()
+                .context("one projection gives one result"),
+            None => self.add_bias(ops::frozen_matmul(x, &self.weight)?),
+        }
     }
 
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {
@@ -110,13 +111,19 @@ impl Linear {
             .iter()
             .map(|l| l.quantized_for(x, mode).map(|q| q.as_ref()))
             .collect();
-        let Some(ws) = quantized.filter(|ws| ws.len() > 1) else {
-            return linears.iter().map(|l| l.forward(x, mode)).collect();
-        };
+        match quantized {
+            Some(ws) => Self::quantized_forward(linears, &ws, x),
+            None => linears.iter().map(|l| l.forward(x, mode)).collect(),
+        }
+    }
+
+    /// `x (.., in)` through each of `linears` by its quantized copy `ws`, in one pass of the
+    /// kernel pool, biases added.
+    fn quantized_forward(linears: &[&Linear], ws: &[&QWeight], x: &Tensor) -> Result<Vec<Tensor>> {
         let dims = x.dims().to_vec();
         let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let m = xs.len() / linears[0].in_dim().max(1);
-        let outs = qweight::matmul_group(&ws, &xs, m);
+        let outs = qweight::matmul_group(ws, &xs, m);
         linears
             .iter()
             .zip(outs)
@@ -855,4 +862,40 @@ fn fused_layer(
     let h = fused::rms_norm(&x1, &block.post_attention_norm, c.rms_norm_eps)?;
     let mlp = fused::silu_mul(&proj(Target::Gate, &h)?, &proj(Target::Up, &h)?)?;
     Ok((x1 + proj(Target::Down, &mlp)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quantized_projection_keeps_leading_dimensions_and_tracks_the_dense_one() {
+        let (rows, cols) = (6, 64);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let mut lin = Linear::new(
+            Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap(),
+            None,
+        );
+        lin.quantize_q8().unwrap();
+        let q = lin.quantized.clone().unwrap();
+        let dense = Tensor::from_vec(q.dequantize(), (rows, cols), &Device::Cpu).unwrap();
+        let xs: Vec<f32> = (0..2 * 3 * cols)
+            .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+            .collect();
+        let x = Tensor::from_vec(xs, (2, 3, cols), &Device::Cpu).unwrap();
+        let got = lin.forward(&x, Mode::Infer).unwrap();
+        assert_eq!(got.dims(), &[2, 3, rows]);
+        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 5e-4, "{diff}");
+    }
 }

@@ -9,9 +9,8 @@
 
 use super::pool;
 use candle_core::quantized::GgmlDType;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Weights per block in every supported format.
 pub const BLOCK: usize = 32;
@@ -197,13 +196,6 @@ impl QWeight {
         out
     }
 
-    /// `y (m, rows) = x (m, cols) · Wᵀ`, split over the kernel pool's threads by output rows.
-    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        assert_eq!(y.len(), m * self.rows, "output (m, rows)");
-        if let Some(out) = matmul_group(&[self], x, m).pop() {
-            y.copy_from_slice(&out);
-        }
-    }
     /// Rows `rows` against every activation row: `out[(r - rows.start) * m + i]`.
     fn rows_dots(&self, kernel: Kernel, rows: Range<usize>, acts: &Acts, out: &mut [f32]) {
         let m = acts.rows();
@@ -593,46 +585,6 @@ mod avx2 {
     }
 }
 
-/// `x (.., cols) -> (.., rows)` through a [`QWeight`], as a candle op without a backward
-/// (inference only; training uses the dense weights).
-pub struct QMatMul(pub Arc<QWeight>);
-
-impl CustomOp1 for QMatMul {
-    fn name(&self) -> &'static str {
-        "q-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let w = &self.0;
-        let CpuStorage::F32(all) = storage else {
-            candle_core::bail!("quantized weights take f32 activations");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("quantized weights take contiguous activations");
-        };
-        let dims = layout.dims();
-        if dims.last() != Some(&w.cols) {
-            candle_core::bail!(
-                "activations {dims:?} do not end in the weight's {} columns",
-                w.cols
-            );
-        }
-        let x = &all[start..end];
-        let m = x.len() / w.cols;
-        let mut y = vec![0f32; m * w.rows];
-        w.matmul(x, m, &mut y);
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = w.rows;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(out)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,8 +667,7 @@ mod tests {
                         .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
                     assert!(err < 5e-4, "{format:?} {kernel:?} m={m}: {err}");
                 }
-                let mut y = vec![0f32; m * rows];
-                q.matmul(&x, m, &mut y);
+                let y = matmul_group(&[&q], &x, m).remove(0);
                 let err = y
                     .iter()
                     .zip(&want)
@@ -740,8 +691,7 @@ mod tests {
             let x = random(m * cols, 9);
             let group = matmul_group(&refs, &x, m);
             for (w, got) in ws.iter().zip(&group) {
-                let mut alone = vec![0f32; m * w.rows()];
-                w.matmul(&x, m, &mut alone);
+                let alone = matmul_group(&[w], &x, m).remove(0);
                 assert_eq!(got, &alone);
             }
         }
@@ -771,26 +721,5 @@ mod tests {
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 79]).is_err());
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 33, vec![0; 80]).is_err());
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 80]).is_ok());
-    }
-
-    #[test]
-    fn the_candle_op_keeps_leading_dimensions() {
-        let (rows, cols) = (6, 64);
-        let w = random(rows * cols, 5);
-        let q = Arc::new(QWeight::quantize_q8_0(&w, rows, cols).unwrap());
-        let dense = Tensor::from_vec(q.dequantize(), (rows, cols), &Device::Cpu).unwrap();
-        let x = Tensor::from_vec(random(2 * 3 * cols, 6), (2, 3, cols), &Device::Cpu).unwrap();
-        let got = x.apply_op1_no_bwd(&QMatMul(q)).unwrap();
-        assert_eq!(got.dims(), &[2, 3, rows]);
-        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 5e-4, "{diff}");
     }
 }
