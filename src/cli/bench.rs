@@ -201,6 +201,9 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         engine::device::describe(&model.transformer.device),
         model.info.dtype
     );
+    if model.transformer.device.is_cpu() {
+        outln!("frozen products: {} kernel", engine::gemm::kernel_name());
+    }
     // Real text, repeated to the requested length.
     let text = "The lighthouse stood on a rock at the edge of the bay, and every night its keeper \
                 climbed the ninety-nine steps to light the lamp. Ships passed in the dark, and the \

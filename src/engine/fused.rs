@@ -12,8 +12,8 @@
 //! inputs' precision. `tests/engine_train.rs` checks every op against finite differences and
 //! against the composed formulation.
 
-use super::ops::rope;
 use super::ops::Mode;
+use super::ops::{frozen_input_grad, frozen_product, rope};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, MetalStorage, Result,
@@ -302,7 +302,7 @@ impl CustomOp3 for LoraLinear {
         let dy2 = rows(dy)?;
         let (x2l, dy2l) = (x2.to_dtype(lora)?, dy2.to_dtype(lora)?);
         let h = dy2l.matmul(&b)?;
-        let dx = (dy2.to_dtype(x.dtype())?.matmul(&self.weight)?
+        let dx = (frozen_input_grad(&dy2.to_dtype(x.dtype())?, &self.weight)?
             + (h.matmul(&a)? * self.scale)?.to_dtype(x.dtype())?)?;
         let da = (h.t()?.matmul(&x2l)? * self.scale)?;
         let db = (dy2l.t()?.matmul(&x2l.matmul(&a.t()?)?)? * self.scale)?;
@@ -322,7 +322,7 @@ pub fn lora_linear(
     let out = {
         let xd = x.detach();
         let x2 = rows(&xd)?;
-        let mut y = x2.matmul(&weight.t()?)?;
+        let mut y = frozen_product(&x2, weight)?;
         if let Some(bias) = bias {
             y = y.broadcast_add(bias)?;
         }
@@ -555,8 +555,14 @@ struct TokenNll {
     head: Tensor,
     targets: Tensor,
     step: usize,
+    /// `softmax - onehot` of each slice, kept from the forward when it fits in [`KEEP_BYTES`],
+    /// so the backward need not compute the logits again (a third of the head's work).
+    kept: Option<Vec<Tensor>>,
     out: Output,
 }
+
+/// The most memory the loss keeps between its forward and backward instead of recomputing.
+const KEEP_BYTES: usize = 256 * 1024 * 1024;
 
 /// Rows per slice: about 32M logits (128 MB in f32) at a time.
 fn slice_rows(vocab: usize) -> usize {
@@ -566,7 +572,7 @@ fn slice_rows(vocab: usize) -> usize {
 /// The logits of a slice of rows, in the wide precision.
 fn slice_logits(h: &Tensor, head: &Tensor) -> Result<Tensor> {
     let w = wide(h.dtype());
-    h.matmul(&head.t()?)?.to_dtype(w)
+    frozen_product(h, head)?.to_dtype(w)
 }
 
 impl CustomOp1 for TokenNll {
@@ -583,18 +589,22 @@ impl CustomOp1 for TokenNll {
         let step = self.step;
         let mut parts = Vec::with_capacity(n.div_ceil(step));
         let ids = Tensor::arange(0u32, vocab as u32, h.device())?.unsqueeze(0)?;
-        for start in (0..n).step_by(step) {
+        for (i, start) in (0..n).step_by(step).enumerate() {
             let len = step.min(n - start);
-            let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
-            let p = candle_nn::ops::softmax_last_dim(&logits)?;
-            let tgt = self.targets.narrow(0, start, len)?.unsqueeze(1)?;
-            let onehot = ids.broadcast_eq(&tgt)?.to_dtype(p.dtype())?;
+            let g = match &self.kept {
+                Some(kept) => kept[i].clone(),
+                None => {
+                    let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
+                    let tgt = self.targets.narrow(0, start, len)?;
+                    softmax_minus_onehot(&logits, &ids, &tgt)?
+                }
+            };
             let dy_s = dy
                 .narrow(0, start, len)?
-                .to_dtype(p.dtype())?
+                .to_dtype(g.dtype())?
                 .unsqueeze(1)?;
-            let dlogits = (p - onehot)?.broadcast_mul(&dy_s)?.to_dtype(h.dtype())?;
-            parts.push(dlogits.matmul(&self.head)?);
+            let dlogits = g.broadcast_mul(&dy_s)?.to_dtype(h.dtype())?;
+            parts.push(frozen_input_grad(&dlogits, &self.head)?);
         }
         Ok(Some(Tensor::cat(&parts, 0)?))
     }
@@ -603,10 +613,16 @@ impl CustomOp1 for TokenNll {
 /// Per-token negative log-likelihood of `targets` after hidden states `h` `(n, hidden)`, through
 /// the output head `(vocab, hidden)`: `(n,)`, in f32 (f64 for an f64 model).
 pub fn token_nll(h: &Tensor, head: &Tensor, targets: &[u32]) -> Result<Tensor> {
-    token_nll_sliced(h, head, targets, slice_rows(head.dim(0)?))
+    token_nll_sliced(h, head, targets, slice_rows(head.dim(0)?), KEEP_BYTES)
 }
 
-fn token_nll_sliced(h: &Tensor, head: &Tensor, targets: &[u32], step: usize) -> Result<Tensor> {
+fn token_nll_sliced(
+    h: &Tensor,
+    head: &Tensor,
+    targets: &[u32],
+    step: usize,
+    keep_bytes: usize,
+) -> Result<Tensor> {
     let h = h.contiguous()?;
     let (n, _) = h.dims2()?;
     if targets.len() != n {
@@ -614,6 +630,10 @@ fn token_nll_sliced(h: &Tensor, head: &Tensor, targets: &[u32], step: usize) -> 
     }
     let tgt = Tensor::new(targets, h.device())?;
     let hd = h.detach();
+    let vocab = head.dim(0)?;
+    let wide_bytes = wide(h.dtype()).size_in_bytes();
+    let mut kept = (n * vocab * wide_bytes <= keep_bytes).then(Vec::new);
+    let ids = Tensor::arange(0u32, vocab as u32, h.device())?.unsqueeze(0)?;
     let mut parts = Vec::with_capacity(n.div_ceil(step));
     for start in (0..n).step_by(step) {
         let len = step.min(n - start);
@@ -625,16 +645,31 @@ fn token_nll_sliced(h: &Tensor, head: &Tensor, targets: &[u32], step: usize) -> 
             .sum_keepdim(D::Minus1)?
             .log()?
             + &max)?;
-        let picked = logits.gather(&tgt.narrow(0, start, len)?.unsqueeze(1)?, 1)?;
+        let slice_tgt = tgt.narrow(0, start, len)?;
+        let picked = logits.gather(&slice_tgt.unsqueeze(1)?, 1)?;
         parts.push((lse - picked)?.squeeze(1)?);
+        if let Some(kept) = kept.as_mut() {
+            kept.push(softmax_minus_onehot(&logits, &ids, &slice_tgt)?);
+        }
     }
     let out = Tensor::cat(&parts, 0)?;
     h.apply_op1(TokenNll {
         head: head.clone(),
         targets: tgt,
         step,
+        kept,
         out: Output::new(out)?,
     })
+}
+
+/// `softmax(logits) - onehot(targets)`, the loss's gradient with respect to a slice's logits
+/// (before the upstream gradient); `ids` is `0..vocab` as a `(1, vocab)` row.
+fn softmax_minus_onehot(logits: &Tensor, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let p = candle_nn::ops::softmax_last_dim(logits)?;
+    let onehot = ids
+        .broadcast_eq(&targets.unsqueeze(1)?)?
+        .to_dtype(p.dtype())?;
+    p - onehot
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,8 +781,15 @@ mod tests {
             .backward()
             .unwrap();
         let g_expected = g_expected.get(h.as_tensor()).unwrap().clone();
-        for step in [1, 3, 7, 100] {
-            let nll = token_nll_sliced(h.as_tensor(), &head, &targets, step).unwrap();
+        for (step, keep) in [
+            (1, 0),
+            (3, 0),
+            (7, 0),
+            (100, 0),
+            (3, usize::MAX),
+            (100, 1 << 20),
+        ] {
+            let nll = token_nll_sliced(h.as_tensor(), &head, &targets, step, keep).unwrap();
             assert!(max_diff(&nll, &expected) < 1e-12, "step {step}");
             let g = (&nll * &weights)
                 .unwrap()
@@ -756,7 +798,10 @@ mod tests {
                 .backward()
                 .unwrap();
             let g = g.get(h.as_tensor()).unwrap();
-            assert!(max_diff(g, &g_expected) < 1e-12, "step {step}: gradient");
+            assert!(
+                max_diff(g, &g_expected) < 1e-12,
+                "step {step} keep {keep}: gradient"
+            );
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod constraint;
 pub mod device;
 pub mod fetch;
 pub mod fused;
+pub mod gemm;
 pub mod load;
 pub mod lora;
 pub mod model;

@@ -53,8 +53,18 @@ impl CustomOp2 for FrozenMatmul {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let bmnk = self.bmnk(xl, wl)?;
+        let (_, m, n, k) = bmnk;
+        if let (CpuStorage::F32(xv), CpuStorage::F32(wv)) = (xs, ws) {
+            if let (Some((x0, x1)), Some((w0, w1))) =
+                (xl.contiguous_offsets(), wl.contiguous_offsets())
+            {
+                let mut y = vec![0f32; m * n];
+                super::gemm::forward(&xv[x0..x1], &wv[w0..w1], m, n, k, &mut y);
+                return Ok((CpuStorage::F32(y), Shape::from((m, n))));
+            }
+        }
         let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+        Ok((out, Shape::from((m, n))))
     }
 
     #[cfg(feature = "cuda")]
@@ -90,7 +100,72 @@ impl CustomOp2 for FrozenMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&self.weight)?), None))
+        Ok((Some(frozen_input_grad(grad, &self.weight)?), None))
+    }
+}
+
+/// `f(a, w, out)` on the values of two contiguous f32 CPU tensors and a fresh output of `len`;
+/// `None` for any other tensors (the caller then asks candle).
+fn with_cpu_f32(
+    a: &Tensor,
+    w: &Tensor,
+    len: usize,
+    f: impl FnOnce(&[f32], &[f32], &mut [f32]),
+) -> Option<Vec<f32>> {
+    let plain = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+    if !plain(a) || !plain(w) {
+        return None;
+    }
+    let (sa, la) = a.storage_and_layout();
+    let (sw, lw) = w.storage_and_layout();
+    let (oa, ow) = (la.start_offset(), lw.start_offset());
+    match (&*sa, &*sw) {
+        (
+            candle_core::Storage::Cpu(CpuStorage::F32(av)),
+            candle_core::Storage::Cpu(CpuStorage::F32(wv)),
+        ) => {
+            let mut out = vec![0f32; len];
+            f(
+                &av[oa..oa + a.elem_count()],
+                &wv[ow..ow + w.elem_count()],
+                &mut out,
+            );
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// `x (m, k) @ wᵀ` for a frozen `w (n, k)`, no autograd: our packing-free kernel for f32 on
+/// the CPU ([`super::gemm`]), candle's matmul otherwise.
+pub fn frozen_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, wk) = w.dims2()?;
+    if k != wk {
+        candle_core::bail!("frozen product: input has {k} features, weight expects {wk}");
+    }
+    let x = x.contiguous()?;
+    match with_cpu_f32(&x, w, m * n, |x, w, y| {
+        super::gemm::forward(x, w, m, n, k, y)
+    }) {
+        Some(y) => Tensor::from_vec(y, (m, n), x.device()),
+        None => x.matmul(&w.t()?),
+    }
+}
+
+/// `dy (m, n) @ w` for a frozen `w (n, k)`: the input gradient of [`frozen_product`].
+pub fn frozen_input_grad(dy: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, n) = dy.dims2()?;
+    let (wn, k) = w.dims2()?;
+    if n != wn {
+        candle_core::bail!("frozen input gradient: {n} outputs, weight has {wn}");
+    }
+    let dy = dy.contiguous()?;
+    match with_cpu_f32(&dy, w, m * k, |dy, w, dx| {
+        super::gemm::backward(dy, w, m, n, k, dx)
+    }) {
+        Some(dx) => Tensor::from_vec(dx, (m, k), dy.device()),
+        None => dy.matmul(w),
     }
 }
 

@@ -1,0 +1,540 @@
+//! f32 products with a frozen weight `W (n, k)`, row-major as the model holds it, read where it
+//! lies, on the kernel pool:
+//!
+//! - forward, `Y (m, n) = X (m, k) Wᵀ`, computed as `Yᵀ = W Xᵀ`: the weight is the kernel's left
+//!   operand, whose values it broadcasts from their rows; only the activations are packed (16
+//!   tokens at a time, `k` values each);
+//! - backward, `dX (m, k) = dY (m, n) W`: the weight is the right operand, and its rows already
+//!   hold 16 consecutive columns side by side, so nothing is packed at all.
+//!
+//! A general GEMM (candle's) packs both operands on every call: for the short sequences of a
+//! SEAL inner loop, re-packing the frozen weights was a tenth of a training step. Here a frozen
+//! weight is never copied. The micro-kernel keeps a 6 x 16 tile of the output in twelve AVX2
+//! registers (6 broadcasts and 2 loads feed 12 FMAs per step of the sum); blocks of 256 along
+//! the sum keep the right operand's panel in L1 and the left one's rows in L2. Tasks own
+//! disjoint tiles of the output, so they never meet. A portable loop of the same structure
+//! serves CPUs without AVX2/FMA; the tests hold both to f64 sums.
+
+use super::pool::{self, Pool};
+
+const MR: usize = 6;
+const NR: usize = 16;
+/// Block of the sum: a right-operand panel of `KC x NR` floats (16 KB) stays in L1.
+const KC: usize = 256;
+/// Rows of the left operand per task: `MC x KC` floats (~96 KB) stay in L2.
+const MC: usize = 96;
+/// Below this many multiply-adds a product is not worth waking the threads.
+const PARALLEL_MIN: usize = 1 << 18;
+
+/// The left operand: element `(row, kk)` at `ptr[row * rs + kk]` (both products read rows
+/// whole: the weight's in the forward, the output gradient's in the backward).
+#[derive(Clone, Copy)]
+struct Left {
+    ptr: *const f32,
+    rs: usize,
+}
+
+impl Left {
+    /// The operand from element `(row, kk)` on.
+    ///
+    /// # Safety
+    /// The element is inside the operand.
+    unsafe fn at(self, row: usize, kk: usize) -> Left {
+        Left {
+            // Safety: as documented.
+            ptr: unsafe { self.ptr.add(row * self.rs + kk) },
+            ..self
+        }
+    }
+}
+
+/// The right operand's panel: the `NR` values of step `kk` at `ptr[kk * ks..][..NR]`.
+#[derive(Clone, Copy)]
+struct Right {
+    ptr: *const f32,
+    ks: usize,
+}
+
+/// The output: element `(row, col)` at `ptr[row * rs + col * cs]`.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+}
+
+impl Out {
+    /// The output from element `(row, col)` on.
+    ///
+    /// # Safety
+    /// The element is inside the output.
+    unsafe fn at(self, row: usize, col: usize) -> Out {
+        Out {
+            // Safety: as documented.
+            ptr: unsafe { self.ptr.add(row * self.rs + col * self.cs) },
+            ..self
+        }
+    }
+}
+
+// Safety: tasks only read `Left` and `Right`, and write disjoint tiles of `Out`.
+unsafe impl Send for Left {}
+unsafe impl Sync for Left {}
+unsafe impl Send for Right {}
+unsafe impl Sync for Right {}
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `C (rows, cols) = A (rows, depth) B (depth, cols)`, B in column panels of `NR`:
+/// `right(p)` is panel `p` (columns `p*NR..p*NR+NR`, all 16 readable even past `cols`).
+fn product(
+    pool: &Pool,
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    a: Left,
+    right: &(dyn Fn(usize) -> Right + Sync),
+    c: Out,
+) {
+    let panels = cols.div_ceil(NR);
+    // Taller blocks only past the pool's task limit (millions of rows).
+    let mc = MC.max(rows.div_ceil(pool::MAX_TASKS).next_multiple_of(MR));
+    let row_blocks = rows.div_ceil(mc);
+    let threads = if rows * cols * depth >= PARALLEL_MIN {
+        pool.threads()
+    } else {
+        1
+    };
+    // Tasks: a block of rows by a group of panels, about four tasks a thread, so a thread that
+    // another process holds up leaves its share to the others.
+    let groups = (threads * 4).div_ceil(row_blocks).clamp(1, panels);
+    let per_group = panels.div_ceil(groups);
+    let groups = panels.div_ceil(per_group);
+    let task = move |t: usize, _thread: usize| {
+        let (rb, pg) = (t / groups, t % groups);
+        let (r0, r1) = (rb * mc, ((rb + 1) * mc).min(rows));
+        let (p0, p1) = (pg * per_group, ((pg + 1) * per_group).min(panels));
+        for k0 in (0..depth).step_by(KC) {
+            let kc = KC.min(depth - k0);
+            for p in p0..p1 {
+                let b = right(p);
+                // Safety: in bounds by `right`'s contract.
+                let b = Right {
+                    ptr: unsafe { b.ptr.add(k0 * b.ks) },
+                    ks: b.ks,
+                };
+                let nr = NR.min(cols - p * NR);
+                for i in (r0..r1).step_by(MR) {
+                    let mr = MR.min(r1 - i);
+                    // Safety: the tile lies inside A and C; rows past `mr` are not read.
+                    unsafe { tile(a.at(i, k0), b, c.at(i, p * NR), kc, mr, nr, k0 == 0) }
+                }
+            }
+        }
+    };
+    let tasks = row_blocks * groups;
+    if threads == 1 {
+        (0..tasks).for_each(|t| task(t, 0));
+    } else {
+        pool.run(tasks, &task);
+    }
+}
+
+/// One `mr x nr` tile (at most 6 x 16) over `kc` steps; `first` overwrites C, else adds to it.
+///
+/// # Safety
+/// A holds `mr` rows of `kc` steps, B `kc` steps of 16 values, C the `mr x nr` tile.
+unsafe fn tile(a: Left, b: Right, c: Out, kc: usize, mr: usize, nr: usize, first: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // Safety: the CPU has AVX2 and FMA; bounds as documented.
+        unsafe { avx2::tile(a, b, c, kc, mr, nr, first) };
+        return;
+    }
+    // Safety: as documented.
+    unsafe { portable_tile(a, b, c, kc, mr, nr, first) }
+}
+
+/// # Safety
+/// As for [`tile`].
+unsafe fn portable_tile(a: Left, b: Right, c: Out, kc: usize, mr: usize, nr: usize, first: bool) {
+    let mut acc = [[0f32; NR]; MR];
+    for kk in 0..kc {
+        for (i, row) in acc.iter_mut().enumerate().take(mr) {
+            // Safety: as documented.
+            let av = unsafe { *a.ptr.add(i * a.rs + kk) };
+            for (j, v) in row.iter_mut().enumerate().take(nr) {
+                *v = av.mul_add(unsafe { *b.ptr.add(kk * b.ks + j) }, *v);
+            }
+        }
+    }
+    // Safety: as documented.
+    unsafe { store(&acc, c, mr, nr, first) }
+}
+
+/// Writes (or adds) the `mr x nr` corner of `acc` to C.
+///
+/// # Safety
+/// C holds the `mr x nr` tile.
+unsafe fn store(acc: &[[f32; NR]; MR], c: Out, mr: usize, nr: usize, first: bool) {
+    if c.rs == 1 {
+        // The forward's transposed tile: each column is a run of `mr` floats in memory.
+        for j in 0..nr {
+            // Safety: the column's run is in C.
+            let run = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(j * c.cs), mr) };
+            for (v, row) in run.iter_mut().zip(acc) {
+                *v = if first { row[j] } else { *v + row[j] };
+            }
+        }
+        return;
+    }
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        for (j, &v) in row.iter().enumerate().take(nr) {
+            // Safety: the element is in C.
+            unsafe {
+                let p = c.ptr.add(i * c.rs + j * c.cs);
+                *p = if first { v } else { *p + v };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    use std::sync::OnceLock;
+    static YES: OnceLock<bool> = OnceLock::new();
+    *YES.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Which micro-kernel runs here.
+pub fn kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        return "avx2";
+    }
+    "portable"
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// As for [`super::tile`], on a CPU with AVX2 and FMA. B's 16 values of a step are read in
+    /// full even when `nr < 16`; the callers make them readable.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile(a: Left, b: Right, c: Out, kc: usize, mr: usize, nr: usize, first: bool) {
+        // Rows past `mr` read row 0 again (their sums are dropped): no branch in the loop.
+        let rows: [*const f32; MR] =
+            std::array::from_fn(|i| unsafe { a.ptr.add(if i < mr { i * a.rs } else { 0 }) });
+        let mut buf = [[0f32; NR]; MR];
+        // Safety: as documented.
+        unsafe { sums(rows, b, kc, &mut buf) };
+        if c.cs == 1 && nr == NR {
+            for (i, row) in buf.iter().enumerate().take(mr) {
+                // Safety: the tile's row is in C.
+                unsafe {
+                    let p = c.ptr.add(i * c.rs);
+                    let mut v0 = _mm256_loadu_ps(row.as_ptr());
+                    let mut v1 = _mm256_loadu_ps(row.as_ptr().add(8));
+                    if !first {
+                        v0 = _mm256_add_ps(_mm256_loadu_ps(p), v0);
+                        v1 = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), v1);
+                    }
+                    _mm256_storeu_ps(p, v0);
+                    _mm256_storeu_ps(p.add(8), v1);
+                }
+            }
+            return;
+        }
+        // Safety: as documented.
+        unsafe { store(&buf, c, mr, nr, first) }
+    }
+
+    /// The inner loop alone, kept out of line so that nothing around it can make the compiler
+    /// spill one of its sixteen registers (twelve sums, two of B, a broadcast): that once cost
+    /// a third of a training step.
+    ///
+    /// # Safety
+    /// Each row holds `kc` floats; B holds `kc` steps of 16 floats, `b.ks` apart.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn sums(rows: [*const f32; MR], b: Right, kc: usize, out: &mut [[f32; NR]; MR]) {
+        let [r0, r1, r2, r3, r4, r5] = rows;
+        let z = _mm256_setzero_ps();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+        let mut bp = b.ptr;
+        for kk in 0..kc {
+            // Safety: as documented.
+            unsafe {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                // One row of A: broadcast its value at `kk`, add it times B to the row's sums.
+                macro_rules! row {
+                    ($r:ident, $c0:ident, $c1:ident) => {
+                        let a = _mm256_broadcast_ss(&*$r.add(kk));
+                        $c0 = _mm256_fmadd_ps(a, b0, $c0);
+                        $c1 = _mm256_fmadd_ps(a, b1, $c1);
+                    };
+                }
+                row!(r0, c00, c01);
+                row!(r1, c10, c11);
+                row!(r2, c20, c21);
+                row!(r3, c30, c31);
+                row!(r4, c40, c41);
+                row!(r5, c50, c51);
+                bp = bp.add(b.ks);
+            }
+        }
+        let sums = [
+            [c00, c01],
+            [c10, c11],
+            [c20, c21],
+            [c30, c31],
+            [c40, c41],
+            [c50, c51],
+        ];
+        for (row, [v0, v1]) in out.iter_mut().zip(sums) {
+            // Safety: a row of `out` holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(row.as_mut_ptr(), v0);
+                _mm256_storeu_ps(row.as_mut_ptr().add(8), v1);
+            }
+        }
+    }
+}
+
+/// Scratch for packed activations, one per thread, so a training step allocates it once.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// `y (m, n) = x (m, k) wᵀ` for a frozen `w (n, k)`; `y` is overwritten.
+pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]) {
+    assert!(x.len() >= m * k && w.len() >= n * k && y.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y[..m * n].fill(0.0);
+        return;
+    }
+    let panels = m.div_ceil(NR);
+    with_scratch(panels * NR * k, |packed| {
+        // xᵀ in panels of 16 tokens: panel p holds, for each kk, tokens 16p..16p+16 (zeros past m).
+        for (p, dst) in packed.chunks_exact_mut(k * NR).enumerate() {
+            for j in 0..NR {
+                let t = p * NR + j;
+                if t < m {
+                    for (kk, &v) in x[t * k..(t + 1) * k].iter().enumerate() {
+                        dst[kk * NR + j] = v;
+                    }
+                } else {
+                    (0..k).for_each(|kk| dst[kk * NR + j] = 0.0);
+                }
+            }
+        }
+        let packed = &*packed;
+        let right = |p: usize| Right {
+            ptr: packed[p * k * NR..].as_ptr(),
+            ks: NR,
+        };
+        let left = Left {
+            ptr: w.as_ptr(),
+            rs: k,
+        };
+        // yᵀ, written in place: tile rows are output features, its columns tokens.
+        let out = Out {
+            ptr: y.as_mut_ptr(),
+            rs: 1,
+            cs: n,
+        };
+        product(pool::global(), n, m, k, left, &right, out);
+    })
+}
+
+/// `dx (m, k) = dy (m, n) w` for a frozen `w (n, k)`; `dx` is overwritten.
+pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
+    assert!(dy.len() >= m * n && w.len() >= n * k && dx.len() >= m * k);
+    if m == 0 || k == 0 {
+        return;
+    }
+    if n == 0 {
+        dx[..m * k].fill(0.0);
+        return;
+    }
+    let left = Left {
+        ptr: dy.as_ptr(),
+        rs: n,
+    };
+    let whole = k / NR;
+    if whole > 0 {
+        // Columns in whole panels read w's rows in place.
+        let right = |p: usize| Right {
+            ptr: w[p * NR..].as_ptr(),
+            ks: k,
+        };
+        let out = Out {
+            ptr: dx.as_mut_ptr(),
+            rs: k,
+            cs: 1,
+        };
+        product(pool::global(), m, whole * NR, n, left, &right, out);
+    }
+    let rest = k - whole * NR;
+    if rest > 0 {
+        // The last columns from a zero-padded copy, so 16-wide loads stay in bounds.
+        with_scratch(n * NR, |pad| {
+            for (o, row) in pad.chunks_exact_mut(NR).enumerate() {
+                row[..rest].copy_from_slice(&w[o * k + whole * NR..(o + 1) * k]);
+                row[rest..].fill(0.0);
+            }
+            let pad = &*pad;
+            let right = |_: usize| Right {
+                ptr: pad.as_ptr(),
+                ks: NR,
+            };
+            let out = Out {
+                // Column whole*NR of row 0 is inside dx (rest > 0).
+                ptr: dx[whole * NR..].as_mut_ptr(),
+                rs: k,
+                cs: 1,
+            };
+            product(pool::global(), m, rest, n, left, &right, out);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rng::SplitMix64;
+
+    fn random(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+    }
+
+    /// Random `x (m, k)`, `w (n, k)` and `dy (m, n)`.
+    fn operands(rng: &mut SplitMix64, m: usize, n: usize, k: usize) -> [Vec<f32>; 3] {
+        [random(rng, m * k), random(rng, n * k), random(rng, m * n)]
+    }
+
+    #[test]
+    fn products_match_f64_sums_at_awkward_shapes() {
+        let mut rng = SplitMix64::new(5);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 13, 5),
+            (17, 6, 300),
+            (33, 50, 16),
+            (100, 96, 576),
+            (5, 200, 530),
+            (48, 1000, 64),
+        ] {
+            let [x, w, dy] = operands(&mut rng, m, n, k);
+            let mut y = vec![f32::NAN; m * n];
+            forward(&x, &w, m, n, k, &mut y);
+            for t in 0..m {
+                for o in 0..n {
+                    let e: f64 = (0..k)
+                        .map(|kk| x[t * k + kk] as f64 * w[o * k + kk] as f64)
+                        .sum();
+                    let got = y[t * n + o] as f64;
+                    assert!((got - e).abs() < 1e-4, "forward {m}x{n}x{k} ({t},{o})");
+                }
+            }
+            let mut dx = vec![f32::NAN; m * k];
+            backward(&dy, &w, m, n, k, &mut dx);
+            for t in 0..m {
+                for kk in 0..k {
+                    let e: f64 = (0..n)
+                        .map(|o| dy[t * n + o] as f64 * w[o * k + kk] as f64)
+                        .sum();
+                    let got = dx[t * k + kk] as f64;
+                    assert!((got - e).abs() < 1e-4, "backward {m}x{n}x{k} ({t},{kk})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_portable_tile_agrees_with_the_simd_one() {
+        let mut rng = SplitMix64::new(6);
+        let (mr, kc) = (5, 37);
+        let a = random(&mut rng, MR * kc);
+        let b = random(&mut rng, kc * NR);
+        let left = Left {
+            ptr: a.as_ptr(),
+            rs: kc,
+        };
+        let right = Right {
+            ptr: b.as_ptr(),
+            ks: NR,
+        };
+        for (nr, cs) in [(16, 1), (9, 1), (16, MR)] {
+            for first in [true, false] {
+                let mut c1 = vec![1f32; MR * NR];
+                let mut c2 = c1.clone();
+                let rs = if cs == 1 { NR } else { 1 };
+                // Safety: both buffers hold the tile at these strides.
+                unsafe {
+                    let o1 = Out {
+                        ptr: c1.as_mut_ptr(),
+                        rs,
+                        cs,
+                    };
+                    let o2 = Out {
+                        ptr: c2.as_mut_ptr(),
+                        rs,
+                        cs,
+                    };
+                    tile(left, right, o1, kc, mr, nr, first);
+                    portable_tile(left, right, o2, kc, mr, nr, first);
+                }
+                for (x, y) in c1.iter().zip(&c2) {
+                    assert!((x - y).abs() < 1e-5, "nr {nr} cs {cs} first {first}");
+                }
+            }
+        }
+    }
+
+    /// Throughput at a training step's shapes; `cargo test --release --lib gemm_speed --
+    /// --ignored --nocapture`. A measurement, not a check.
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        let mut rng = SplitMix64::new(7);
+        let shapes = [
+            (256, 1536, 576),
+            (256, 576, 1536),
+            (48, 1536, 576),
+            (256, 49152, 576),
+        ];
+        for (m, n, k) in shapes {
+            let [x, w, dy] = operands(&mut rng, m, n, k);
+            let (mut y, mut dx) = (vec![0f32; m * n], vec![0f32; m * k]);
+            let flops = 2.0 * (m * n * k) as f64;
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let t = std::time::Instant::now();
+                let reps = 5;
+                (0..reps).for_each(|_| f());
+                flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+            };
+            let fwd = time(&mut || forward(&x, &w, m, n, k, &mut y));
+            let bwd = time(&mut || backward(&dy, &w, m, n, k, &mut dx));
+            eprintln!("{m}x{n}x{k}: forward {fwd:.1} GFLOP/s, backward {bwd:.1} GFLOP/s");
+        }
+    }
+}
