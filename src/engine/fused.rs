@@ -13,7 +13,7 @@
 //! against the composed formulation.
 
 use super::ops::Mode;
-use super::ops::{frozen_input_grad, frozen_product, rope};
+use super::ops::{frozen_input_grad, frozen_matmul, rope};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, MetalStorage, Result,
@@ -322,7 +322,7 @@ pub fn lora_linear(
     let out = {
         let xd = x.detach();
         let x2 = rows(&xd)?;
-        let mut y = frozen_product(&x2, weight)?;
+        let mut y = frozen_matmul(&x2, weight)?;
         if let Some(bias) = bias {
             y = y.broadcast_add(bias)?;
         }
@@ -558,6 +558,8 @@ struct TokenNll {
     /// `softmax - onehot` of each slice, kept from the forward when it fits in [`KEEP_BYTES`],
     /// so the backward need not compute the logits again (a third of the head's work).
     kept: Option<Vec<Tensor>>,
+    /// `0..vocab` as a `(1, vocab)` row, to compare targets against.
+    ids: Tensor,
     out: Output,
 }
 
@@ -572,7 +574,7 @@ fn slice_rows(vocab: usize) -> usize {
 /// The logits of a slice of rows, in the wide precision.
 fn slice_logits(h: &Tensor, head: &Tensor) -> Result<Tensor> {
     let w = wide(h.dtype());
-    frozen_product(h, head)?.to_dtype(w)
+    frozen_matmul(h, head)?.to_dtype(w)
 }
 
 impl CustomOp1 for TokenNll {
@@ -585,18 +587,16 @@ impl CustomOp1 for TokenNll {
     fn bwd(&self, h: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let h = h.detach();
         let (n, _) = h.dims2()?;
-        let vocab = self.head.dim(0)?;
         let step = self.step;
         let mut parts = Vec::with_capacity(n.div_ceil(step));
-        let ids = Tensor::arange(0u32, vocab as u32, h.device())?.unsqueeze(0)?;
         for (i, start) in (0..n).step_by(step).enumerate() {
             let len = step.min(n - start);
             let g = match &self.kept {
                 Some(kept) => kept[i].clone(),
                 None => {
                     let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
-                    let tgt = self.targets.narrow(0, start, len)?;
-                    softmax_minus_onehot(&logits, &ids, &tgt)?
+                    let p = candle_nn::ops::softmax_last_dim(&logits)?;
+                    minus_onehot(&p, &self.ids, &self.targets.narrow(0, start, len)?)?
                 }
             };
             let dy_s = dy
@@ -639,17 +639,15 @@ fn token_nll_sliced(
         let len = step.min(n - start);
         let logits = slice_logits(&hd.narrow(0, start, len)?, head)?;
         let max = logits.max_keepdim(D::Minus1)?;
-        let lse = (logits
-            .broadcast_sub(&max)?
-            .exp()?
-            .sum_keepdim(D::Minus1)?
-            .log()?
-            + &max)?;
+        let e = logits.broadcast_sub(&max)?.exp()?;
+        let sum = e.sum_keepdim(D::Minus1)?;
+        let lse = (sum.log()? + &max)?;
         let slice_tgt = tgt.narrow(0, start, len)?;
         let picked = logits.gather(&slice_tgt.unsqueeze(1)?, 1)?;
         parts.push((lse - picked)?.squeeze(1)?);
         if let Some(kept) = kept.as_mut() {
-            kept.push(softmax_minus_onehot(&logits, &ids, &slice_tgt)?);
+            // The softmax from the exponentials just taken.
+            kept.push(minus_onehot(&e.broadcast_div(&sum)?, &ids, &slice_tgt)?);
         }
     }
     let out = Tensor::cat(&parts, 0)?;
@@ -658,14 +656,14 @@ fn token_nll_sliced(
         targets: tgt,
         step,
         kept,
+        ids,
         out: Output::new(out)?,
     })
 }
 
-/// `softmax(logits) - onehot(targets)`, the loss's gradient with respect to a slice's logits
-/// (before the upstream gradient); `ids` is `0..vocab` as a `(1, vocab)` row.
-fn softmax_minus_onehot(logits: &Tensor, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let p = candle_nn::ops::softmax_last_dim(logits)?;
+/// `p - onehot(targets)` for a slice's softmax `p`: the loss's gradient with respect to the
+/// slice's logits (before the upstream gradient); `ids` is `0..vocab` as a `(1, vocab)` row.
+fn minus_onehot(p: &Tensor, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let onehot = ids
         .broadcast_eq(&targets.unsqueeze(1)?)?
         .to_dtype(p.dtype())?;

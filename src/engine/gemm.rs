@@ -430,6 +430,26 @@ mod tests {
         [random(rng, m * k), random(rng, n * k), random(rng, m * n)]
     }
 
+    /// Each `got[row * cols + col]` (row-major, `cols` wide) is the f64 sum over `i < depth`
+    /// of `term(row, col, i)`, to within 1e-4.
+    fn assert_sums(
+        got: &[f32],
+        cols: usize,
+        depth: usize,
+        term: impl Fn(usize, usize, usize) -> f64,
+        what: &str,
+    ) {
+        for (at, &g) in got.iter().enumerate() {
+            let (row, col) = (at / cols, at % cols);
+            let want: f64 = (0..depth).map(|i| term(row, col, i)).sum();
+            let rows = got.len() / cols;
+            assert!(
+                (g as f64 - want).abs() < 1e-4,
+                "{what} {rows}x{cols}x{depth} ({row},{col})"
+            );
+        }
+    }
+
     #[test]
     fn products_match_f64_sums_at_awkward_shapes() {
         let mut rng = SplitMix64::new(5);
@@ -445,26 +465,22 @@ mod tests {
             let [x, w, dy] = operands(&mut rng, m, n, k);
             let mut y = vec![f32::NAN; m * n];
             forward(&x, &w, m, n, k, &mut y);
-            for t in 0..m {
-                for o in 0..n {
-                    let e: f64 = (0..k)
-                        .map(|kk| x[t * k + kk] as f64 * w[o * k + kk] as f64)
-                        .sum();
-                    let got = y[t * n + o] as f64;
-                    assert!((got - e).abs() < 1e-4, "forward {m}x{n}x{k} ({t},{o})");
-                }
-            }
+            assert_sums(
+                &y,
+                n,
+                k,
+                |t, o, kk| x[t * k + kk] as f64 * w[o * k + kk] as f64,
+                "forward",
+            );
             let mut dx = vec![f32::NAN; m * k];
             backward(&dy, &w, m, n, k, &mut dx);
-            for t in 0..m {
-                for kk in 0..k {
-                    let e: f64 = (0..n)
-                        .map(|o| dy[t * n + o] as f64 * w[o * k + kk] as f64)
-                        .sum();
-                    let got = dx[t * k + kk] as f64;
-                    assert!((got - e).abs() < 1e-4, "backward {m}x{n}x{k} ({t},{kk})");
-                }
-            }
+            assert_sums(
+                &dx,
+                k,
+                n,
+                |t, kk, o| dy[t * n + o] as f64 * w[o * k + kk] as f64,
+                "backward",
+            );
         }
     }
 

@@ -5,7 +5,7 @@
 //! gradient, so a model built from them silently trains nothing. [`Mode`] picks the flavour.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 /// Whether a forward pass may be differentiated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,14 +54,10 @@ impl CustomOp2 for FrozenMatmul {
     ) -> Result<(CpuStorage, Shape)> {
         let bmnk = self.bmnk(xl, wl)?;
         let (_, m, n, k) = bmnk;
-        if let (CpuStorage::F32(xv), CpuStorage::F32(wv)) = (xs, ws) {
-            if let (Some((x0, x1)), Some((w0, w1))) =
-                (xl.contiguous_offsets(), wl.contiguous_offsets())
-            {
-                let mut y = vec![0f32; m * n];
-                super::gemm::forward(&xv[x0..x1], &wv[w0..w1], m, n, k, &mut y);
-                return Ok((CpuStorage::F32(y), Shape::from((m, n))));
-            }
+        if let (Some(x), Some(w)) = (f32_values(xs, xl), f32_values(ws, wl)) {
+            let mut y = vec![0f32; m * n];
+            super::gemm::forward(x, w, m, n, k, &mut y);
+            return Ok((CpuStorage::F32(y), Shape::from((m, n))));
         }
         let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
         Ok((out, Shape::from((m, n))))
@@ -104,56 +100,16 @@ impl CustomOp2 for FrozenMatmul {
     }
 }
 
-/// `f(a, w, out)` on the values of two contiguous f32 CPU tensors and a fresh output of `len`;
-/// `None` for any other tensors (the caller then asks candle).
-fn with_cpu_f32(
-    a: &Tensor,
-    w: &Tensor,
-    len: usize,
-    f: impl FnOnce(&[f32], &[f32], &mut [f32]),
-) -> Option<Vec<f32>> {
-    let plain = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
-    if !plain(a) || !plain(w) {
-        return None;
-    }
-    let (sa, la) = a.storage_and_layout();
-    let (sw, lw) = w.storage_and_layout();
-    let (oa, ow) = (la.start_offset(), lw.start_offset());
-    match (&*sa, &*sw) {
-        (
-            candle_core::Storage::Cpu(CpuStorage::F32(av)),
-            candle_core::Storage::Cpu(CpuStorage::F32(wv)),
-        ) => {
-            let mut out = vec![0f32; len];
-            f(
-                &av[oa..oa + a.elem_count()],
-                &wv[ow..ow + w.elem_count()],
-                &mut out,
-            );
-            Some(out)
-        }
+/// A contiguous f32 CPU buffer's values; `None` for another type or a strided layout.
+fn f32_values<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Some(&v[start..end]),
         _ => None,
     }
 }
 
-/// `x (m, k) @ wᵀ` for a frozen `w (n, k)`, no autograd: our packing-free kernel for f32 on
-/// the CPU ([`super::gemm`]), candle's matmul otherwise.
-pub fn frozen_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    let (n, wk) = w.dims2()?;
-    if k != wk {
-        candle_core::bail!("frozen product: input has {k} features, weight expects {wk}");
-    }
-    let x = x.contiguous()?;
-    match with_cpu_f32(&x, w, m * n, |x, w, y| {
-        super::gemm::forward(x, w, m, n, k, y)
-    }) {
-        Some(y) => Tensor::from_vec(y, (m, n), x.device()),
-        None => x.matmul(&w.t()?),
-    }
-}
-
-/// `dy (m, n) @ w` for a frozen `w (n, k)`: the input gradient of [`frozen_product`].
+/// `dy (m, n) @ w` for a frozen `w (n, k)`: the input gradient of [`frozen_matmul`], by our
+/// packing-free kernel for f32 on the CPU ([`super::gemm`]), by candle's matmul otherwise.
 pub fn frozen_input_grad(dy: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, n) = dy.dims2()?;
     let (wn, k) = w.dims2()?;
@@ -161,15 +117,29 @@ pub fn frozen_input_grad(dy: &Tensor, w: &Tensor) -> Result<Tensor> {
         candle_core::bail!("frozen input gradient: {n} outputs, weight has {wn}");
     }
     let dy = dy.contiguous()?;
-    match with_cpu_f32(&dy, w, m * k, |dy, w, dx| {
-        super::gemm::backward(dy, w, m, n, k, dx)
-    }) {
+    let dx = {
+        let (ds, dl) = dy.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        match (&*ds, &*ws) {
+            (Storage::Cpu(ds), Storage::Cpu(ws)) => {
+                f32_values(ds, dl).zip(f32_values(ws, wl)).map(|(dy, w)| {
+                    let mut dx = vec![0f32; m * k];
+                    super::gemm::backward(dy, w, m, n, k, &mut dx);
+                    dx
+                })
+            }
+            _ => None,
+        }
+    };
+    match dx {
         Some(dx) => Tensor::from_vec(dx, (m, k), dy.device()),
         None => dy.matmul(w),
     }
 }
 
-/// `x @ w^T` over the last dimension of `x` (any leading dims), `w` frozen.
+/// `x @ w^T` over the last dimension of `x` (any leading dims), `w` frozen: our packing-free
+/// kernel for f32 on the CPU, candle's matmul otherwise. On a detached `x` it records nothing
+/// for the backward (the fused ops use it so).
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (lead, k) = dims.split_at(dims.len() - 1);
