@@ -354,8 +354,10 @@ pub fn lora_linear(
 // a key/value head are stacked along time, so k and v are never repeated.
 // Backward: dV = P^T dO; dP = dO V^T; dS = P (dP - rowsum(dP P)); dQ = dS K / sqrt(d);
 // dK = dS^T Q / sqrt(d); rotary embedding is a rotation, so its backward rotates by -angle.
-// Scores, probabilities and their gradients are f32 for half-precision inputs. Only q, k, v are
-// kept for the backward; P is recomputed there, one layer at a time.
+// Scores, probabilities and their gradients are f32 for half-precision inputs. The forward's
+// rotated q, k, v and P are kept for the backward while P is small (a short SEAL sequence: the
+// recomputation was a fifth of attention's time); a long sequence keeps only the inputs and
+// recomputes P there, one layer at a time.
 
 struct Attention {
     cos: Tensor,
@@ -366,7 +368,13 @@ struct Attention {
     kv_heads: usize,
     head_dim: usize,
     out: Output,
+    /// The forward's parts, when P fits in [`KEEP_ATTENTION_BYTES`]; taken by the backward.
+    kept: Mutex<Option<AttnParts>>,
 }
+
+/// The largest probability tensor (one layer's P) the forward keeps for the backward: 8 MB is
+/// a 256-token sequence with up to 32 heads, and at most a few hundred MB over a model's layers.
+const KEEP_ATTENTION_BYTES: usize = 8 * 1024 * 1024;
 
 struct AttnParts {
     q: Tensor,
@@ -435,14 +443,15 @@ impl AttnShape {
         Ok(AttnParts { q, k, v, p })
     }
 
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// The output, and the parts it was computed from.
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, AttnParts)> {
         let (b, t, _) = q.dims3()?;
         let parts = self.parts(q, k, v)?;
         let o = parts
             .p
             .matmul(&parts.v)?
             .reshape((b, self.heads, t, self.head_dim))?;
-        self.merge(&o)?.to_dtype(q.dtype())
+        Ok((self.merge(&o)?.to_dtype(q.dtype())?, parts))
     }
 }
 
@@ -478,7 +487,11 @@ impl CustomOp3 for Attention {
         let (b, t, _) = q.dims3()?;
         let dtype = q.dtype();
         let groups = self.heads / self.kv_heads;
-        let parts = shape.parts(&q.detach(), &k.detach(), &v.detach())?;
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let parts = match kept {
+            Some(parts) => parts,
+            None => shape.parts(&q.detach(), &k.detach(), &v.detach())?,
+        };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let d_o = shape
             .split(&dout.to_dtype(parts.p.dtype())?, self.heads)?
@@ -521,6 +534,30 @@ pub fn attention(
     kv_heads: usize,
     head_dim: usize,
 ) -> Result<Tensor> {
+    attention_kept(
+        q,
+        k,
+        v,
+        cos,
+        sin,
+        bias,
+        (heads, kv_heads, head_dim),
+        KEEP_ATTENTION_BYTES,
+    )
+}
+
+/// [`attention`], keeping the forward's parts when P takes at most `keep_bytes`.
+#[allow(clippy::too_many_arguments)]
+fn attention_kept(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: Option<&Tensor>,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+    keep_bytes: usize,
+) -> Result<Tensor> {
     let shape = AttnShape {
         cos: cos.contiguous()?,
         sin: sin.contiguous()?,
@@ -530,8 +567,10 @@ pub fn attention(
         head_dim,
     };
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let out = shape.forward(&q.detach(), &k.detach(), &v.detach())?;
+    let (out, parts) = shape.forward(&q.detach(), &k.detach(), &v.detach())?;
+    let small = parts.p.elem_count() * parts.p.dtype().size_in_bytes() <= keep_bytes;
     let op = Attention {
+        kept: Mutex::new(small.then_some(parts)),
         neg_sin: shape.sin.neg()?.contiguous()?,
         cos: shape.cos,
         sin: shape.sin,
@@ -750,6 +789,54 @@ mod tests {
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()
+    }
+
+    /// The backward from the kept parts equals the one that recomputes them.
+    #[test]
+    fn attention_gradients_are_the_same_kept_or_recomputed() {
+        let (t, heads, kv_heads, d) = (5, 4, 2, 8);
+        let q = Var::from_tensor(&rand(&[1, t, heads * d], 1)).unwrap();
+        let k = Var::from_tensor(&rand(&[1, t, kv_heads * d], 2)).unwrap();
+        let v = Var::from_tensor(&rand(&[1, t, kv_heads * d], 3)).unwrap();
+        let (cos, sin) = (rand(&[t, d / 2], 4), rand(&[t, d / 2], 5));
+        let bias = rand(&[1, 1, t, t], 6);
+        let weights = rand(&[1, t, heads * d], 7);
+        let run = |keep: usize| {
+            let out = attention_kept(
+                &q,
+                &k,
+                &v,
+                &cos,
+                &sin,
+                Some(&bias),
+                (heads, kv_heads, d),
+                keep,
+            )
+            .unwrap();
+            let grads = (&out * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g = |x: &Var| grads.get(x.as_tensor()).unwrap().clone();
+            (out, [g(&q), g(&k), g(&v)])
+        };
+        let (out_kept, kept) = run(usize::MAX);
+        let (out_again, again) = run(0);
+        assert!(max_diff(&out_kept, &out_again) < 1e-12);
+        for (a, b) in kept.iter().zip(&again) {
+            assert!(max_diff(a, b) < 1e-12);
+            assert!(
+                a.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+                    > 0.0
+            );
+        }
     }
 
     /// Sliced or not, the loss and its gradient equal the composed log-softmax's.
