@@ -19,8 +19,13 @@ use super::pool::{self, Pool};
 
 const MR: usize = 6;
 const NR: usize = 16;
-/// Block of the sum: a right-operand panel of `KC x NR` floats (16 KB) stays in L1.
+/// Block of the sum in the backward: the weight's `KC x NR` panel, read from `KC` rows of the
+/// weight, stays in L1 (16 KB).
 const KC: usize = 256;
+/// Block of the sum in the forward, whose right operand is a packed panel of activations read
+/// in order: up to 96 KB of it in L2 beats storing (and re-adding) the forward's transposed
+/// tile once per 256 steps of the sum; 10-15% faster forward products.
+const KC_FORWARD: usize = 1536;
 /// Rows of the left operand per task: `MC x KC` floats (~96 KB) stay in L2.
 const MC: usize = 96;
 /// Below this many multiply-adds a product is not worth waking the threads.
@@ -87,6 +92,7 @@ unsafe impl Sync for Out {}
 
 /// `C (rows, cols) = A (rows, depth) B (depth, cols)`, B in column panels of `NR`:
 /// `right(p)` is panel `p` (columns `p*NR..p*NR+NR`, all 16 readable even past `cols`).
+#[allow(clippy::too_many_arguments)]
 fn product(
     pool: &Pool,
     rows: usize,
@@ -95,6 +101,7 @@ fn product(
     a: Left,
     right: &(dyn Fn(usize) -> Right + Sync),
     c: Out,
+    kc_block: usize,
 ) {
     let panels = cols.div_ceil(NR);
     // Taller blocks only past the pool's task limit (millions of rows).
@@ -114,8 +121,8 @@ fn product(
         let (rb, pg) = (t / groups, t % groups);
         let (r0, r1) = (rb * mc, ((rb + 1) * mc).min(rows));
         let (p0, p1) = (pg * per_group, ((pg + 1) * per_group).min(panels));
-        for k0 in (0..depth).step_by(KC) {
-            let kc = KC.min(depth - k0);
+        for k0 in (0..depth).step_by(kc_block) {
+            let kc = kc_block.min(depth - k0);
             for p in p0..p1 {
                 let b = right(p);
                 // Safety: in bounds by `right`'s contract.
@@ -360,7 +367,7 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
             rs: 1,
             cs: n,
         };
-        product(pool::global(), n, m, k, left, &right, out);
+        product(pool::global(), n, m, k, left, &right, out, KC_FORWARD);
     })
 }
 
@@ -390,7 +397,7 @@ pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f
             rs: k,
             cs: 1,
         };
-        product(pool::global(), m, whole * NR, n, left, &right, out);
+        product(pool::global(), m, whole * NR, n, left, &right, out, KC);
     }
     let rest = k - whole * NR;
     if rest > 0 {
@@ -411,7 +418,7 @@ pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f
                 rs: k,
                 cs: 1,
             };
-            product(pool::global(), m, rest, n, left, &right, out);
+            product(pool::global(), m, rest, n, left, &right, out, KC);
         });
     }
 }
@@ -461,6 +468,8 @@ mod tests {
             (100, 96, 576),
             (5, 200, 530),
             (48, 1000, 64),
+            // Past the forward's block of the sum.
+            (20, 35, 1600),
         ] {
             let [x, w, dy] = operands(&mut rng, m, n, k);
             let mut y = vec![f32::NAN; m * n];
