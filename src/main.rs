@@ -38,9 +38,9 @@ extern "C" {
 
 /// By default mimalloc hands freed pages back to the kernel a second after they empty, and a
 /// training step's next tensors then fault in fresh pages the kernel must zero: a quarter of a
-/// LoRA step's CPU time on a KVM guest (15x more page faults than with no purging). Keeping them makes the process
-/// hold its peak until it exits, which is the memory the next step needs anyway.
-/// `MIMALLOC_PURGE_DELAY` set by the person is kept.
+/// LoRA step's CPU time on a KVM guest (15x more page faults than with no purging). Keeping
+/// them makes the process hold its peak until it exits, which is the memory the next step
+/// needs anyway. `MIMALLOC_PURGE_DELAY` set by the person is kept.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // Safety: a plain setter of mimalloc's option table; -1 means "never purge".
