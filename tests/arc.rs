@@ -395,3 +395,101 @@ fn arc_eval_prints_the_table_and_writes_consistent_json() {
     assert_eq!(oracle["results"].as_array().unwrap().len(), 2);
     let _: SelfEditConfig = serde_json::from_value(json["oracle"].clone()).unwrap();
 }
+
+/// `arc eval` on the tiny model with the given rows; the run's stdout, stderr and success.
+fn arc_eval(config: &Path, out: &Path, conditions: &str) -> (String, String, bool) {
+    let run = Process::new(env!("CARGO_BIN_EXE_seal-tui"))
+        .args(["arc", "eval", "--k", "2", "--quantize", "off", "--model"])
+        .arg(tiny_gguf(Arch::Qwen2))
+        .arg("--data")
+        .arg(task_file())
+        .arg("--config")
+        .arg(config)
+        .args(["--conditions", conditions, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+        run.status.success(),
+    )
+}
+
+fn runs_of(out: &Path, label: &str) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    json["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == label)
+        .unwrap_or_else(|| panic!("no row {label} in {json}"))["runs"]
+        .clone()
+}
+
+#[test]
+fn arc_eval_continues_from_its_journal_and_refuses_other_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("arc.toml");
+    let mut cfg = arc_config(&task_file());
+    cfg.self_edit.max_tokens = 8;
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let out = dir.path().join("results.json");
+    let journal = dir.path().join("results.trials.jsonl");
+    let oracle = "TTT with the oracle config";
+    let icl = "in-context learning (no training)";
+
+    let (_, stderr, ok) = arc_eval(&config, &out, "icl,oracle");
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("recorded earlier"), "{stderr}");
+    let first = (runs_of(&out, icl), runs_of(&out, oracle));
+    // The header and one line per trial.
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        3
+    );
+
+    // Killed while writing a third trial: the torn line is cut; the two finished trials are
+    // taken as they are, and only the new row's trials run.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"condition\":\"self-edit\",\"tri").unwrap();
+    drop(f);
+    let (stdout, stderr, ok) = arc_eval(&config, &out, "icl,self-edit,oracle");
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("cut short"), "{stderr}");
+    assert!(
+        stderr.contains("continuing: 2 finished trial(s)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("[recorded earlier]").count(), 2, "{stderr}");
+    assert!(
+        stdout.contains("| TTT + self-edit configs (no RL) |"),
+        "{stdout}"
+    );
+    assert_eq!((runs_of(&out, icl), runs_of(&out, oracle)), first);
+    assert_eq!(
+        runs_of(&out, "TTT + self-edit configs (no RL)")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        5
+    );
+
+    // Other settings would mix two experiments in one table: refused, journal untouched.
+    let before = std::fs::read(&journal).unwrap();
+    cfg.seed += 1;
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let (_, stderr, ok) = arc_eval(&config, &out, "icl");
+    assert!(!ok);
+    assert!(stderr.contains("other settings"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&journal).unwrap(), before);
+}

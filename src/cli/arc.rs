@@ -5,10 +5,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use seal_tui::record::config::RunConfig;
 use seal_tui::seal::settings;
-use seal_tui::tasks::arc::conditions::{format_table, run_conditions, Condition, EvalPlan};
+use seal_tui::session::Journal;
+use seal_tui::tasks::arc::conditions::{
+    format_table, run_conditions, Condition, EvalPlan, FinishedTrial, TrialLog,
+};
 use seal_tui::tasks::arc::ttt::{oracle_config, Ttt};
 use seal_tui::tasks::arc::{self, fetch, parse_self_edit};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
 pub enum ArcCommand {
@@ -57,7 +60,9 @@ pub struct EvalArgs {
     /// valid configs, quickly.
     #[arg(long)]
     pub sample_only: bool,
-    /// Where to write the machine-readable results.
+    /// Where to write the machine-readable results. Each finished trial is also recorded as
+    /// it ends in a journal beside it (`arc-eval.trials.jsonl`): the same command run again
+    /// continues from there (with other settings it is refused; choose another --out).
     #[arg(long, default_value = "arc-eval.json")]
     pub out: PathBuf,
 }
@@ -141,9 +146,58 @@ fn eval(args: EvalArgs) -> Result<()> {
             "free"
         }
     );
-    let reports = run_conditions(&model, policy.as_ref(), &ttt, &tasks, &plan, &mut |line| {
-        errln!("{line}")
-    })?;
+    // Every finished trial goes to a journal beside the results, so the same command run
+    // again continues an interrupted table. --sample-only is quick and trains nothing, so it
+    // keeps none.
+    let journal_path = journal_path(&args.out);
+    let mut journal = None;
+    let mut finished = Vec::new();
+    if !plan.sample_only {
+        let settings = serde_json::json!({
+            "model": {
+                "name": model.info.name,
+                "arch": model.info.arch,
+                "parameters": model.info.parameters,
+                "dtype": model.info.dtype,
+                "quantized": model.info.quantized,
+            },
+            "policy": args.policy,
+            "data": data,
+            "tasks": tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            "arc": ttt.settings,
+            "train": plan.train,
+            "sampling": plan.sampling,
+            "oracle": plan.oracle,
+        });
+        let opened = Journal::open::<FinishedTrial>(&journal_path, "arc eval trials", &settings)?;
+        for notice in &opened.notices {
+            errln!("{notice}");
+        }
+        if !opened.entries.is_empty() {
+            errln!(
+                "continuing: {} finished trial(s) recorded in {}",
+                opened.entries.len(),
+                journal_path.display()
+            );
+        }
+        finished = opened.entries;
+        journal = Some(opened.journal);
+    }
+    let reports = run_conditions(
+        &model,
+        policy.as_ref(),
+        &ttt,
+        &tasks,
+        &plan,
+        TrialLog {
+            finished: &finished,
+            record: &mut |trial| match journal.as_mut() {
+                Some(j) => j.append(trial),
+                None => Ok(()),
+            },
+        },
+        &mut |line| errln!("{line}"),
+    )?;
     outln!("{}", format_table(&reports));
     outln!(
         "Self-edit rows count (task, config) pairs: the share of sampled configs whose adapted \
@@ -160,9 +214,16 @@ fn eval(args: EvalArgs) -> Result<()> {
         "sampling": plan.sampling,
         "oracle": plan.oracle,
         "conditions": reports,
+        "journal": (!plan.sample_only).then_some(&journal_path),
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     errln!("results written to {}", args.out.display());
     Ok(())
+}
+
+/// The trial journal beside the results: `arc-eval.json` keeps its trials in
+/// `arc-eval.trials.jsonl`.
+fn journal_path(out: &Path) -> PathBuf {
+    out.with_extension("trials.jsonl")
 }

@@ -26,50 +26,94 @@ impl SessionLock {
     /// Takes the lock of the session in `dir`, or fails naming the process that holds it.
     pub fn acquire(dir: &Path) -> Result<SessionLock> {
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the session lock {}", path.display()))?;
-        // Safety: flock on a descriptor this function owns; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.lines().next().unwrap_or("").trim();
-                let holder = if holder.is_empty() {
-                    "another process".to_string()
-                } else {
-                    holder.to_string()
-                };
-                bail!(
-                    "{}: this session is in use by {holder}; a session has one writer at a \
-                     time, so wait for that process to end (or stop it) before running or \
-                     resuming it here. Reading it (report, replay) works meanwhile",
-                    dir.display()
-                );
-            }
-            return Err(err).with_context(|| format!("cannot lock the session {}", dir.display()));
+        match take(&path).with_context(|| format!("cannot lock the session {}", dir.display()))? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => bail!(
+                "{}: this session is in use by {holder}; a session has one writer at a \
+                 time, so wait for that process to end (or stop it) before running or \
+                 resuming it here. Reading it (report, replay) works meanwhile",
+                dir.display()
+            ),
         }
-        let note = format!(
-            "pid {} on host {} since {}\n",
-            std::process::id(),
-            hostname(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        // Informational only: a failure to write it does not weaken the lock.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all(note.as_bytes()));
-        Ok(SessionLock { _file: file, path })
+    }
+
+    /// Takes the lock on a file that one process appends to (a journal of finished work), or
+    /// fails saying that another process holds it. The file's text is not touched.
+    pub fn acquire_file(path: &Path) -> Result<SessionLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match flock(file, path)? {
+            Ok(file) => Ok(SessionLock {
+                _file: file,
+                path: path.to_path_buf(),
+            }),
+            Err(_) => bail!(
+                "{}: in use by another seal-tui process (one writer at a time); wait for it \
+                 to end, or stop it, then run the same command again to continue",
+                path.display()
+            ),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Takes the lock file at `path` and writes who holds it; `Err(holder)` when another process
+/// holds it.
+fn take(path: &Path) -> Result<Result<SessionLock, String>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the lock {}", path.display()))?;
+    let mut file = match flock(file, path)? {
+        Ok(file) => file,
+        Err(()) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            let holder = holder.lines().next().unwrap_or("").trim();
+            return Ok(Err(if holder.is_empty() {
+                "another process".to_string()
+            } else {
+                holder.to_string()
+            }));
+        }
+    };
+    let note = format!(
+        "pid {} on host {} since {}\n",
+        std::process::id(),
+        hostname(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    // Informational only: a failure to write it does not weaken the lock.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.write_all(note.as_bytes()));
+    Ok(Ok(SessionLock {
+        _file: file,
+        path: path.to_path_buf(),
+    }))
+}
+
+/// An exclusive, non-blocking `flock` on `file`; `Err(())` when another open file holds it.
+fn flock(file: File, path: &Path) -> Result<std::result::Result<File, ()>> {
+    // Safety: flock on a descriptor this function owns; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Ok(file));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        return Ok(Err(()));
+    }
+    Err(err).with_context(|| format!("cannot lock {}", path.display()))
 }
 
 fn hostname() -> String {

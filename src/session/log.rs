@@ -5,6 +5,7 @@
 use super::lock::SessionLock;
 use crate::record::Record;
 use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -42,69 +43,89 @@ pub struct LogReader {
 
 impl LogReader {
     pub fn read(path: &Path) -> Result<LogReader> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LogReader {
-                    records: Vec::new(),
-                    issues: Vec::new(),
-                    intact_len: 0,
-                })
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-        };
-        let mut reader = BufReader::new(file);
-        let mut records = Vec::new();
-        let mut issues = Vec::new();
-        let mut offset = 0u64;
-        let mut intact_len = 0u64;
-        let mut buf = Vec::new();
-        let mut line_no = 0;
-        loop {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            offset += n as u64;
-            let complete = buf.ends_with(b"\n");
-            let text = String::from_utf8_lossy(&buf);
-            let text = text.trim();
-            if text.is_empty() {
-                if complete {
-                    intact_len = offset;
-                }
-                continue;
-            }
-            // A final line without its newline was still being written when the process died,
-            // even if what is there happens to parse.
-            match (complete, serde_json::from_str::<Record>(text)) {
-                (false, _) => issues.push(LogIssue::TornTail {
-                    line: line_no,
-                    bytes: n,
-                }),
-                (true, Ok(record)) => {
-                    records.push(record);
-                    intact_len = offset;
-                }
-                (true, Err(e)) => {
-                    issues.push(LogIssue::Corrupt {
-                        line: line_no,
-                        error: e.to_string(),
-                    });
-                    intact_len = offset;
-                }
-            }
-        }
+        let lines = read_jsonl::<Record>(path)?;
         Ok(LogReader {
-            records,
-            issues,
-            intact_len,
+            records: lines.entries,
+            issues: lines.issues,
+            intact_len: lines.intact_len,
         })
     }
+}
+
+/// What [`read_jsonl`] found: the intact entries, the issues, and the byte length of the
+/// intact prefix (where appending may resume).
+pub struct JsonLines<T> {
+    pub entries: Vec<T>,
+    pub issues: Vec<LogIssue>,
+    pub intact_len: u64,
+}
+
+/// Reads a file of one JSON value per line, as every append-only file here is written: a torn
+/// last line is reported and left out of the intact prefix; a corrupt line is reported and
+/// skipped. A missing file is empty.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<JsonLines<T>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(JsonLines {
+                entries: Vec::new(),
+                issues: Vec::new(),
+                intact_len: 0,
+            })
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let mut reader = BufReader::new(file);
+    let mut entries = Vec::new();
+    let mut issues = Vec::new();
+    let mut offset = 0u64;
+    let mut intact_len = 0u64;
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        offset += n as u64;
+        let complete = buf.ends_with(b"\n");
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            if complete {
+                intact_len = offset;
+            }
+            continue;
+        }
+        // A final line without its newline was still being written when the process died,
+        // even if what is there happens to parse.
+        match (complete, serde_json::from_str::<T>(text)) {
+            (false, _) => issues.push(LogIssue::TornTail {
+                line: line_no,
+                bytes: n,
+            }),
+            (true, Ok(entry)) => {
+                entries.push(entry);
+                intact_len = offset;
+            }
+            (true, Err(e)) => {
+                issues.push(LogIssue::Corrupt {
+                    line: line_no,
+                    error: e.to_string(),
+                });
+                intact_len = offset;
+            }
+        }
+    }
+    Ok(JsonLines {
+        entries,
+        issues,
+        intact_len,
+    })
 }
 
 pub fn read_log(path: &Path) -> Result<(Vec<Record>, Vec<LogIssue>)> {

@@ -2,11 +2,13 @@
 //! versions, start time), the append-only `events.jsonl`, the adapters and policy checkpoints of
 //! each round, and reports. The event log is the truth; everything else can be rebuilt from it.
 
+pub mod journal;
 pub mod lock;
 pub mod log;
 
+pub use journal::Journal;
 pub use lock::{SessionLock, LOCK_FILE};
-pub use log::{read_log, LogIssue, LogReader, SessionLog};
+pub use log::{read_jsonl, read_log, LogIssue, LogReader, SessionLog};
 
 use crate::record::{EditId, Header, Record};
 

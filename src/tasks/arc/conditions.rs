@@ -16,9 +16,8 @@ use crate::engine::train::TrainConfig;
 use crate::engine::Model;
 use crate::record::metrics::wilson95;
 use crate::record::QuestionResult;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -130,96 +129,62 @@ pub struct EvalPlan {
     pub sample_only: bool,
 }
 
+/// One finished trial as a journal keeps it, so an interrupted table can be continued.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinishedTrial {
+    pub condition: Condition,
+    pub trial: Trial,
+}
+
+/// The trials an interrupted table already finished, and where each new one goes as it ends.
+pub struct TrialLog<'a> {
+    pub finished: &'a [FinishedTrial],
+    pub record: &'a mut dyn FnMut(&FinishedTrial) -> Result<()>,
+}
+
 /// Runs the planned conditions over `tasks`. `policy` is the RL-trained model the SEAL row
-/// samples configs from and adapts; that row is skipped without it.
+/// samples configs from and adapts; that row is skipped without it. A trial found in
+/// `log.finished` (same condition, task and sample) is taken as it is instead of being run
+/// again; every trial run here is handed to `log.record` as soon as it ends.
 pub fn run_conditions(
     base: &Model,
     policy: Option<&Model>,
     ttt: &Ttt,
     tasks: &[ArcTask],
     plan: &EvalPlan,
+    log: TrialLog,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
     let mut reports = Vec::new();
     for &condition in &plan.conditions {
-        let start = Instant::now();
+        if condition == Condition::Seal && policy.is_none() {
+            progress("SEAL row skipped: it needs --policy");
+            continue;
+        }
         let mut runs = Vec::new();
         for (t, task) in tasks.iter().enumerate() {
-            match condition {
-                Condition::Icl => {
-                    let scored = ttt.evaluate(base, None, task, None)?;
-                    runs.push(Trial {
-                        solved: scored.accuracy >= 1.0,
-                        results: scored.results,
-                        answer_secs: scored.secs,
-                        ..Trial::new(task, 0)
-                    });
-                }
-                Condition::SelfEdit | Condition::Seal => {
-                    let model = if condition == Condition::Seal {
-                        match policy {
-                            Some(p) => p,
-                            None => {
-                                progress("SEAL row skipped: it needs --policy");
-                                break;
-                            }
-                        }
-                    } else {
-                        base
-                    };
-                    for sample in 0..plan.k {
-                        let params = SamplingParams {
-                            seed: plan.sampling.seed ^ ((t as u64) << 32) ^ sample as u64,
-                            ..plan.sampling.clone()
-                        };
-                        let sampled = sample_config(model, ttt, task, &params, None)?;
-                        let mut trial = match sampled.prepared {
-                            Ok(_) if plan.sample_only => {
-                                failed(task, sample, "not trained (--sample-only)".into())
-                            }
-                            Ok(prepared) => adapted(model, ttt, task, &prepared, plan, sample)?,
-                            Err(why) => failed(task, sample, format!("invalid self-edit: {why}")),
-                        };
-                        trial.self_edit = Some(sampled.text);
-                        trial.sample_secs = sampled.secs;
-                        runs.push(trial);
+            let samples = match condition {
+                Condition::SelfEdit | Condition::Seal => plan.k,
+                Condition::Icl | Condition::Oracle => 1,
+            };
+            for sample in 0..samples {
+                let earlier = log.finished.iter().find(|f| {
+                    f.condition == condition && f.trial.task == task.id && f.trial.sample == sample
+                });
+                let trial = match earlier {
+                    Some(f) => f.trial.clone(),
+                    None => {
+                        let trial = run_trial(base, policy, ttt, task, t, sample, condition, plan)?;
+                        (log.record)(&FinishedTrial {
+                            condition,
+                            trial: trial.clone(),
+                        })?;
+                        trial
                     }
-                }
-                Condition::Oracle => {
-                    // The hand-written config is the human upper bound, so the step budget
-                    // meant for the policy does not refuse it; its data is capped like any.
-                    let no_budget = Ttt {
-                        settings: super::ttt::TttSettings {
-                            max_steps: usize::MAX,
-                            ..ttt.settings.clone()
-                        },
-                        ..ttt.clone()
-                    };
-                    runs.push(match no_budget.check(task, plan.oracle) {
-                        Ok(prepared) => adapted(base, ttt, task, &prepared, plan, 0)?,
-                        Err(why) => failed(task, 0, why),
-                    });
-                }
+                };
+                progress(&progress_line(condition, &trial, earlier.is_some()));
+                runs.push(trial);
             }
-            for r in runs.iter().filter(|r| r.task == task.id) {
-                progress(&format!(
-                    "{}: task {} #{}: {} ({} examples, {} steps, {} tokens; sample {:.1} s, train {:.1} s, answer {:.1} s){}",
-                    condition.label(),
-                    r.task,
-                    r.sample,
-                    if r.solved { "solved" } else { "not solved" },
-                    r.examples,
-                    r.steps,
-                    r.train_tokens,
-                    r.sample_secs,
-                    r.train_secs,
-                    r.answer_secs,
-                    r.failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()
-                ));
-            }
-        }
-        if condition == Condition::Seal && policy.is_none() {
-            continue;
         }
         let solved = runs.iter().filter(|r| r.solved).count();
         reports.push(ConditionReport {
@@ -230,11 +195,95 @@ pub fn run_conditions(
             trials: runs.len(),
             rate: solved as f64 / runs.len().max(1) as f64,
             ci95: wilson95(solved, runs.len()),
-            secs: start.elapsed().as_secs_f64(),
+            // Summed over trials, so a table finished over several runs counts its work once.
+            secs: runs
+                .iter()
+                .map(|r| r.sample_secs + r.train_secs + r.answer_secs)
+                .sum(),
             runs,
         });
     }
     Ok(reports)
+}
+
+/// Runs one trial: answers in context, or samples (or takes the oracle's) config, trains and
+/// answers. `t` is the task's index, which with `sample` seeds the sampling.
+#[allow(clippy::too_many_arguments)]
+fn run_trial(
+    base: &Model,
+    policy: Option<&Model>,
+    ttt: &Ttt,
+    task: &ArcTask,
+    t: usize,
+    sample: usize,
+    condition: Condition,
+    plan: &EvalPlan,
+) -> Result<Trial> {
+    match condition {
+        Condition::Icl => {
+            let scored = ttt.evaluate(base, None, task, None)?;
+            Ok(Trial {
+                solved: scored.accuracy >= 1.0,
+                results: scored.results,
+                answer_secs: scored.secs,
+                ..Trial::new(task, 0)
+            })
+        }
+        Condition::SelfEdit | Condition::Seal => {
+            let model = match condition {
+                Condition::Seal => policy.context("the SEAL row needs a policy")?,
+                _ => base,
+            };
+            let params = SamplingParams {
+                seed: plan.sampling.seed ^ ((t as u64) << 32) ^ sample as u64,
+                ..plan.sampling.clone()
+            };
+            let sampled = sample_config(model, ttt, task, &params, None)?;
+            let mut trial = match sampled.prepared {
+                Ok(_) if plan.sample_only => {
+                    failed(task, sample, "not trained (--sample-only)".into())
+                }
+                Ok(prepared) => adapted(model, ttt, task, &prepared, plan, sample)?,
+                Err(why) => failed(task, sample, format!("invalid self-edit: {why}")),
+            };
+            trial.self_edit = Some(sampled.text);
+            trial.sample_secs = sampled.secs;
+            Ok(trial)
+        }
+        Condition::Oracle => {
+            // The hand-written config is the human upper bound, so the step budget meant for
+            // the policy does not refuse it; its data is capped like any.
+            let no_budget = Ttt {
+                settings: super::ttt::TttSettings {
+                    max_steps: usize::MAX,
+                    ..ttt.settings.clone()
+                },
+                ..ttt.clone()
+            };
+            match no_budget.check(task, plan.oracle) {
+                Ok(prepared) => adapted(base, ttt, task, &prepared, plan, 0),
+                Err(why) => Ok(failed(task, 0, why)),
+            }
+        }
+    }
+}
+
+fn progress_line(condition: Condition, r: &Trial, recorded: bool) -> String {
+    format!(
+        "{}: task {} #{}: {} ({} examples, {} steps, {} tokens; sample {:.1} s, train {:.1} s, answer {:.1} s){}{}",
+        condition.label(),
+        r.task,
+        r.sample,
+        if r.solved { "solved" } else { "not solved" },
+        r.examples,
+        r.steps,
+        r.train_tokens,
+        r.sample_secs,
+        r.train_secs,
+        r.answer_secs,
+        r.failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default(),
+        if recorded { " [recorded earlier]" } else { "" }
+    )
 }
 
 impl Trial {
