@@ -398,6 +398,15 @@ fn arc_eval_prints_the_table_and_writes_consistent_json() {
 
 /// `arc eval` on the tiny model with the given rows; the run's stdout, stderr and success.
 fn arc_eval(config: &Path, out: &Path, conditions: &str) -> (String, String, bool) {
+    arc_eval_with(config, out, conditions, &[])
+}
+
+fn arc_eval_with(
+    config: &Path,
+    out: &Path,
+    conditions: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (String, String, bool) {
     let run = Process::new(env!("CARGO_BIN_EXE_seal-tui"))
         .args(["arc", "eval", "--k", "2", "--quantize", "off", "--model"])
         .arg(tiny_gguf(Arch::Qwen2))
@@ -407,6 +416,7 @@ fn arc_eval(config: &Path, out: &Path, conditions: &str) -> (String, String, boo
         .arg(config)
         .args(["--conditions", conditions, "--out"])
         .arg(out)
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -481,6 +491,36 @@ fn arc_eval_continues_from_its_journal_and_refuses_other_settings() {
     assert_eq!(
         std::fs::read_to_string(&journal).unwrap().lines().count(),
         5
+    );
+
+    // The SEAL row's trials belong to the policy they were run with: the same policy takes
+    // them again, another runs its own.
+    let model = common::load(&tiny_gguf(Arch::Qwen2), Quantize::Off);
+    let policy = |name: &str| {
+        let (adapter, _) = seal_tui::engine::LoraAdapter::init(
+            &small_lora(),
+            &model.transformer.projection_shapes(),
+            1,
+            &model.transformer.device,
+        )
+        .unwrap();
+        let dir = dir.path().join(name);
+        peft::save_adapter(&adapter, &dir, &model.info.name).unwrap();
+        dir
+    };
+    let (one, two) = (policy("round-0"), policy("other"));
+    let seal =
+        |p: &Path| arc_eval_with(&config, &out, "seal", &["--policy".as_ref(), p.as_os_str()]);
+    let (_, stderr, ok) = seal(&one);
+    assert!(ok && !stderr.contains("recorded earlier"), "{stderr}");
+    let (_, stderr, ok) = seal(&one);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("[recorded earlier]").count(), 2, "{stderr}");
+    let (_, stderr, ok) = seal(&two);
+    assert!(ok && !stderr.contains("recorded earlier"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        9
     );
 
     // Other settings would mix two experiments in one table: refused, journal untouched.

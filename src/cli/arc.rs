@@ -161,7 +161,6 @@ fn eval(args: EvalArgs) -> Result<()> {
                 "dtype": model.info.dtype,
                 "quantized": model.info.quantized,
             },
-            "policy": args.policy,
             "data": data,
             "tasks": tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
             "arc": ttt.settings,
@@ -191,6 +190,11 @@ fn eval(args: EvalArgs) -> Result<()> {
         &plan,
         TrialLog {
             finished: &finished,
+            policy: args
+                .policy
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             record: &mut |trial| match journal.as_mut() {
                 Some(j) => j.append(trial),
                 None => Ok(()),

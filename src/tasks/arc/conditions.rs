@@ -133,13 +133,29 @@ pub struct EvalPlan {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinishedTrial {
     pub condition: Condition,
+    /// The policy the SEAL row's trial sampled from and adapted (as named on the command
+    /// line); empty for the other rows, which do not depend on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
     pub trial: Trial,
 }
 
 /// The trials an interrupted table already finished, and where each new one goes as it ends.
 pub struct TrialLog<'a> {
     pub finished: &'a [FinishedTrial],
+    /// The policy's name, as [`FinishedTrial::policy`] records it: a SEAL trial is reused only
+    /// for the same policy.
+    pub policy: Vec<String>,
     pub record: &'a mut dyn FnMut(&FinishedTrial) -> Result<()>,
+}
+
+impl TrialLog<'_> {
+    fn policy_of(&self, condition: Condition) -> Vec<String> {
+        match condition {
+            Condition::Seal => self.policy.clone(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Runs the planned conditions over `tasks`. `policy` is the RL-trained model the SEAL row
@@ -168,8 +184,12 @@ pub fn run_conditions(
                 Condition::Icl | Condition::Oracle => 1,
             };
             for sample in 0..samples {
+                let policy_name = log.policy_of(condition);
                 let earlier = log.finished.iter().find(|f| {
-                    f.condition == condition && f.trial.task == task.id && f.trial.sample == sample
+                    f.condition == condition
+                        && f.policy == policy_name
+                        && f.trial.task == task.id
+                        && f.trial.sample == sample
                 });
                 let trial = match earlier {
                     Some(f) => f.trial.clone(),
@@ -177,6 +197,7 @@ pub fn run_conditions(
                         let trial = run_trial(base, policy, ttt, task, t, sample, condition, plan)?;
                         (log.record)(&FinishedTrial {
                             condition,
+                            policy: policy_name,
                             trial: trial.clone(),
                         })?;
                         trial
