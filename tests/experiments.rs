@@ -408,3 +408,46 @@ fn chunks_of_an_eval_pool_to_the_whole_table() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed differs"));
 }
+
+/// Every configuration shipped under `assets/` (the examples and the study's runs) loads and
+/// passes the checks a run makes before it starts, and the study's model names are ones
+/// `fetch-model` knows.
+#[test]
+fn every_shipped_configuration_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut found = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
+        }
+    }
+    let mut configs = 0;
+    for path in &found {
+        let text = std::fs::read_to_string(path).unwrap();
+        // Prompt templates live under assets/ too; run configurations set a seed.
+        if !text.lines().any(|l| l.starts_with("seed")) {
+            continue;
+        }
+        let cfg = seal_tui::record::RunConfig::load(path)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        seal_tui::seal::settings::check(&cfg)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        if let Some(model) = &cfg.model.path {
+            let named = seal_tui::engine::fetch::named_model(model).is_some();
+            assert!(
+                model.as_os_str().is_empty() || named || model.exists(),
+                "{}: model {}",
+                path.display(),
+                model.display()
+            );
+        }
+        configs += 1;
+    }
+    assert!(configs >= 4, "{found:?}");
+}
