@@ -472,7 +472,7 @@ fn arc_eval_continues_from_its_journal_and_refuses_other_settings() {
     assert!(ok, "{stderr}");
     assert!(stderr.contains("cut short"), "{stderr}");
     assert!(
-        stderr.contains("continuing: 2 finished trial(s)"),
+        stderr.contains("continuing: 2 finished piece(s)"),
         "{stderr}"
     );
     assert_eq!(stderr.matches("[recorded earlier]").count(), 2, "{stderr}");

@@ -210,3 +210,103 @@ fn loads_the_official_format_keeping_every_distinct_gold_answer() {
         ["Saint Bernadette Soubirous"]
     );
 }
+
+/// `eval` run again continues from its journal: the base answers and every finished trial are
+/// taken as recorded, a torn line is cut, and only the new row runs; other settings are refused.
+#[test]
+fn an_interrupted_table_continues_from_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.json");
+    let journal = dir.path().join("results.trials.jsonl");
+    let model = tiny_gguf(Arch::Qwen2);
+    let args = |conditions: &'static str, seed: &'static str| {
+        vec![
+            "--model".to_string(),
+            model.display().to_string(),
+            "--data".into(),
+            "assets/passages.json".into(),
+            "--passages".into(),
+            "2".into(),
+            "--k".into(),
+            "2".into(),
+            "--conditions".into(),
+            conditions.into(),
+            "--seed".into(),
+            seed.into(),
+            "--epochs".into(),
+            "1".into(),
+            "--rank".into(),
+            "4".into(),
+            "--alpha".into(),
+            "8".into(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let output = Command::new(env!("CARGO_BIN_EXE_seal-tui"))
+            .arg("eval")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let rows = |json: &serde_json::Value| {
+        json["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["condition"].clone(), c["passages"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    };
+
+    let (ok, stderr) = run(args("base,passage", "0"));
+    assert!(ok, "{stderr}");
+    let first = rows(&read());
+    // The header, two passages' base answers, two passage trials.
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        5
+    );
+
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"piece\":\"trial\",\"key\":{\"cond").unwrap();
+    drop(f);
+    let (ok, stderr) = run(args("base,passage,passage-self-edit", "0"));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("cut short"), "{stderr}");
+    assert!(
+        stderr.contains("continuing: 4 finished piece(s)"),
+        "{stderr}"
+    );
+    // Two base lines and two passage trials taken as recorded; four self-edits run.
+    assert_eq!(stderr.matches("[recorded earlier]").count(), 4, "{stderr}");
+    let second = rows(&read());
+    assert_eq!(second[..2], first[..]);
+    assert_eq!(
+        second[2].1[0]["runs"].as_array().unwrap().len(),
+        2,
+        "{second:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        9
+    );
+
+    let before = std::fs::read(&journal).unwrap();
+    let (ok, stderr) = run(args("base", "1"));
+    assert!(!ok);
+    assert!(stderr.contains("other settings"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&journal).unwrap(), before);
+}

@@ -5,13 +5,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use seal_tui::record::config::RunConfig;
 use seal_tui::seal::settings;
-use seal_tui::session::Journal;
 use seal_tui::tasks::arc::conditions::{
     format_table, run_conditions, Condition, EvalPlan, FinishedTrial, TrialLog,
 };
 use seal_tui::tasks::arc::ttt::{oracle_config, Ttt};
 use seal_tui::tasks::arc::{self, fetch, parse_self_edit};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum ArcCommand {
@@ -149,18 +148,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     // Every finished trial goes to a journal beside the results, so the same command run
     // again continues an interrupted table. --sample-only is quick and trains nothing, so it
     // keeps none.
-    let journal_path = journal_path(&args.out);
+    let journal_path = super::journal::path_for(&args.out);
     let mut journal = None;
     let mut finished = Vec::new();
     if !plan.sample_only {
         let settings = serde_json::json!({
-            "model": {
-                "name": model.info.name,
-                "arch": model.info.arch,
-                "parameters": model.info.parameters,
-                "dtype": model.info.dtype,
-                "quantized": model.info.quantized,
-            },
+            "model": super::journal::model_settings(&model),
             "data": data,
             "tasks": tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
             "arc": ttt.settings,
@@ -168,19 +161,10 @@ fn eval(args: EvalArgs) -> Result<()> {
             "sampling": plan.sampling,
             "oracle": plan.oracle,
         });
-        let opened = Journal::open::<FinishedTrial>(&journal_path, "arc eval trials", &settings)?;
-        for notice in &opened.notices {
-            errln!("{notice}");
-        }
-        if !opened.entries.is_empty() {
-            errln!(
-                "continuing: {} finished trial(s) recorded in {}",
-                opened.entries.len(),
-                journal_path.display()
-            );
-        }
-        finished = opened.entries;
-        journal = Some(opened.journal);
+        let (opened, entries) =
+            super::journal::open::<FinishedTrial>(&args.out, "arc eval trials", &settings)?;
+        finished = entries;
+        journal = Some(opened);
     }
     let reports = run_conditions(
         &model,
@@ -224,10 +208,4 @@ fn eval(args: EvalArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     errln!("results written to {}", args.out.display());
     Ok(())
-}
-
-/// The trial journal beside the results: `arc-eval.json` keeps its trials in
-/// `arc-eval.trials.jsonl`.
-fn journal_path(out: &Path) -> PathBuf {
-    out.with_extension("trials.jsonl")
 }

@@ -11,7 +11,7 @@ use seal_tui::record::QuestionSource;
 use seal_tui::setup::check_question_source;
 use seal_tui::tasks::knowledge::conditions::{
     agreement, format_agreement, format_table, run_conditions, run_continual, run_cpt, Condition,
-    ConditionReport, ContinualReport, EvalPlan, Synthetic,
+    ConditionReport, ContinualReport, EvalPlan, FinishedPiece, PieceLog, Synthetic,
 };
 use seal_tui::tasks::knowledge::inner::{Grading, KnowledgeEval};
 use seal_tui::tasks::knowledge::judge::check_api_key;
@@ -473,7 +473,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let reports = if args.cpt {
             run_cpt(&model, &eval, &passages, &plan, &mut say)?
         } else {
-            run_conditions(&model, &eval, &passages, &plan, &mut say)?
+            // Every finished piece goes to a journal beside the results, so the same command
+            // run again continues an interrupted table.
+            let settings = serde_json::json!({
+                "model": super::journal::model_settings(&model),
+                "data": args.data,
+                "grader": grading.label(),
+                "answer_template": answer.chat.source,
+                "questions": source.name(),
+                "self_questions": (source != QuestionSource::Gold).then_some(args.self_questions),
+                "questions_template": questions_template.as_ref().map(|t| &t.chat.source),
+                "repeats": plan.repeats,
+                "seed": args.seed,
+                "train": plan.train,
+                "sampling": plan.sampling,
+            });
+            let (mut journal, finished) =
+                super::journal::open::<FinishedPiece>(&args.out, "eval table", &settings)?;
+            let log = PieceLog {
+                finished: &finished,
+                policy: args
+                    .policy
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                record: &mut |piece| journal.append(piece),
+            };
+            run_conditions(&model, &eval, &passages, &plan, log, &mut say)?
         };
         outln!("{}", format_table(&reports));
         json["conditions"] = serde_json::to_value(&reports)?;

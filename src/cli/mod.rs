@@ -9,6 +9,7 @@ pub mod diag;
 mod eval;
 mod finetune;
 mod gpu_selftest;
+mod journal;
 mod model_args;
 mod record;
 mod run;

@@ -371,29 +371,167 @@ fn report(
     }
 }
 
+/// One finished piece of the table as a journal keeps it, so an interrupted table can be
+/// continued: the unadapted model's answers on a passage, or one row's trial on a passage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "piece", rename_all = "snake_case")]
+pub enum FinishedPiece {
+    Base {
+        passage: usize,
+        accuracy: f64,
+        secs: f64,
+        results: Vec<QuestionResult>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        self_check: Option<SelfCheck>,
+    },
+    /// The passage, one self-edit or the synthetic data, trained and answered `repeats` times.
+    Trial { key: TrialKey, runs: Vec<RunResult> },
+}
+
+/// What makes a trial the same trial in a later run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialKey {
+    pub condition: Condition,
+    pub passage: usize,
+    pub sample: usize,
+    /// What the trial's texts came from, hashed: the template's file for the passage and
+    /// self-edit rows, the synthetic data for the synthetic row.
+    pub source: String,
+    /// The SEAL row's policy as named on the command line; empty for the other rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+}
+
+/// The pieces an interrupted table already finished, and where each new one goes as it ends.
+pub struct PieceLog<'a> {
+    pub finished: &'a [FinishedPiece],
+    /// The policy's name, as [`TrialKey::policy`] records it.
+    pub policy: Vec<String>,
+    pub record: &'a mut dyn FnMut(&FinishedPiece) -> Result<()>,
+}
+
+impl PieceLog<'_> {
+    fn base(&self, passage: usize) -> Option<Scored> {
+        self.finished.iter().find_map(|f| match f {
+            FinishedPiece::Base {
+                passage: p,
+                accuracy,
+                secs,
+                results,
+                self_check,
+            } if *p == passage => Some(Scored {
+                results: results.clone(),
+                accuracy: *accuracy,
+                secs: *secs,
+                self_check: self_check.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    fn trial(&self, key: &TrialKey) -> Option<Vec<RunResult>> {
+        self.finished.iter().find_map(|f| match f {
+            FinishedPiece::Trial { key: k, runs } if k == key => Some(runs.clone()),
+            _ => None,
+        })
+    }
+
+    fn key(&self, condition: Condition, passage: usize, sample: usize, source: String) -> TrialKey {
+        TrialKey {
+            condition,
+            passage,
+            sample,
+            source,
+            policy: match condition {
+                Condition::Seal => self.policy.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// The finished runs of `key`, or those `run` makes, recorded before they are returned.
+    fn trial_or(
+        &mut self,
+        key: TrialKey,
+        run: impl FnOnce() -> Result<Vec<RunResult>>,
+    ) -> Result<(Vec<RunResult>, bool)> {
+        if let Some(runs) = self.trial(&key) {
+            return Ok((runs, true));
+        }
+        let runs = run()?;
+        (self.record)(&FinishedPiece::Trial {
+            key,
+            runs: runs.clone(),
+        })?;
+        Ok((runs, false))
+    }
+}
+
+/// A short hash of some text, to tell in a later run whether a trial's inputs are the same.
+fn digest<'t>(texts: impl IntoIterator<Item = &'t str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in texts {
+        h.update((t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The unadapted model's score on every passage, which every gain is measured against.
 fn base_scores(
     model: &Model,
     eval: &KnowledgeEval<'_>,
     passages: &[(usize, Passage)],
     plan: &EvalPlan<'_>,
+    mut log: Option<&mut PieceLog>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(HashMap<usize, Scored>, f64)> {
     let mut scores = HashMap::new();
-    let start = Instant::now();
     for (i, p) in passages {
-        let s = eval.score_both(model, None, p, plan.also(*i), None)?;
+        let earlier = log.as_ref().and_then(|l| l.base(*i));
+        let recorded = earlier.is_some();
+        let s = match earlier {
+            Some(s) => s,
+            None => {
+                let s = eval.score_both(model, None, p, plan.also(*i), None)?;
+                if let Some(log) = log.as_mut() {
+                    (log.record)(&FinishedPiece::Base {
+                        passage: *i,
+                        accuracy: s.accuracy,
+                        secs: s.secs,
+                        results: s.results.clone(),
+                        self_check: s.self_check.clone(),
+                    })?;
+                }
+                s
+            }
+        };
         progress(&format!(
-            "base: passage {} ({}): {:.1}% of {} questions, {:.1} s",
+            "base: passage {} ({}): {:.1}% of {} questions, {:.1} s{}",
             i + 1,
             p.title,
             s.accuracy * 100.0,
             p.questions.len(),
-            s.secs
+            s.secs,
+            recorded_mark(recorded)
         ));
         scores.insert(*i, s);
     }
-    Ok((scores, start.elapsed().as_secs_f64()))
+    // Summed over passages, so a table finished over several runs counts its work once.
+    let secs = scores.values().map(|s| s.secs).sum();
+    Ok((scores, secs))
+}
+
+fn recorded_mark(recorded: bool) -> &'static str {
+    if recorded {
+        " [recorded earlier]"
+    } else {
+        ""
+    }
 }
 
 fn base_run(base: &Scored) -> RunResult {
@@ -412,59 +550,72 @@ fn base_run(base: &Scored) -> RunResult {
     }
 }
 
-/// Runs every planned row over `passages` (each paired with its index in the data file).
+/// Runs every planned row over `passages` (each paired with its index in the data file). A
+/// piece found in `log.finished` is taken as it is instead of being run again; every piece run
+/// here is handed to `log.record` as soon as it ends.
 pub fn run_conditions(
     model: &Model,
     eval: &KnowledgeEval<'_>,
     passages: &[(usize, Passage)],
     plan: &EvalPlan<'_>,
+    mut log: PieceLog,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
     plan.check()?;
-    let (base_scores, base_secs) = base_scores(model, eval, passages, plan, progress)?;
+    let (base_scores, base_secs) =
+        base_scores(model, eval, passages, plan, Some(&mut log), progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
     let mut reports = Vec::new();
     for (condition, template) in rows(plan) {
-        let start = Instant::now();
         let label = row_label(condition, template, several);
         let learner = plan.learner(condition, model);
+        let source = digest([template.source.as_str()]);
         let mut per_passage = Vec::new();
         for (idx, passage) in passages {
             let base = &base_scores[idx];
-            let mut runs = Vec::new();
+            // Each trial's runs, and whether they were recorded by an earlier run.
+            let mut trials: Vec<(Vec<RunResult>, bool)> = Vec::new();
             match condition {
-                Condition::Base => runs.push(base_run(base)),
-                Condition::Passage => runs.extend(run_trial(
-                    learner,
-                    eval,
-                    (*idx, passage),
-                    base,
-                    plan,
-                    &Trial::plain(passage_only.training_sequences(passage, "")),
-                )?),
-                Condition::PassageSelfEdit | Condition::Seal => {
-                    for sample in 0..plan.k {
-                        let (text, texts, sample_secs) = self_edit_texts(
-                            learner,
-                            template,
-                            &passage_only,
-                            passage,
-                            &plan.sampling_for(*idx, sample),
-                        )?;
-                        runs.extend(run_trial(
+                Condition::Base => trials.push((vec![base_run(base)], false)),
+                Condition::Passage => {
+                    let key = log.key(condition, *idx, 0, source.clone());
+                    trials.push(log.trial_or(key, || {
+                        run_trial(
                             learner,
                             eval,
                             (*idx, passage),
                             base,
                             plan,
-                            &Trial {
-                                texts,
-                                self_edit: Some(&text),
-                                sample,
-                                sample_secs,
-                            },
-                        )?);
+                            &Trial::plain(passage_only.training_sequences(passage, "")),
+                        )
+                    })?)
+                }
+                Condition::PassageSelfEdit | Condition::Seal => {
+                    for sample in 0..plan.k {
+                        let key = log.key(condition, *idx, sample, source.clone());
+                        trials.push(log.trial_or(key, || {
+                            let (text, texts, sample_secs) = self_edit_texts(
+                                learner,
+                                template,
+                                &passage_only,
+                                passage,
+                                &plan.sampling_for(*idx, sample),
+                            )?;
+                            run_trial(
+                                learner,
+                                eval,
+                                (*idx, passage),
+                                base,
+                                plan,
+                                &Trial {
+                                    texts,
+                                    self_edit: Some(&text),
+                                    sample,
+                                    sample_secs,
+                                },
+                            )
+                        })?);
                     }
                 }
                 Condition::PassageSynthetic => {
@@ -480,29 +631,42 @@ pub fn run_conditions(
                     };
                     let mut texts = passage_only.training_sequences(passage, "");
                     texts.extend(extra.iter().cloned());
-                    runs.extend(run_trial(
-                        learner,
-                        eval,
-                        (*idx, passage),
-                        base,
-                        plan,
-                        &Trial::plain(texts),
-                    )?);
+                    let key = log.key(
+                        condition,
+                        *idx,
+                        0,
+                        digest(texts.iter().map(String::as_str).chain([source.as_str()])),
+                    );
+                    trials.push(log.trial_or(key, || {
+                        run_trial(
+                            learner,
+                            eval,
+                            (*idx, passage),
+                            base,
+                            plan,
+                            &Trial::plain(texts),
+                        )
+                    })?);
                 }
             }
-            for r in runs.iter().filter(|_| condition != Condition::Base) {
-                progress(&format!(
-                    "{label}: passage {} sample {} repeat {}: {:.1}% (gain {:+.1}), sample {:.1} s + train {:.1} s ({} tokens) + answer {:.1} s",
-                    idx + 1,
-                    r.sample + 1,
-                    r.repeat + 1,
-                    r.accuracy * 100.0,
-                    r.gain * 100.0,
-                    r.sample_secs,
-                    r.train_secs,
-                    r.train_tokens,
-                    r.answer_secs
-                ));
+            let mut runs = Vec::new();
+            for (trial, recorded) in trials {
+                for r in trial.iter().filter(|_| condition != Condition::Base) {
+                    progress(&format!(
+                        "{label}: passage {} sample {} repeat {}: {:.1}% (gain {:+.1}), sample {:.1} s + train {:.1} s ({} tokens) + answer {:.1} s{}",
+                        idx + 1,
+                        r.sample + 1,
+                        r.repeat + 1,
+                        r.accuracy * 100.0,
+                        r.gain * 100.0,
+                        r.sample_secs,
+                        r.train_secs,
+                        r.train_tokens,
+                        r.answer_secs,
+                        recorded_mark(recorded)
+                    ));
+                }
+                runs.extend(trial);
             }
             per_passage.push(PassageResult {
                 index: *idx,
@@ -516,9 +680,14 @@ pub fn run_conditions(
             .filter_map(|p| passages.iter().find(|(i, _)| *i == p.index))
             .map(|(_, x)| x.questions.len())
             .sum();
+        // Summed over trials, so a table finished over several runs counts its work once.
         let secs = match condition {
             Condition::Base => base_secs,
-            _ => start.elapsed().as_secs_f64(),
+            _ => per_passage
+                .iter()
+                .flat_map(|p| &p.runs)
+                .map(|r| r.sample_secs + r.train_secs + r.answer_secs)
+                .sum(),
         };
         let uses_template = matches!(condition, Condition::PassageSelfEdit | Condition::Seal);
         reports.push(report(
@@ -544,7 +713,7 @@ pub fn run_cpt(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ConditionReport>> {
     plan.check()?;
-    let (base_scores, base_secs) = base_scores(model, eval, passages, plan, progress)?;
+    let (base_scores, base_secs) = base_scores(model, eval, passages, plan, None, progress)?;
     let passage_only = plan.passage_only();
     let several = plan.templates.len() > 1;
     let questions: usize = passages.iter().map(|(_, p)| p.questions.len()).sum();
@@ -674,7 +843,7 @@ pub fn run_continual(
     progress: &mut dyn FnMut(&str),
 ) -> Result<ContinualReport> {
     let start = Instant::now();
-    let (base_scores, _) = base_scores(model, eval, passages, plan, progress)?;
+    let (base_scores, _) = base_scores(model, eval, passages, plan, None, progress)?;
     let passage_only = plan.passage_only();
     let template = plan.first_template();
     let mut current = plan.policy.unwrap_or(model).clone();
