@@ -76,6 +76,17 @@ impl Journal {
                 }
             })
             .collect();
+        let corrupt = lines
+            .issues
+            .iter()
+            .any(|i| matches!(i, LogIssue::Corrupt { .. }));
+        if lines.entries.is_empty() && corrupt {
+            bail!(
+                "{}: its lines are not a journal's; it was not written by this command, so it \
+                 is left as it is: give this command another output file (--out)",
+                path.display()
+            );
+        }
         let mut lines = lines.entries.into_iter();
         let mut entries = Vec::new();
         let header = lines.next();
@@ -86,7 +97,7 @@ impl Journal {
                 if header.journal != kind || header.version > VERSION {
                     bail!(
                         "{}: a journal of {} (version {}), not of {kind}; give this command \
-                         another file to write",
+                         another output file (--out)",
                         path.display(),
                         header.journal,
                         header.version
@@ -96,8 +107,8 @@ impl Journal {
                     bail!(
                         "{}: recorded with other settings ({}), so its finished work cannot \
                          be reused here. Run with the recorded settings to continue it, or \
-                         give this run another output file (or move the journal away) to \
-                         start over",
+                         give this command another output file (--out), or move the journal \
+                         away, to start over",
                         path.display(),
                         differing_keys(&header.settings, &settings).join(", ")
                     );
@@ -105,7 +116,7 @@ impl Journal {
             }
             Some(Line::Entry(_)) => bail!(
                 "{}: its first line is not a journal header; it was not written by this \
-                 command, so it is left as it is: give this command another file to write",
+                 command, so it is left as it is: give this command another output file (--out)",
                 path.display()
             ),
         }
@@ -276,6 +287,13 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"task\":\"a\",\"score\":1.0}\n"
+        );
+        std::fs::write(&path, "{\"mine\": 1}\nnot json\n").unwrap();
+        let err = format!("{:#}", open(&path, &json!({})).err().unwrap());
+        assert!(err.contains("not a journal's"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"mine\": 1}\nnot json\n"
         );
     }
 

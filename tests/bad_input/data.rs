@@ -153,6 +153,84 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "eval whose journal was recorded with other settings",
+            |lab| {
+                let p = lab.write("one.json", ONE_PASSAGE);
+                let out = lab.path("results.json");
+                let eval = |seed: &str| {
+                    lab.run(&[
+                        "eval",
+                        "-m",
+                        &s(&gguf()),
+                        "--data",
+                        &s(&p),
+                        "--passages",
+                        "1",
+                        "--conditions",
+                        "base",
+                        "--seed",
+                        seed,
+                        "--out",
+                        &s(&out),
+                    ])
+                };
+                eval("0").ok();
+                let journal = lab.path("results.trials.jsonl");
+                let before = Snapshot::of(&[&journal]);
+                eval("1").fails(&["results.trials.jsonl", "other settings", "seed", "--out"]);
+                before.unchanged();
+            },
+        ),
+        case("eval whose journal file is something else", |lab| {
+            let p = lab.write("one.json", ONE_PASSAGE);
+            let journal = lab.write("results.trials.jsonl", "{\"mine\": 1}\n{\"mine\": 2}\n");
+            let before = Snapshot::of(&[&journal]);
+            lab.run(&[
+                "eval",
+                "-m",
+                &s(&gguf()),
+                "--data",
+                &s(&p),
+                "--passages",
+                "1",
+                "--conditions",
+                "base",
+                "--out",
+                &s(&lab.path("results.json")),
+            ])
+            .fails(&["results.trials.jsonl", "not a journal"]);
+            before.unchanged();
+        }),
+        case(
+            "eval while another process writes the same journal",
+            |lab| {
+                use std::os::fd::AsRawFd;
+                let p = lab.write("one.json", ONE_PASSAGE);
+                let journal = lab.write("results.trials.jsonl", "");
+                let held = std::fs::File::open(&journal).unwrap();
+                // Safety: flock on a descriptor this test owns for the whole case.
+                let rc = unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                assert_eq!(rc, 0);
+                let before = Snapshot::of(&[&journal]);
+                lab.run(&[
+                    "eval",
+                    "-m",
+                    &s(&gguf()),
+                    "--data",
+                    &s(&p),
+                    "--passages",
+                    "1",
+                    "--conditions",
+                    "base",
+                    "--out",
+                    &s(&lab.path("results.json")),
+                ])
+                .fails(&["results.trials.jsonl", "in use by another seal-tui process"]);
+                before.unchanged();
+                drop(held);
+            },
+        ),
+        case(
             "a model file that fails only when the run loads it",
             |lab| {
                 // It exists, so the door lets it through; the runner's setup then fails, and the
