@@ -174,11 +174,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         &plan,
         TrialLog {
             finished: &finished,
-            policy: args
-                .policy
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            policy: super::journal::policy_names(&args.policy),
             record: &mut |trial| match journal.as_mut() {
                 Some(j) => j.append(trial),
                 None => Ok(()),

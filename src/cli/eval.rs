@@ -492,11 +492,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 super::journal::open::<FinishedPiece>(&args.out, "eval table", &settings)?;
             let log = PieceLog {
                 finished: &finished,
-                policy: args
-                    .policy
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
+                policy: super::journal::policy_names(&args.policy),
                 record: &mut |piece| journal.append(piece),
             };
             run_conditions(&model, &eval, &passages, &plan, log, &mut say)?

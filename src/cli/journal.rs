@@ -23,6 +23,11 @@ pub fn model_settings(model: &Model) -> serde_json::Value {
     })
 }
 
+/// `--policy` as a journal's SEAL trials name it.
+pub fn policy_names(policy: &[PathBuf]) -> Vec<String> {
+    policy.iter().map(|p| p.display().to_string()).collect()
+}
+
 /// Opens (or starts) the journal of `out`, saying what it found.
 pub fn open<T: DeserializeOwned>(
     out: &Path,

@@ -87,6 +87,7 @@ impl Journal {
                 path.display()
             );
         }
+        let intact_len = lines.intact_len;
         let mut lines = lines.entries.into_iter();
         let mut entries = Vec::new();
         let header = lines.next();
@@ -135,7 +136,7 @@ impl Journal {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let intact_len = if fresh { 0 } else { lines_intact_len(path)? };
+        let intact_len = if fresh { 0 } else { intact_len };
         if file.metadata()?.len() > intact_len {
             file.set_len(intact_len)
                 .with_context(|| format!("cannot cut the torn tail of {}", path.display()))?;
@@ -176,15 +177,6 @@ impl Journal {
             .and_then(|()| self.file.sync_data())
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// The intact prefix's length, read again under the lock.
-fn lines_intact_len(path: &Path) -> Result<u64> {
-    Ok(read_jsonl::<Value>(path)?.intact_len)
 }
 
 /// The top-level keys whose values differ, for the message.

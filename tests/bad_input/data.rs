@@ -155,77 +155,36 @@ pub fn cases() -> Vec<Case> {
         case(
             "eval whose journal was recorded with other settings",
             |lab| {
-                let p = lab.write("one.json", ONE_PASSAGE);
-                let out = lab.path("results.json");
-                let eval = |seed: &str| {
-                    lab.run(&[
-                        "eval",
-                        "-m",
-                        &s(&gguf()),
-                        "--data",
-                        &s(&p),
-                        "--passages",
-                        "1",
-                        "--conditions",
-                        "base",
-                        "--seed",
-                        seed,
-                        "--out",
-                        &s(&out),
-                    ])
-                };
-                eval("0").ok();
+                eval_one_passage(lab, &["--seed", "0"]).ok();
                 let journal = lab.path("results.trials.jsonl");
                 let before = Snapshot::of(&[&journal]);
-                eval("1").fails(&["results.trials.jsonl", "other settings", "seed", "--out"]);
+                eval_one_passage(lab, &["--seed", "1"]).fails(&[
+                    "results.trials.jsonl",
+                    "other settings",
+                    "seed",
+                    "--out",
+                ]);
                 before.unchanged();
             },
         ),
         case("eval whose journal file is something else", |lab| {
-            let p = lab.write("one.json", ONE_PASSAGE);
             let journal = lab.write("results.trials.jsonl", "{\"mine\": 1}\n{\"mine\": 2}\n");
             let before = Snapshot::of(&[&journal]);
-            lab.run(&[
-                "eval",
-                "-m",
-                &s(&gguf()),
-                "--data",
-                &s(&p),
-                "--passages",
-                "1",
-                "--conditions",
-                "base",
-                "--out",
-                &s(&lab.path("results.json")),
-            ])
-            .fails(&["results.trials.jsonl", "not a journal"]);
+            eval_one_passage(lab, &[]).fails(&["results.trials.jsonl", "not a journal"]);
             before.unchanged();
         }),
         case(
             "eval while another process writes the same journal",
             |lab| {
                 use std::os::fd::AsRawFd;
-                let p = lab.write("one.json", ONE_PASSAGE);
                 let journal = lab.write("results.trials.jsonl", "");
                 let held = std::fs::File::open(&journal).unwrap();
                 // Safety: flock on a descriptor this test owns for the whole case.
                 let rc = unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
                 assert_eq!(rc, 0);
                 let before = Snapshot::of(&[&journal]);
-                lab.run(&[
-                    "eval",
-                    "-m",
-                    &s(&gguf()),
-                    "--data",
-                    &s(&p),
-                    "--passages",
-                    "1",
-                    "--conditions",
-                    "base",
-                    "--out",
-                    &s(&lab.path("results.json")),
-                ])
-                .fails(&["results.trials.jsonl", "in use by another seal-tui process"]);
+                eval_one_passage(lab, &[])
+                    .fails(&["results.trials.jsonl", "in use by another seal-tui process"]);
                 before.unchanged();
                 drop(held);
             },
@@ -476,4 +435,14 @@ fn self_run_fails(lab: &Lab, data: &Path, phrases: &[&str]) {
         ],
         phrases,
     );
+}
+
+/// `eval` of the base row on one passage, its results (and so its journal) in the lab.
+fn eval_one_passage(lab: &Lab, extra: &[&str]) -> super::lab::Out {
+    let p = lab.write("one.json", ONE_PASSAGE);
+    let (m, d, out) = (s(&gguf()), s(&p), s(&lab.path("results.json")));
+    let mut args = vec!["eval", "-m", &m, "--data", &d, "--passages", "1"];
+    args.extend(["--conditions", "base", "--out", &out]);
+    args.extend(extra);
+    lab.run(&args)
 }

@@ -578,19 +578,6 @@ pub fn run_conditions(
             let mut trials: Vec<(Vec<RunResult>, bool)> = Vec::new();
             match condition {
                 Condition::Base => trials.push((vec![base_run(base)], false)),
-                Condition::Passage => {
-                    let key = log.key(condition, *idx, 0, source.clone());
-                    trials.push(log.trial_or(key, || {
-                        run_trial(
-                            learner,
-                            eval,
-                            (*idx, passage),
-                            base,
-                            plan,
-                            &Trial::plain(passage_only.training_sequences(passage, "")),
-                        )
-                    })?)
-                }
                 Condition::PassageSelfEdit | Condition::Seal => {
                     for sample in 0..plan.k {
                         let key = log.key(condition, *idx, sample, source.clone());
@@ -618,25 +605,25 @@ pub fn run_conditions(
                         })?);
                     }
                 }
-                Condition::PassageSynthetic => {
-                    let synthetic = plan
-                        .synthetic
-                        .ok_or_else(|| anyhow!("the synthetic row needs --synthetic FILE"))?;
-                    let Some(extra) = synthetic.texts_for(*idx, passage) else {
-                        progress(&format!(
-                            "synthetic: no data for passage {}; skipped",
-                            idx + 1
-                        ));
-                        continue;
-                    };
+                Condition::Passage | Condition::PassageSynthetic => {
                     let mut texts = passage_only.training_sequences(passage, "");
-                    texts.extend(extra.iter().cloned());
-                    let key = log.key(
-                        condition,
-                        *idx,
-                        0,
-                        digest(texts.iter().map(String::as_str).chain([source.as_str()])),
-                    );
+                    let mut texts_source = source.clone();
+                    if condition == Condition::PassageSynthetic {
+                        let synthetic = plan
+                            .synthetic
+                            .ok_or_else(|| anyhow!("the synthetic row needs --synthetic FILE"))?;
+                        let Some(extra) = synthetic.texts_for(*idx, passage) else {
+                            progress(&format!(
+                                "synthetic: no data for passage {}; skipped",
+                                idx + 1
+                            ));
+                            continue;
+                        };
+                        texts.extend(extra.iter().cloned());
+                        texts_source =
+                            digest(texts.iter().map(String::as_str).chain([source.as_str()]));
+                    }
+                    let key = log.key(condition, *idx, 0, texts_source);
                     trials.push(log.trial_or(key, || {
                         run_trial(
                             learner,
