@@ -53,9 +53,81 @@ impl BlockFormat {
             BlockFormat::Q8_0 => "q8_0",
         }
     }
+
+    /// Bytes of a block's f16 scale (and offset).
+    fn head_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4_1 => 4,
+            _ => 2,
+        }
+    }
+
+    /// Bytes of a block's 32 values.
+    fn value_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q8_0 => 32,
+            _ => 16,
+        }
+    }
 }
 
-/// A `(rows, cols)` matrix stored row by row in blocks of [`BLOCK`] weights along `cols`.
+/// Blocks of a row stored as one group: the group's scales side by side, then its offsets (Q4_1),
+/// then its values. The kernels then read eight scales with one load and scale eight
+/// activation blocks with one multiply, where the file's order (scale, values, scale, values,
+/// ...) cost a few scalar instructions a block. On this machine's Zen 4 cores, one thread:
+/// 1.7-2.0x faster Q4_1 products (`products_speed`), greedy decoding of SmolLM2 1.4-1.8x. A
+/// row's last group holds what is left (`cols / 32 % 8` blocks, when not 0).
+const GROUP: usize = 8;
+
+/// Byte offsets in a row of `nb` blocks of block `b`'s scale, its offset (Q4_1 only) and its
+/// values.
+fn block_at(format: BlockFormat, nb: usize, b: usize) -> (usize, usize, usize) {
+    let g0 = b / GROUP * GROUP;
+    let (t, i) = (GROUP.min(nb - g0), b - g0);
+    let start = g0 * format.block_bytes();
+    (
+        start + 2 * i,
+        start + 2 * t + 2 * i,
+        start + t * format.head_bytes() + i * format.value_bytes(),
+    )
+}
+
+/// Rows of blocks in the file's order, regrouped as [`GROUP`] describes.
+fn pack(format: BlockFormat, cols: usize, file: &[u8]) -> Vec<u8> {
+    let (bb, nb) = (format.block_bytes(), cols / BLOCK);
+    let (hb, vb) = (format.head_bytes(), format.value_bytes());
+    let mut data = vec![0u8; file.len()];
+    for (src, dst) in file
+        .chunks_exact(nb * bb)
+        .zip(data.chunks_exact_mut(nb * bb))
+    {
+        for (b, blk) in src.chunks_exact(bb).enumerate() {
+            let (d, m, v) = block_at(format, nb, b);
+            dst[d..d + 2].copy_from_slice(&blk[..2]);
+            if hb == 4 {
+                dst[m..m + 2].copy_from_slice(&blk[2..4]);
+            }
+            dst[v..v + vb].copy_from_slice(&blk[hb..]);
+        }
+    }
+    data
+}
+
+/// Block `b` of a packed row of `nb` blocks: its scale `d`, the offset every weight carries
+/// (`w = d q + offset`) and its value bytes.
+fn block_parts(format: BlockFormat, nb: usize, row: &[u8], b: usize) -> (f32, f32, &[u8]) {
+    let (at_d, at_m, at_v) = block_at(format, nb, b);
+    let d = f16_at(row, at_d);
+    let offset = match format {
+        BlockFormat::Q4_0 => -8.0 * d,
+        BlockFormat::Q4_1 => f16_at(row, at_m),
+        BlockFormat::Q8_0 => 0.0,
+    };
+    (d, offset, &row[at_v..at_v + format.value_bytes()])
+}
+
+/// A `(rows, cols)` matrix stored row by row in blocks of [`BLOCK`] weights along `cols`, each
+/// row's blocks regrouped as [`GROUP`] describes (the same bytes, in another order).
 #[derive(Clone)]
 pub struct QWeight {
     format: BlockFormat,
@@ -101,7 +173,7 @@ impl QWeight {
             format,
             rows,
             cols,
-            data,
+            data: pack(format, cols, &data),
         })
     }
 
@@ -123,7 +195,7 @@ impl QWeight {
             format: BlockFormat::Q8_0,
             rows,
             cols,
-            data,
+            data: pack(BlockFormat::Q8_0, cols, &data),
         })
     }
 
@@ -160,27 +232,19 @@ impl QWeight {
 
     /// Row `r` as f32 weights.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let bb = self.format.block_bytes();
-        for (blk, out) in self
-            .row(r)
-            .chunks_exact(bb)
-            .zip(out.chunks_exact_mut(BLOCK))
-        {
-            let d = f16_at(blk, 0);
+        let (row, nb) = (self.row(r), self.cols / BLOCK);
+        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
+            let (d, offset, values) = block_parts(self.format, nb, row, b);
             match self.format {
                 BlockFormat::Q8_0 => {
-                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
+                    for (o, &q) in out.iter_mut().zip(values) {
                         *o = d * q as i8 as f32;
                     }
                 }
                 BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                    let (m, qs) = match self.format {
-                        BlockFormat::Q4_1 => (f16_at(blk, 2), &blk[4..]),
-                        _ => (-8.0 * d, &blk[2..]),
-                    };
-                    for (j, &q) in qs.iter().enumerate() {
-                        out[j] = d * (q & 0x0F) as f32 + m;
-                        out[j + 16] = d * (q >> 4) as f32 + m;
+                    for (j, &q) in values.iter().enumerate() {
+                        out[j] = d * (q & 0x0F) as f32 + offset;
+                        out[j + 16] = d * (q >> 4) as f32 + offset;
                     }
                 }
             }
@@ -403,30 +467,23 @@ fn portable_row<const M: usize>(
     first: usize,
 ) -> [f32; M] {
     let nb = acts.blocks;
-    let bb = format.block_bytes();
     let mut acc = [0f32; M];
     let mut q = [0i32; BLOCK];
-    for (b, blk) in w.chunks_exact(bb).enumerate() {
-        let d = f16_at(blk, 0);
-        let offset = match format {
+    for b in 0..nb {
+        let (d, offset, values) = block_parts(format, nb, w, b);
+        match format {
             BlockFormat::Q8_0 => {
-                for (v, &byte) in q.iter_mut().zip(&blk[2..]) {
+                for (v, &byte) in q.iter_mut().zip(values) {
                     *v = byte as i8 as i32;
                 }
-                0.0
             }
             BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                let (offset, qs) = match format {
-                    BlockFormat::Q4_1 => (f16_at(blk, 2), &blk[4..]),
-                    _ => (-8.0 * d, &blk[2..]),
-                };
-                for (j, &byte) in qs.iter().enumerate() {
+                for (j, &byte) in values.iter().enumerate() {
                     q[j] = (byte & 0x0F) as i32;
                     q[j + 16] = (byte >> 4) as i32;
                 }
-                offset
             }
-        };
+        }
         for (i, a) in acc.iter_mut().enumerate() {
             let k = (first + i) * nb + b;
             let x = &acts.q[k * BLOCK..(k + 1) * BLOCK];
@@ -439,10 +496,10 @@ fn portable_row<const M: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Acts, BLOCK};
+    use super::{Acts, BLOCK, GROUP};
     use std::arch::x86_64::*;
 
-    /// Bytes ahead of the current block to prefetch.
+    /// Bytes ahead of the current group to prefetch.
     const PREFETCH: usize = 512;
 
     /// `F`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a constant, so each format gets its own loop).
@@ -457,13 +514,26 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let m = acts.rows();
-        let row_bytes = acts.blocks * Block::<F>::BYTES;
+        let row_bytes = acts.blocks * Format::<F>::BLOCK_BYTES;
         for (r, row) in w.chunks_exact(row_bytes).enumerate() {
             let got = unsafe { row_dot::<M, F>(row, acts, first) };
             out[r * m + first..r * m + first + M].copy_from_slice(&got);
         }
     }
 
+    struct Format<const F: u8>;
+
+    impl<const F: u8> Format<F> {
+        const BLOCK_BYTES: usize = match F {
+            0 => 18,
+            1 => 20,
+            _ => 34,
+        };
+        const HEAD_BYTES: usize = if F == 1 { 4 } else { 2 };
+        const VALUE_BYTES: usize = if F == 2 { 32 } else { 16 };
+    }
+
+    /// One packed row (see [`super::GROUP`]) against activation rows `first..first + M`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn row_dot<const M: usize, const F: u8>(
@@ -472,108 +542,168 @@ mod avx2 {
         first: usize,
     ) -> [f32; M] {
         let nb = acts.blocks;
-        // Two accumulators per row, for even and odd blocks: with one, every block waits for the
-        // previous block's multiply-add to finish.
-        let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        let mut offsets = [[0f32; 2]; M];
-        let mut b = 0;
-        while b < nb {
-            // SAFETY: `b < nb` (and `b + 1 < nb` for the second block); see the contract.
-            let even = unsafe { Block::<F>::at(w, b) };
-            let odd = match b + 1 < nb {
-                true => Some(unsafe { Block::<F>::at(w, b + 1) }),
-                false => None,
+        // Two accumulators per activation row, for even and odd blocks: with one, every block
+        // waits for the previous block's multiply-add to finish.
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); M], [_mm256_setzero_ps(); M]);
+        let mut offsets = [_mm256_setzero_ps(); M];
+        let mut g0 = 0;
+        while g0 < nb {
+            let t = GROUP.min(nb - g0);
+            // SAFETY: the group's bytes are inside the row (`g0 < nb`).
+            let p = unsafe { w.as_ptr().add(g0 * Format::<F>::BLOCK_BYTES) };
+            // The weights stream from memory once per token; asking a few lines ahead keeps
+            // more reads in flight than the hardware prefetcher does on its own. A prefetch
+            // past the row's end reads the next row (or nothing) and cannot fault.
+            for line in (0..t * Format::<F>::BLOCK_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + line) as *const i8);
+            }
+            // SAFETY (this block): `t` scales (and offsets) lie at the group's start; the
+            // activations hold `nb` blocks per row, `g0 + t <= nb`.
+            let (d, offset) = unsafe {
+                let d = halves(p, t);
+                let offset = match F {
+                    0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
+                    1 => halves(p.add(2 * t), t),
+                    _ => _mm256_setzero_ps(),
+                };
+                (d, offset)
             };
+            // Each activation block's scale times its weight block's, per activation row.
+            let mut scales = [[0f32; GROUP]; M];
             for i in 0..M {
-                let k = (first + i) * nb + b;
+                let k = (first + i) * nb + g0;
+                // SAFETY: as above.
                 unsafe {
-                    even.add_to(acts, k, &mut acc[i][0], &mut offsets[i][0]);
-                    if let Some(odd) = &odd {
-                        odd.add_to(acts, k + 1, &mut acc[i][1], &mut offsets[i][1]);
+                    let s = singles(acts.scale.as_ptr().add(k), t);
+                    _mm256_storeu_ps(scales[i].as_mut_ptr(), _mm256_mul_ps(d, s));
+                    if F != 2 {
+                        let sum = singles(acts.sum.as_ptr().add(k), t);
+                        offsets[i] = _mm256_fmadd_ps(offset, sum, offsets[i]);
                     }
                 }
             }
-            b += 2;
+            // SAFETY: the values follow the group's scales and offsets.
+            let values = unsafe { p.add(t * Format::<F>::HEAD_BYTES) };
+            let rows: [usize; M] = std::array::from_fn(|i| (first + i) * nb + g0);
+            // SAFETY: blocks `j < t` of the group; their activation blocks exist.
+            unsafe {
+                let mut j = 0;
+                while j + 1 < t {
+                    block::<M, F>(values, j, acts, &rows, &scales, &mut even);
+                    block::<M, F>(values, j + 1, acts, &rows, &scales, &mut odd);
+                    j += 2;
+                }
+                if j < t {
+                    block::<M, F>(values, j, acts, &rows, &scales, &mut even);
+                }
+            }
+            g0 += t;
         }
         let mut out = [0f32; M];
         for i in 0..M {
-            out[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1])) + offsets[i][0] + offsets[i][1];
+            out[i] = hsum(_mm256_add_ps(_mm256_add_ps(even[i], odd[i]), offsets[i]));
         }
         out
     }
 
-    /// One weight block decoded to 16-bit integers, with its scale and offset.
-    struct Block<const F: u8> {
-        w0: __m256i,
-        w1: __m256i,
-        d: f32,
-        offset: f32,
-    }
-
-    impl<const F: u8> Block<F> {
-        const BYTES: usize = match F {
-            0 => 18,
-            1 => 20,
-            _ => 34,
-        };
-
-        /// # Safety
-        /// AVX2, FMA and F16C; `w` holds more than `b` blocks of format `F`.
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn at(w: &[u8], b: usize) -> Block<F> {
-            let blk = unsafe { w.as_ptr().add(b * Self::BYTES) };
-            // The weights stream from memory once per token; asking a few lines ahead keeps
-            // more reads in flight than the hardware prefetcher does on its own. A prefetch
-            // past the row's end reads the next row (or nothing) and cannot fault.
-            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH) as *const i8);
-            let d = unsafe { half_at(blk) };
-            let (w0, w1) = if F == 2 {
-                let qs = unsafe { blk.add(2) };
-                (
-                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(qs as _) }),
-                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(qs.add(16) as _) }),
-                )
-            } else {
-                let low = _mm_set1_epi8(0x0F);
-                let qs = unsafe { _mm_loadu_si128(blk.add(if F == 1 { 4 } else { 2 }) as _) };
-                (
-                    _mm256_cvtepu8_epi16(_mm_and_si128(qs, low)),
-                    _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(qs, 4), low)),
-                )
-            };
-            let offset = match F {
-                0 => -8.0 * d,
-                1 => unsafe { half_at(blk.add(2)) },
-                _ => 0.0,
-            };
-            Block { w0, w1, d, offset }
-        }
-
-        /// Adds this block's product with activation block `k` to `acc` and `offset`.
-        ///
-        /// # Safety
-        /// AVX2, FMA and F16C; `acts` has more than `k` blocks.
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn add_to(&self, acts: &Acts, k: usize, acc: &mut __m256, offset: &mut f32) {
-            let x = unsafe { acts.q.as_ptr().add(k * BLOCK) } as *const __m256i;
-            let p = _mm256_add_epi32(
-                _mm256_madd_epi16(self.w0, unsafe { _mm256_loadu_si256(x) }),
-                _mm256_madd_epi16(self.w1, unsafe { _mm256_loadu_si256(x.add(1)) }),
-            );
-            let scale = _mm256_set1_ps(self.d * unsafe { *acts.scale.get_unchecked(k) });
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
-            if F != 2 {
-                *offset += self.offset * unsafe { *acts.sum.get_unchecked(k) };
+    /// Block `j` of a group (values at `values`) against the activation rows whose blocks for
+    /// the group start at `rows[i]`, scaled by `scales[i][j]`.
+    ///
+    /// # Safety
+    /// AVX2, FMA; block `j` and its activation blocks exist.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block<const M: usize, const F: u8>(
+        values: *const u8,
+        j: usize,
+        acts: &Acts,
+        rows: &[usize; M],
+        scales: &[[f32; GROUP]; M],
+        acc: &mut [__m256; M],
+    ) {
+        // SAFETY: as documented.
+        unsafe {
+            let (w0, w1) = decode::<F>(values.add(j * Format::<F>::VALUE_BYTES));
+            for i in 0..M {
+                let x = acts.q.as_ptr().add((rows[i] + j) * BLOCK) as *const __m256i;
+                let p = _mm256_add_epi32(
+                    _mm256_madd_epi16(w0, _mm256_loadu_si256(x)),
+                    _mm256_madd_epi16(w1, _mm256_loadu_si256(x.add(1))),
+                );
+                let scale = _mm256_set1_ps(scales[i][j]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[i]);
             }
         }
     }
 
+    /// A block's 32 values as 16-bit integers (Q4 values without their offset).
+    ///
+    /// # Safety
+    /// AVX2; `values` holds the block's value bytes.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn half_at(p: *const u8) -> f32 {
-        let bits = unsafe { (p as *const u16).read_unaligned() };
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    unsafe fn decode<const F: u8>(values: *const u8) -> (__m256i, __m256i) {
+        if F == 2 {
+            // SAFETY: 32 value bytes.
+            unsafe {
+                (
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(values as _)),
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(values.add(16) as _)),
+                )
+            }
+        } else {
+            let low = _mm_set1_epi8(0x0F);
+            // SAFETY: 16 value bytes.
+            let qs = unsafe { _mm_loadu_si128(values as _) };
+            (
+                _mm256_cvtepu8_epi16(_mm_and_si128(qs, low)),
+                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(qs, 4), low)),
+            )
+        }
+    }
+
+    /// Lanes `..t` set: `MASKS[8 - t..][..8]`.
+    static MASKS: [i32; 2 * GROUP] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// A mask of the first `t <= 8` lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn first_lanes(t: usize) -> __m256i {
+        // SAFETY: `8 - t + 8 <= 16` values of the table.
+        unsafe { _mm256_loadu_si256(MASKS[GROUP - t..].as_ptr() as *const __m256i) }
+    }
+
+    /// `t <= 8` f16 values from `p`, zeros after them.
+    ///
+    /// # Safety
+    /// F16C; 16 bytes from `p` are readable (`t` a group's count: its bytes hold 16 past any
+    /// of its scales or offsets).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn halves(p: *const u8, t: usize) -> __m256 {
+        // SAFETY: as documented.
+        let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as _) });
+        match t {
+            // The lanes past `t` hold other bytes of the group, possibly not numbers.
+            GROUP => v,
+            _ => _mm256_and_ps(v, _mm256_castsi256_ps(first_lanes(t))),
+        }
+    }
+
+    /// `t <= 8` f32 values from `p`, zeros after them.
+    ///
+    /// # Safety
+    /// AVX; `p` holds `t` values.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn singles(p: *const f32, t: usize) -> __m256 {
+        // SAFETY: as documented (masked lanes are not read).
+        unsafe {
+            match t {
+                GROUP => _mm256_loadu_ps(p),
+                _ => _mm256_maskload_ps(p, first_lanes(t)),
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -635,8 +765,16 @@ mod tests {
 
     #[test]
     fn products_equal_the_dequantized_weights_in_every_format_kernel_and_row_count() {
-        let (rows, cols) = (37, 96);
+        // 3 blocks a row (one short group), then 19 (two whole groups and a short one).
+        for (rows, cols) in [(37, 96), (9, 608)] {
+            products_equal_the_dequantized_weights(rows, cols);
+        }
+    }
+
+    fn products_equal_the_dequantized_weights(rows: usize, cols: usize) {
         let w = random(rows * cols, 1);
+        // Rounding grows with the length of the sums.
+        let tolerance = 5e-6 * cols as f32;
         for format in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let (q, dense) = ggml_blocks(format, &w, rows, cols);
             assert_eq!(
@@ -665,14 +803,14 @@ mod tests {
                         .iter()
                         .zip(&want)
                         .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-                    assert!(err < 5e-4, "{format:?} {kernel:?} m={m}: {err}");
+                    assert!(err < tolerance, "{format:?} {kernel:?} m={m}: {err}");
                 }
                 let y = matmul_group(&[&q], &x, m).remove(0);
                 let err = y
                     .iter()
                     .zip(&want)
                     .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-                assert!(err < 5e-4, "{format:?} matmul m={m}: {err}");
+                assert!(err < tolerance, "{format:?} matmul m={m}: {err}");
             }
         }
     }
@@ -721,5 +859,49 @@ mod tests {
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 79]).is_err());
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 33, vec![0; 80]).is_err());
         assert!(QWeight::from_blocks(BlockFormat::Q4_1, 4, 32, vec![0; 80]).is_ok());
+    }
+
+    /// Nanoseconds a weight block takes in one product with one activation row, on one thread
+    /// (its CPU time, so other work on the machine barely moves it), at SmolLM2's shapes;
+    /// `cargo test --release --lib products_speed -- --ignored --nocapture`. A measurement,
+    /// not a check.
+    #[test]
+    #[ignore]
+    fn products_speed() {
+        fn thread_secs() -> f64 {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid timespec to write to.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+        }
+        let kernel = Kernel::detect();
+        for (format, rows, cols) in [
+            (GgmlDType::Q4_1, 1536, 576),
+            (GgmlDType::Q4_1, 576, 1536),
+            (GgmlDType::Q8_0, 49152, 576),
+        ] {
+            let (q, _) = ggml_blocks(format, &random(rows * cols, 2), rows, cols);
+            for m in [1, 4] {
+                let acts = Acts::new(&random(m * cols, 3), cols);
+                let mut out = vec![0f32; rows * m];
+                let reps = (40_000_000 / (rows * cols)).max(1);
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let t = thread_secs();
+                    for _ in 0..reps {
+                        q.rows_dots(kernel, 0..rows, &acts, &mut out);
+                    }
+                    best = best.min((thread_secs() - t) / reps as f64);
+                }
+                let blocks = (rows * cols / BLOCK * m) as f64;
+                eprintln!(
+                    "{format:?} {rows}x{cols} m={m} ({kernel:?}): {:.2} ns a block and row",
+                    best * 1e9 / blocks
+                );
+            }
+        }
     }
 }
