@@ -2,6 +2,7 @@
 //! through it: in [`Mode::Train`] every op on the path has a backward, and the frozen base weights
 //! never receive a gradient (see [`ops::frozen_matmul`]).
 
+use super::attend;
 use super::config::ModelConfig;
 use super::fused;
 use super::lora::{LoraAdapter, Target};
@@ -750,11 +751,39 @@ impl Transformer {
         let c = &self.config;
         let (b, _, t, hd) = q.dims4()?;
         let groups = c.kv_groups();
-        let t_k = k.dim(2)?;
         let q = q
             .contiguous()?
             .reshape((b, c.num_kv_heads, groups * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
+        let decoded = match mode {
+            Mode::Infer => attend::attend(&q, k, v, t, bias, scale as f32)?,
+            Mode::Train => None,
+        };
+        let out = match decoded {
+            Some(out) => out,
+            None => self.attention_scores(&q, k, v, bias, mode, scale)?,
+        };
+        Ok(out
+            .reshape((b, c.num_heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_heads * hd))?)
+    }
+
+    /// `softmax(q kᵀ scale + bias) v` by candle's ops, `q` as [`Model::attention`] stacks it.
+    fn attention_scores(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        mode: Mode,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _, rows, _) = q.dims4()?;
+        let groups = c.kv_groups();
+        let t = rows / groups;
+        let t_k = k.dim(2)?;
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(bias) = bias {
             scores = scores
@@ -768,11 +797,7 @@ impl Transformer {
             }
             _ => ops::softmax_last(&scores, mode)?,
         };
-        let out = probs.matmul(v)?;
-        Ok(out
-            .reshape((b, c.num_heads, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, c.num_heads * hd))?)
+        Ok(probs.matmul(v)?)
     }
 
     /// Logits `(.., vocab)` for hidden states `(.., hidden)`, in f32 (f64 for an f64 model).
