@@ -31,7 +31,9 @@ pub fn attend(
 ) -> Result<Option<Tensor>> {
     let (b, heads, rows, d) = q.dims4()?;
     let keys = k.dim(2)?;
-    if positions == 0
+    if !q.device().is_cpu()
+        || q.dtype() != candle_core::DType::F32
+        || positions == 0
         || positions > MAX_POSITIONS
         || !rows.is_multiple_of(positions)
         || k.dims() != [b, heads, keys, d]
