@@ -73,43 +73,42 @@ pub fn attend(
     // A bias of one row serves every row of the batch.
     let bias_batch = bias.as_ref().map_or(1, |t| t.dims()[0]);
     let mut out = vec![0f32; b * heads * rows * d];
-    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(rows * d).map(Mutex::new).collect();
+    // One task per query row (of one batch row and key/value head), so that two threads share
+    // three heads' rows evenly.
+    let tasks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(d).map(Mutex::new).collect();
     let task = |task: usize, _thread: usize| {
-        let (bi, hi) = (task / heads, task % heads);
+        let (pair, r) = (task / rows, task % rows);
+        let (bi, hi) = (pair / heads, pair % heads);
         let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
+        let query = &qv[task * d..(task + 1) * d];
+        let bias_row = bias_values.map(|values| {
+            let row = (bi % bias_batch) * positions + r % positions;
+            &values[row * keys..(row + 1) * keys]
+        });
         let mut weights = vec![0f32; keys];
-        for r in 0..rows {
-            let at = (task * rows + r) * d;
-            let query = &qv[at..at + d];
-            let bias_row = bias_values.map(|values| {
-                let row = (bi % bias_batch) * positions + r % positions;
-                &values[row * keys..(row + 1) * keys]
-            });
-            let mut max = f32::NEG_INFINITY;
-            for (j, w) in weights.iter_mut().enumerate() {
-                *w = dot(query, kv.row(bi, hi, j)) * scale + bias_row.map_or(0.0, |b| b[j]);
-                max = max.max(*w);
-            }
-            let mut sum = 0f32;
-            for w in weights.iter_mut() {
-                *w = (*w - max).exp();
-                sum += *w;
-            }
-            let out = &mut out[r * d..(r + 1) * d];
-            out.fill(0.0);
-            for (j, &w) in weights.iter().enumerate() {
-                let p = w / sum;
-                for (o, &x) in out.iter_mut().zip(vv.row(bi, hi, j)) {
-                    *o += p * x;
-                }
+        let mut max = f32::NEG_INFINITY;
+        for (j, w) in weights.iter_mut().enumerate() {
+            *w = dot(query, kv.row(bi, hi, j)) * scale + bias_row.map_or(0.0, |b| b[j]);
+            max = max.max(*w);
+        }
+        let mut sum = 0f32;
+        for w in weights.iter_mut() {
+            *w = (*w - max).exp();
+            sum += *w;
+        }
+        out.fill(0.0);
+        for (j, &w) in weights.iter().enumerate() {
+            let p = w / sum;
+            for (o, &x) in out.iter_mut().zip(vv.row(bi, hi, j)) {
+                *o += p * x;
             }
         }
     };
-    let pairs = b * heads;
-    if pairs * rows * keys * d < PARALLEL_MIN || pairs > pool::MAX_TASKS {
-        (0..pairs).for_each(|t| task(t, 0));
+    let count = tasks.len();
+    if count * keys * d < PARALLEL_MIN || count > pool::MAX_TASKS {
+        (0..count).for_each(|t| task(t, 0));
     } else {
-        pool::global().run(pairs, &task);
+        pool::global().run(count, &task);
     }
     drop(tasks);
     Ok(Some(Tensor::from_vec(
@@ -225,6 +224,8 @@ mod tests {
             (2, 2, 7, 1, 5, 8, 20),
             (3, 1, 2, 4, 33, 40, 64),
             (1, 2, 1, 8, 9, 9, 17),
+            // Enough work to run on the pool.
+            (2, 3, 3, 1, 500, 512, 64),
         ]
         .iter()
         .enumerate()
