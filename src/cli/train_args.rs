@@ -37,6 +37,7 @@ pub struct TrainArgs {
     pub loss: LossOn,
     #[arg(long, default_value_t = 0)]
     pub train_seed: u64,
+    /// Longer rows are cut to it: their ends, or under `--loss completion` their prompts' starts.
     #[arg(long, default_value_t = 1024)]
     pub max_seq_len: usize,
 }

@@ -165,13 +165,16 @@ pub enum TrainEvent {
         tokens: usize,
         trainable_parameters: usize,
     },
-    /// Some examples were longer than `max_seq_len` and were cut to it (their tails are not
-    /// learnt). Sent before `Started`, so a caller can say so.
+    /// Some examples were longer than `max_seq_len` and were cut to it: their ends, or, when
+    /// only completions are learnt (`prompt_starts`), the starts of their prompts, so that the
+    /// completions are learnt whole. Sent before `Started`, so a caller can say so.
     Truncated {
         rows: usize,
         of: usize,
         longest: usize,
         max_seq_len: usize,
+        #[serde(default)]
+        prompt_starts: bool,
     },
     Step(StepProgress),
     Failed {
@@ -317,11 +320,12 @@ pub fn train_lora(
             of: examples.len(),
             longest,
             max_seq_len: cfg.max_seq_len,
+            prompt_starts: cfg.loss == LossOn::Completion,
         });
     }
     let examples: Vec<Example> = examples
         .iter()
-        .map(|e| truncate(e, cfg.max_seq_len))
+        .map(|e| truncate(e, cfg.max_seq_len, cfg.loss))
         .filter(|e| e.len() >= 2 && counted_positions(e, cfg.loss) > 0)
         .collect();
     if examples.is_empty() {
@@ -544,9 +548,20 @@ impl UpdateGuard {
     }
 }
 
-fn truncate(e: &Example, max: usize) -> Example {
+/// `e` cut to `max` tokens. Where only the completion is learnt, the prompt loses its start
+/// (the completion is what the example teaches; cutting its end, as the first version did, left
+/// a long ARC config half learnt); if the completion alone is too long, one prompt token stays
+/// to predict its start from. Otherwise the end goes.
+fn truncate(e: &Example, max: usize, loss: LossOn) -> Example {
     let mut e = e.clone();
-    if e.prompt.len() >= max {
+    if e.len() <= max {
+        return e;
+    }
+    if loss == LossOn::Completion && !e.prompt.is_empty() && !e.completion.is_empty() {
+        let keep = max.saturating_sub(e.completion.len()).max(1);
+        e.prompt.drain(..e.prompt.len().saturating_sub(keep));
+        e.completion.truncate(max - e.prompt.len());
+    } else if e.prompt.len() >= max {
         e.prompt.truncate(max);
         e.completion.clear();
     } else {
@@ -700,7 +715,33 @@ mod tests {
         };
         assert_eq!(counted_positions(&e, LossOn::All), 4);
         assert_eq!(counted_positions(&e, LossOn::Completion), 2);
-        let t = truncate(&e, 4);
-        assert_eq!(t.completion, vec![4]);
+    }
+
+    #[test]
+    fn truncation_keeps_what_the_loss_learns() {
+        let e = Example {
+            prompt: vec![1, 2, 3],
+            completion: vec![4, 5],
+        };
+        let cut = |max, loss| {
+            let t = truncate(&e, max, loss);
+            (t.prompt, t.completion)
+        };
+        // Every token learnt: the end goes.
+        assert_eq!(cut(4, LossOn::All), (vec![1, 2, 3], vec![4]));
+        assert_eq!(cut(2, LossOn::All), (vec![1, 2], vec![]));
+        // Only the completion learnt: the prompt's start goes, the completion stays whole...
+        assert_eq!(cut(4, LossOn::Completion), (vec![2, 3], vec![4, 5]));
+        assert_eq!(cut(3, LossOn::Completion), (vec![3], vec![4, 5]));
+        // ...unless it alone is too long: one prompt token predicts its start.
+        assert_eq!(cut(2, LossOn::Completion), (vec![3], vec![4]));
+        // Short enough: untouched.
+        assert_eq!(cut(5, LossOn::Completion), (vec![1, 2, 3], vec![4, 5]));
+        for max in 2..=5 {
+            for loss in [LossOn::All, LossOn::Completion] {
+                let t = truncate(&e, max, loss);
+                assert!(t.len() <= max && counted_positions(&t, loss) > 0);
+            }
+        }
     }
 }

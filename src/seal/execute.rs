@@ -294,13 +294,18 @@ pub fn truncation_note(e: &TrainEvent, field: &str) -> Option<String> {
         of,
         longest,
         max_seq_len,
+        prompt_starts,
     } = e
     else {
         return None;
     };
+    let how = match prompt_starts {
+        true => "their prompts lost their starts so that their completions are learnt whole",
+        false => "their ends are not learnt",
+    };
     Some(format!(
         "{rows} of {of} training sequences are longer than {field} = {max_seq_len} tokens (the \
-         longest has {longest}) and were cut to it; their ends are not learnt"
+         longest has {longest}) and were cut to it; {how}"
     ))
 }
 
