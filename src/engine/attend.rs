@@ -120,8 +120,8 @@ pub fn attend(
 
 /// A contiguous f32 CPU buffer's values.
 fn contiguous_f32<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Some(&v[start..end]),
+    match s {
+        Storage::Cpu(s) => super::ops::f32_values(s, l),
         _ => None,
     }
 }
@@ -181,22 +181,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_diff, rand};
     use super::*;
     use candle_core::{Device, D};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
 
     /// candle's formulation, as `Model::attention` computes it for prefill.
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, t: usize, bias: Option<&Tensor>) -> Tensor {
@@ -256,16 +243,7 @@ mod tests {
                     .unwrap()
                     .expect("applies");
                 let want = reference(&q, &k, &v, t, bias);
-                let err = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let err = max_diff(&got, &want);
                 assert!(err < 1e-5, "case {i} bias {}: {err}", bias.is_some());
             }
         }

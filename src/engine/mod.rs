@@ -18,6 +18,8 @@ pub mod quality;
 pub mod qweight;
 pub mod rng;
 pub mod sample;
+#[cfg(test)]
+mod testing;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

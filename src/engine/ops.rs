@@ -101,7 +101,7 @@ impl CustomOp2 for FrozenMatmul {
 }
 
 /// A contiguous f32 CPU buffer's values; `None` for another type or a strided layout.
-fn f32_values<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
+pub(super) fn f32_values<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Some(&v[start..end]),
         _ => None,
@@ -259,35 +259,9 @@ pub fn attention_bias(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_diff, rand};
     use super::*;
     use candle_core::{Device, Var};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn frozen_matmul_matches_matmul_and_gives_input_gradient_only() {
