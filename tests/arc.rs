@@ -394,6 +394,29 @@ fn arc_eval_prints_the_table_and_writes_consistent_json() {
     assert!(oracle["steps"].as_u64().unwrap() > 0, "{oracle}");
     assert_eq!(oracle["results"].as_array().unwrap().len(), 2);
     let _: SelfEditConfig = serde_json::from_value(json["oracle"].clone()).unwrap();
+
+    // `report` re-reads the file: the same table, which task each row solved, and CSV files
+    // of the rows and of every trial.
+    let report = Process::new(env!("CARGO_BIN_EXE_seal-tui"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{printed}");
+    let table = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains('%'));
+    for line in table {
+        assert!(printed.contains(line), "{line} not in\n{printed}");
+    }
+    assert!(printed.contains("| swapcols |"), "{printed}");
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + rows.len(), "{csv}");
+    let trials = std::fs::read_to_string(dir.path().join("results-trials.csv")).unwrap();
+    // One line per trial: a task each for ICL and the oracle, k = 2 configs for the others.
+    assert_eq!(trials.lines().count(), 1 + 1 + 2 + 2 + 1, "{trials}");
+    assert!(trials.contains("invalid self-edit"), "{trials}");
 }
 
 /// `arc eval` on the tiny model with the given rows; the run's stdout, stderr and success.

@@ -6,11 +6,15 @@ use clap::{Args, Subcommand};
 use seal_tui::record::config::RunConfig;
 use seal_tui::seal::settings;
 use seal_tui::tasks::arc::conditions::{
-    format_table, run_conditions, Condition, EvalPlan, FinishedTrial, TrialLog,
+    format_table, format_tasks, run_conditions, Condition, ConditionReport, EvalPlan,
+    FinishedTrial, TrialLog,
 };
 use seal_tui::tasks::arc::ttt::{oracle_config, Ttt};
 use seal_tui::tasks::arc::{self, fetch, parse_self_edit};
 use std::path::PathBuf;
+
+/// What an `arc eval` results file says it is, so `report` knows how to read it.
+const RESULTS_KIND: &str = "seal-tui-arc-eval";
 
 #[derive(Subcommand, Debug)]
 pub enum ArcCommand {
@@ -188,6 +192,7 @@ fn eval(args: EvalArgs) -> Result<()> {
          model solves its task (SEAL's definition); the other rows count tasks."
     );
     let json = serde_json::json!({
+        "kind": RESULTS_KIND,
         "model": model.info,
         "policy": args.policy,
         "data": data,
@@ -203,5 +208,82 @@ fn eval(args: EvalArgs) -> Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     errln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+/// An `arc eval` results file: its kind, or (written before files said so) its `arc`
+/// settings beside its rows.
+pub fn is_results(json: &serde_json::Value) -> bool {
+    match json.get("kind").and_then(|k| k.as_str()) {
+        Some(kind) => kind == RESULTS_KIND,
+        None => json.get("arc").is_some() && json.get("conditions").is_some(),
+    }
+}
+
+/// Re-reads an `arc eval` results file: the table, which tasks each row solved, and two CSV
+/// files, the rows (`out`, default beside the file) and every trial (`…-trials.csv` beside it).
+pub fn report_results(
+    path: &std::path::Path,
+    json: &serde_json::Value,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    use seal_tui::text::report::csv_field;
+    let reports: Vec<ConditionReport> =
+        serde_json::from_value(json.get("conditions").cloned().unwrap_or_default())
+            .with_context(|| format!("{}: malformed `conditions`", path.display()))?;
+    outln!("{}", format_table(&reports));
+    outln!("{}", format_tasks(&reports));
+    let rows_path = out
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| path.with_extension("csv"));
+    let trials_path = rows_path.with_file_name(format!(
+        "{}-trials.csv",
+        rows_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "arc-eval".into())
+    ));
+    let mut rows = String::from(
+        "row,condition,success,ci95_low,ci95_high,solved,counted,unit,valid_configs,sampled_configs,secs\n",
+    );
+    let mut trials = String::from(
+        "row,task,sample,solved,failure,examples,steps,train_tokens,sample_secs,train_secs,answer_secs\n",
+    );
+    for r in &reports {
+        let (valid, sampled) = r.valid_configs();
+        let condition = serde_json::to_value(r.condition)?;
+        rows.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{valid},{sampled},{}\n",
+            csv_field(&r.label),
+            condition.as_str().unwrap_or_default(),
+            r.rate,
+            r.ci95.0,
+            r.ci95.1,
+            r.solved,
+            r.trials,
+            csv_field(&r.unit),
+            r.secs
+        ));
+        for t in &r.runs {
+            trials.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                csv_field(&r.label),
+                csv_field(&t.task),
+                t.sample,
+                t.solved,
+                csv_field(t.failure.as_deref().unwrap_or("")),
+                t.examples,
+                t.steps,
+                t.train_tokens,
+                t.sample_secs,
+                t.train_secs,
+                t.answer_secs
+            ));
+        }
+    }
+    for (file, text) in [(&rows_path, rows), (&trials_path, trials)] {
+        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        errln!("wrote {}", file.display());
+    }
     Ok(())
 }

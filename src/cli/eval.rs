@@ -565,16 +565,20 @@ pub fn format_continual(r: &ContinualReport, colour: bool) -> String {
     out
 }
 
-/// Re-reads an eval results file: the table (or the heat map) and its CSV.
+/// Re-reads an eval results file: the table (or the heat map) and its CSV; an `arc eval` file
+/// goes to [`super::arc::report_results`].
 pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
     use seal_tui::text::report::csv_field;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    if super::arc::is_results(&json) {
+        return super::arc::report_results(path, &json, out);
+    }
     if json.get("kind").and_then(|k| k.as_str()) != Some(RESULTS_KIND) {
         bail!(
-            "{}: not a results file of seal-tui eval (and not a session folder)",
+            "{}: not a results file of seal-tui eval or arc eval (and not a session folder)",
             path.display()
         );
     }

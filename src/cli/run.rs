@@ -51,10 +51,10 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A session (folder or id), or a results file written by `seal-tui eval`.
+    /// A session (folder or id), or a results file written by `seal-tui eval` or `arc eval`.
     pub session: String,
     /// Where to write the CSV files (default: the session's report/ folder; for a results file,
-    /// the same name ending in .csv).
+    /// the same name ending in .csv, and for `arc eval`'s also its trials in NAME-trials.csv).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -181,7 +181,7 @@ pub fn check_speed(speed: f64) -> Result<()> {
 pub fn report(args: &ReportArgs) -> Result<()> {
     let path = std::path::Path::new(&args.session);
     if path.is_file() {
-        // A results file of `seal-tui eval`.
+        // A results file of `seal-tui eval` or `arc eval`.
         return super::eval::report_file(path, args.out.as_deref());
     }
     let dir = session::resolve(&args.session)?;

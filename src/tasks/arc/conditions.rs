@@ -400,6 +400,41 @@ pub fn format_table(reports: &[ConditionReport]) -> String {
     out
 }
 
+/// Which tasks each row solved: one line per task (in the order first met), one column per
+/// row; a task-level row shows `solved`/`no`, a config-level row how many of its configs did.
+pub fn format_tasks(reports: &[ConditionReport]) -> String {
+    let mut tasks: Vec<&str> = Vec::new();
+    for t in reports.iter().flat_map(|r| &r.runs) {
+        if !tasks.contains(&t.task.as_str()) {
+            tasks.push(&t.task);
+        }
+    }
+    let mut out = String::from("| task |");
+    for r in reports {
+        out.push_str(&format!(" {} |", r.label));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(reports.len()));
+    out.push('\n');
+    for task in tasks {
+        out.push_str(&format!("| {task} |"));
+        for r in reports {
+            let runs: Vec<&Trial> = r.runs.iter().filter(|t| t.task == task).collect();
+            let solved = runs.iter().filter(|t| t.solved).count();
+            let cell = match (r.condition, runs.len()) {
+                (_, 0) => "–".to_string(),
+                (Condition::Icl | Condition::Oracle, _) => {
+                    if solved > 0 { "solved" } else { "no" }.to_string()
+                }
+                (Condition::SelfEdit | Condition::Seal, n) => format!("{solved}/{n} configs"),
+            };
+            out.push_str(&format!(" {cell} |"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +446,61 @@ mod tests {
             assert_eq!(Condition::parse(name.as_str().unwrap()), Some(c));
         }
         assert_eq!(Condition::parse("baseline"), None);
+    }
+
+    #[test]
+    fn the_task_table_marks_each_rows_solved_tasks() {
+        let trial = |task: &str, sample: usize, solved: bool| Trial {
+            task: task.into(),
+            sample,
+            self_edit: None,
+            config: None,
+            failure: None,
+            solved,
+            results: Vec::new(),
+            examples: 0,
+            steps: 0,
+            train_tokens: 0,
+            sample_secs: 0.0,
+            train_secs: 0.0,
+            answer_secs: 0.0,
+        };
+        let row = |condition: Condition, runs: Vec<Trial>| ConditionReport {
+            condition,
+            label: condition.label().into(),
+            unit: condition.unit().into(),
+            solved: runs.iter().filter(|t| t.solved).count(),
+            trials: runs.len(),
+            rate: 0.0,
+            ci95: (0.0, 0.0),
+            secs: 0.0,
+            runs,
+        };
+        let reports = [
+            row(
+                Condition::Icl,
+                vec![trial("a", 0, false), trial("b", 0, true)],
+            ),
+            row(
+                Condition::SelfEdit,
+                vec![
+                    trial("a", 0, true),
+                    trial("a", 1, false),
+                    trial("b", 0, false),
+                ],
+            ),
+            row(Condition::Oracle, vec![trial("a", 0, true)]),
+        ];
+        let table = format_tasks(&reports);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[2].starts_with("| a | no | 1/2 configs | solved |"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("| b | solved | 0/1 configs | – |"),
+            "{table}"
+        );
     }
 }
