@@ -237,3 +237,68 @@ fn the_terminal_is_restored_after_a_panic_and_after_sigterm() {
         "the alternate screen is still shown:\n{screen}"
     );
 }
+
+/// `report FILE.json --screen` on a continual evaluation's results: the forgetting matrix
+/// opens, the cursor moves with the workbench's keys, q closes it and the terminal is back.
+/// A results file of another kind is refused before the screen opens.
+#[test]
+fn report_screen_shows_the_forgetting_matrix_and_gives_the_terminal_back() {
+    let dir = scratch().join("e2e-forgetting");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("continual.json");
+    let results = serde_json::json!({
+        "kind": "seal-tui-eval",
+        "continual": {
+            "titles": ["Warsaw", "Normans", "Teacher"],
+            "base": [0.1, 0.0, 0.2],
+            "matrix": [[0.5], [0.25, 0.75], [0.2, 0.5, 1.0]],
+            "template": "implications",
+            "secs": 3.0
+        }
+    });
+    std::fs::write(&file, results.to_string()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_seal-tui");
+    let command = format!(
+        "{bin} report {} --screen; code=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; echo EXIT=$code; sleep 30",
+        file.display()
+    );
+    let t = Tmux::start("seal-forgetting", 80, 24, &command);
+    let screen = t.wait_for("the matrix", |s| s.contains("Forgetting matrix"));
+    assert!(
+        screen.contains("After update 3 of 3 (p3), on p1 Warsaw: 20%"),
+        "{screen}"
+    );
+    assert!(screen.contains("-30 pts since then"), "{screen}");
+    t.keys("k");
+    t.keys("l");
+    t.wait_for("the cursor on p2 after update 2", |s| {
+        s.contains("After update 2 of 3 (p2), on p2 Normans: 75%")
+    });
+    t.keys("q");
+    let screen = t.wait_for("the shell after the program", |s| s.contains("EXIT="));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "still in raw mode:\n{screen}"
+    );
+    assert!(!screen.contains("Forgetting matrix"), "{screen}");
+
+    let table = dir.join("table.json");
+    std::fs::write(
+        &table,
+        serde_json::json!({"kind": "seal-tui-eval", "conditions": []}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .arg("report")
+        .arg(&table)
+        .arg("--screen")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--screen shows the forgetting matrix"),
+        "{stderr}"
+    );
+}

@@ -758,3 +758,122 @@ fn a_finished_slurm_run_reads_as_a_local_one() {
     assert!(screen.contains("slurm r1: 8 done"), "{screen}");
     insta::assert_snapshot!(screen);
 }
+
+// --- The forgetting matrix (`report FILE.json --screen`) ------------------------------------
+
+fn forgetting(theme: Theme) -> seal_tui::tui::forgetting::ForgettingView {
+    let n = 6;
+    let data = seal_tui::tui::forgetting::Forgetting {
+        // The last title carries a terminal escape, which must draw inert.
+        titles: (1..n)
+            .map(|i| format!("Passage {i}"))
+            .chain(std::iter::once("Hostile\x1b[2J title".to_string()))
+            .collect(),
+        base: vec![0.1; n],
+        matrix: (0..n)
+            .map(|i| {
+                (0..=i)
+                    .map(|j| (0.9 - 0.15 * (i - j) as f64).max(0.0))
+                    .collect()
+            })
+            .collect(),
+        template: "implications".into(),
+    };
+    seal_tui::tui::forgetting::ForgettingView::new(data, theme, KeyMap::default()).unwrap()
+}
+
+fn forgetting_buffer(view: &seal_tui::tui::forgetting::ForgettingView, w: u16, h: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal
+        .draw(|f| seal_tui::tui::forgetting::draw(view, f))
+        .unwrap();
+    terminal.backend().buffer().clone()
+}
+
+#[test]
+fn forgetting_matrix_80x24() {
+    let mut view = forgetting(Theme::plain());
+    view.act(Action::PrevEdit);
+    view.act(Action::NextContext);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal
+        .draw(|f| seal_tui::tui::forgetting::draw(&view, f))
+        .unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(
+        screen.contains("After update 5 of 6 (p5), on p2"),
+        "{screen}"
+    );
+    assert!(!screen.contains('\x1b'), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn forgetting_matrix_colours_run_from_bad_to_ok() {
+    let dark = Theme::dark();
+    let buffer = forgetting_buffer(&forgetting(dark.clone()), 80, 24);
+    // Each accuracy on its own colour, from the theme's "bad" through "warn" to "ok": the six
+    // figures of the matrix (0% to 90%) give six backgrounds, the highest nearest "ok".
+    let mut backgrounds: Vec<Color> = Vec::new();
+    for c in buffer
+        .content
+        .iter()
+        .filter(|c| c.symbol() == "%" && c.bg != dark.bg)
+    {
+        if !backgrounds.contains(&c.bg) {
+            backgrounds.push(c.bg);
+        }
+    }
+    assert_eq!(backgrounds.len(), 6, "{backgrounds:?}");
+    let distance = |a: Color, b: Color| match (a, b) {
+        (Color::Rgb(r0, g0, b0), Color::Rgb(r1, g1, b1)) => {
+            (r0 as i32 - r1 as i32).abs()
+                + (g0 as i32 - g1 as i32).abs()
+                + (b0 as i32 - b1 as i32).abs()
+        }
+        _ => panic!("the dark theme's colours are RGB"),
+    };
+    let nearest_ok = backgrounds
+        .iter()
+        .min_by_key(|&&c| distance(c, dark.ok))
+        .unwrap();
+    let nearest_bad = backgrounds
+        .iter()
+        .min_by_key(|&&c| distance(c, dark.bad))
+        .unwrap();
+    let ninety = buffer
+        .content
+        .iter()
+        .zip(buffer.content.iter().skip(1))
+        .find(|(a, b)| a.symbol() == "9" && b.symbol() == "0")
+        .map(|(a, _)| a.bg)
+        .unwrap();
+    assert_eq!(*nearest_ok, ninety);
+    assert_ne!(nearest_bad, nearest_ok);
+    insta::assert_snapshot!(styles(&buffer));
+}
+
+#[test]
+fn forgetting_matrix_follows_the_cursor_when_it_does_not_fit() {
+    let n = 30;
+    let data = seal_tui::tui::forgetting::Forgetting {
+        titles: (1..=n).map(|i| format!("Passage {i}")).collect(),
+        base: vec![0.0; n],
+        matrix: (0..n).map(|i| vec![0.5; i + 1]).collect(),
+        template: "implications".into(),
+    };
+    let mut view =
+        seal_tui::tui::forgetting::ForgettingView::new(data, Theme::plain(), KeyMap::default())
+            .unwrap();
+    for _ in 0..29 {
+        view.act(Action::NextContext);
+    }
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal
+        .draw(|f| seal_tui::tui::forgetting::draw(&view, f))
+        .unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("p30"), "{screen}");
+    assert!(screen.contains("after 30"), "{screen}");
+    assert!(screen.contains("Passage 30"), "{screen}");
+}

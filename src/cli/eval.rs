@@ -565,6 +565,30 @@ pub fn format_continual(r: &ContinualReport, colour: bool) -> String {
     out
 }
 
+/// The forgetting matrix of a continual evaluation's results file, for the workbench.
+pub fn forgetting_of(path: &std::path::Path) -> Result<seal_tui::tui::forgetting::Forgetting> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    let continual = match json.get("continual") {
+        Some(c) if json.get("kind").and_then(|k| k.as_str()) == Some(RESULTS_KIND) => c,
+        _ => bail!(
+            "{}: --screen shows the forgetting matrix of an `eval --continual` results file, \
+             and this is not one (without --screen, report prints any results file)",
+            path.display()
+        ),
+    };
+    let r: ContinualReport = serde_json::from_value(continual.clone())
+        .with_context(|| format!("{}: malformed `continual`", path.display()))?;
+    Ok(seal_tui::tui::forgetting::Forgetting {
+        titles: r.titles,
+        base: r.base,
+        matrix: r.matrix,
+        template: r.template,
+    })
+}
+
 /// Re-reads an eval results file: the table (or the heat map) and its CSV; an `arc eval` file
 /// goes to [`super::arc::report_results`].
 pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {

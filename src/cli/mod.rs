@@ -249,6 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Replay(args)) if args.headless => run::replay_headless(&args),
         Some(Command::Replay(args)) => workbench::replay(&args, &cli.screen),
+        Some(Command::Report(args)) if args.screen => workbench::forgetting(&args, &cli.screen),
         Some(Command::Report(args)) => run::report(&args),
         None => {
             let args = run::RunArgs {

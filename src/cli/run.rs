@@ -57,6 +57,10 @@ pub struct ReportArgs {
     /// the same name ending in .csv, and for `arc eval`'s also its trials in NAME-trials.csv).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Open a continual evaluation's results file (`eval --continual`) in the workbench: its
+    /// forgetting matrix as a heat map to move around in.
+    #[arg(long)]
+    pub screen: bool,
 }
 
 pub fn load_config(path: Option<&PathBuf>, model: Option<&PathBuf>) -> Result<RunConfig> {

@@ -117,3 +117,11 @@ pub fn replay(args: &ReplayArgs, screen: &ScreenArgs) -> Result<()> {
         options(screen),
     )
 }
+
+/// `report FILE.json --screen`: a continual evaluation's forgetting matrix in the workbench.
+pub fn forgetting(args: &super::run::ReportArgs, screen: &ScreenArgs) -> Result<()> {
+    check_screen(screen)?;
+    let data = super::eval::forgetting_of(std::path::Path::new(&args.session))?;
+    need_terminal()?;
+    tui::forgetting::show(data, options(screen))
+}

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod chrome;
 pub mod draw;
 pub mod editor;
+pub mod forgetting;
 pub mod highlight;
 pub mod input;
 pub mod keys;
