@@ -299,6 +299,12 @@ mod tests {
         let err = format!("{:#}", open(&path, &json!({})).err().unwrap());
         assert!(err.contains("in use by another seal-tui process"), "{err}");
         drop(first);
-        open(&path, &json!({})).unwrap();
+        // Another test of this process that starts a program can hold a copy of the file
+        // between its fork and exec (close-on-exec closes it then): the lock goes with it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(e) = open(&path, &json!({})) {
+            assert!(std::time::Instant::now() < deadline, "{e:#}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
