@@ -14,6 +14,7 @@
 
 use super::ops::Mode;
 use super::ops::{frozen_input_grad, frozen_matmul, rope};
+use super::train_attention;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, MetalStorage, Result,
@@ -408,9 +409,9 @@ impl AttnShape {
             .reshape((b, t, self.heads * d))
     }
 
-    /// Rotated, grouped q `(b, kv, g*t, d)`, rotated k and v `(b, kv, t, d)`, and the
-    /// probabilities, all in the wide precision.
-    fn parts(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttnParts> {
+    /// Rotated, grouped q `(b, kv, g*t, d)`, rotated k and v `(b, kv, t, d)`, in the wide
+    /// precision.
+    fn rotated(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, _) = q.dims3()?;
         let w = wide(q.dtype());
         let groups = self.heads / self.kv_heads;
@@ -430,32 +431,161 @@ impl AttnShape {
         )?
         .to_dtype(w)?;
         let v = self.split(v, self.kv_heads)?.to_dtype(w)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        Ok((q, k, v))
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
+    }
+
+    /// The probabilities by candle's ops.
+    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let (b, _, rows, _) = q.dims4()?;
+        let groups = self.heads / self.kv_heads;
+        let t = rows / groups;
+        let mut scores = (q.matmul(&k.t()?)? * self.scale())?;
         if let Some(bias) = &self.bias {
             let t_k = k.dim(2)?;
             scores = scores
                 .reshape((b, self.kv_heads, groups, t, t_k))?
-                .broadcast_add(&bias.to_dtype(w)?.unsqueeze(2)?)?
+                .broadcast_add(&bias.to_dtype(q.dtype())?.unsqueeze(2)?)?
                 .reshape((b, self.kv_heads, groups * t, t_k))?;
         }
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        candle_nn::ops::softmax_last_dim(&scores)
+    }
+
+    /// The output `(b, kv, g*t, d)` and the probabilities by [`train_attention`] on the
+    /// kernel pool, for rotated f32 CPU tensors; `None` elsewhere.
+    fn on_cpu(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        let (b, kv_heads, rows, d) = q.dims4()?;
+        let t = k.dim(2)?;
+        let bias = match &self.bias {
+            Some(bias) => Some(bias.contiguous()?),
+            None => None,
+        };
+        let dims = train_attention::Dims {
+            b,
+            kv_heads,
+            rows,
+            t,
+            d,
+        };
+        let scale = self.scale() as f32;
+        let bias_batches = match bias.as_ref().map(|b| b.dims().to_vec()) {
+            None => 0,
+            Some(dims) => match dims[..] {
+                [bb, 1, bt, bk] if (bb == 1 || bb == b) && bt == t && bk == t => bb,
+                _ => return Ok(None),
+            },
+        };
+        let done = with_cpu_f32(&[Some(q), Some(k), Some(v), bias.as_ref()], |xs| {
+            let bias = xs[3].map(|values| train_attention::Bias {
+                values,
+                batches: bias_batches,
+            });
+            train_attention::forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims).into()
+        });
+        let Some((o, p)) = done else {
+            return Ok(None);
+        };
+        let device = q.device();
+        Ok(Some((
+            Tensor::from_vec(o, (b, kv_heads, rows, d), device)?,
+            Tensor::from_vec(p, (b, kv_heads, rows, t), device)?,
+        )))
+    }
+
+    /// The probabilities and the rotated inputs they came from.
+    fn parts(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttnParts> {
+        let (q, k, v) = self.rotated(q, k, v)?;
+        let p = match self.on_cpu(&q, &k, &v)? {
+            Some((_, p)) => p,
+            None => self.probs(&q, &k)?,
+        };
         Ok(AttnParts { q, k, v, p })
     }
 
     /// The output, and the parts it was computed from.
     fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, AttnParts)> {
         let (b, t, _) = q.dims3()?;
-        let parts = self.parts(q, k, v)?;
-        let o = parts
-            .p
-            .matmul(&parts.v)?
-            .reshape((b, self.heads, t, self.head_dim))?;
-        Ok((self.merge(&o)?.to_dtype(q.dtype())?, parts))
+        let dtype = q.dtype();
+        let (q, k, v) = self.rotated(q, k, v)?;
+        let (o, p) = match self.on_cpu(&q, &k, &v)? {
+            Some(done) => done,
+            None => {
+                let p = self.probs(&q, &k)?;
+                (p.matmul(&v)?, p)
+            }
+        };
+        let o = o.reshape((b, self.heads, t, self.head_dim))?;
+        Ok((self.merge(&o)?.to_dtype(dtype)?, AttnParts { q, k, v, p }))
     }
 }
 
+/// Runs `f` on the values of contiguous f32 CPU tensors (`None` entries stay `None`); `None`
+/// when a tensor is elsewhere, of another type or strided.
+fn with_cpu_f32<R>(
+    tensors: &[Option<&Tensor>],
+    f: impl FnOnce(&[Option<&[f32]>]) -> Option<R>,
+) -> Option<R> {
+    let guards: Vec<_> = tensors
+        .iter()
+        .map(|t| t.map(|t| t.storage_and_layout()))
+        .collect();
+    let mut values = Vec::with_capacity(guards.len());
+    for guard in &guards {
+        match guard {
+            None => values.push(None),
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(s) => values.push(Some(super::ops::f32_values(s, layout)?)),
+                _ => return None,
+            },
+        }
+    }
+    f(&values)
+}
+
 impl Attention {
+    /// `(dq, dk, dv)` by [`train_attention`] for f32 CPU parts (dq and dk scaled, dq in the
+    /// stacked `(b, kv, g*t, d)` shape); `None` elsewhere.
+    fn backward_on_cpu(
+        parts: &AttnParts,
+        d_o: &Tensor,
+        scale: f32,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let (b, kv_heads, rows, d) = parts.q.dims4()?;
+        let t = parts.k.dim(2)?;
+        let d_o = d_o.contiguous()?;
+        let dims = train_attention::Dims {
+            b,
+            kv_heads,
+            rows,
+            t,
+            d,
+        };
+        let tensors = [
+            Some(&parts.q),
+            Some(&parts.k),
+            Some(&parts.v),
+            Some(&parts.p),
+            Some(&d_o),
+        ];
+        let done = with_cpu_f32(&tensors, |xs| {
+            Some(train_attention::backward(
+                xs[0]?, xs[1]?, xs[2]?, xs[3]?, xs[4]?, scale, dims,
+            ))
+        });
+        let Some((dq, dk, dv)) = done else {
+            return Ok(None);
+        };
+        let device = parts.q.device();
+        Ok(Some((
+            Tensor::from_vec(dq, (b, kv_heads, rows, d), device)?,
+            Tensor::from_vec(dk, (b, kv_heads, t, d), device)?,
+            Tensor::from_vec(dv, (b, kv_heads, t, d), device)?,
+        )))
+    }
+
     fn shape(&self) -> AttnShape {
         AttnShape {
             cos: self.cos.clone(),
@@ -492,19 +622,27 @@ impl CustomOp3 for Attention {
             Some(parts) => parts,
             None => shape.parts(&q.detach(), &k.detach(), &v.detach())?,
         };
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scale = shape.scale();
         let d_o = shape
             .split(&dout.to_dtype(parts.p.dtype())?, self.heads)?
             .reshape((b, self.kv_heads, groups * t, self.head_dim))?;
-        let dv = parts.p.t()?.matmul(&d_o)?;
-        let dp = d_o.matmul(&parts.v.t()?)?;
-        let row = (&dp * &parts.p)?.sum_keepdim(D::Minus1)?;
-        let ds = (&parts.p * dp.broadcast_sub(&row)?)?;
-        drop(parts.p);
-        let dq = (ds.matmul(&parts.k)? * scale)?
+        let (dq, dk, dv) = match Self::backward_on_cpu(&parts, &d_o, scale as f32)? {
+            Some(grads) => grads,
+            None => {
+                let dv = parts.p.t()?.matmul(&d_o)?;
+                let dp = d_o.matmul(&parts.v.t()?)?;
+                let row = (&dp * &parts.p)?.sum_keepdim(D::Minus1)?;
+                let ds = (&parts.p * dp.broadcast_sub(&row)?)?;
+                drop(parts.p);
+                let dq = (ds.matmul(&parts.k)? * scale)?;
+                let dk = (ds.t()?.matmul(&parts.q)? * scale)?;
+                (dq, dk, dv)
+            }
+        };
+        let dq = dq
             .reshape((b, self.heads, t, self.head_dim))?
             .to_dtype(dtype)?;
-        let dk = (ds.t()?.matmul(&parts.q)? * scale)?.to_dtype(dtype)?;
+        let dk = dk.to_dtype(dtype)?;
         let dq = rope(&dq, &self.cos, &self.neg_sin, Mode::Infer)?;
         let dk = rope(&dk, &self.cos, &self.neg_sin, Mode::Infer)?;
         Ok((

@@ -23,6 +23,7 @@ mod testing;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;
+pub mod train_attention;
 
 pub use chat::{BuiltinFormat, ChatTemplate, Message, Prompt, Role};
 pub use config::{Arch, ModelConfig};

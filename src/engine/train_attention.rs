@@ -1,0 +1,433 @@
+//! Training attention's products on the CPU in f32, on the kernel pool: the fused attention
+//! node's forward (`P = softmax(q kᵀ scale + bias)`, `o = P v`) and backward (`dP = dO vᵀ`,
+//! `dS = P ∘ (dP - rowsum(dP ∘ P))`, `dq = dS k scale`, `dk = dSᵀ q scale`, `dv = Pᵀ dO`).
+//!
+//! candle ran these as single-threaded matrix products (and its softmax), while the frozen
+//! projections around them ran on both cores: a tenth of a SEAL training step's arithmetic
+//! left the second core idle. Each product here is one of [`super::gemm`]'s, which shares its
+//! tiles out over the pool; the row-wise softmax and `dS` are shared out by rows. Products with
+//! `Pᵀ` or `dSᵀ` are taken transposed (`dvᵀ = dOᵀ P`, `dkᵀ = qᵀ dS`), so only the small
+//! `(rows, d)` operands and results are ever transposed, never a `rows x keys` matrix. Every
+//! product is taken as [`gemm::backward`] (`k` and `v` transposed for `q kᵀ` and `dO vᵀ`):
+//! its tiles store whole rows, where the forward's store one value at a time, which costs as
+//! much as the sum when the sum is only a head's 64 values long.
+//!
+//! Shapes follow [`super::model`]'s grouped-query stacking: `q (b, kv_heads, rows, d)` where
+//! the query heads that share a key/value head are stacked along `rows` (row `r` is position
+//! `r % t`), `k` and `v` `(b, kv_heads, t, d)`, `bias (b or 1, t, t)`.
+
+use super::gemm;
+use super::pool;
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub b: usize,
+    pub kv_heads: usize,
+    /// Query rows per key/value head: (query heads per key/value head) x t.
+    pub rows: usize,
+    /// Positions, keys included (no cache in training).
+    pub t: usize,
+    pub d: usize,
+}
+
+impl Dims {
+    fn heads(&self) -> usize {
+        self.b * self.kv_heads
+    }
+}
+
+/// An additive bias `(batches, t, t)`: one for every batch row, or one shared (`batches == 1`).
+#[derive(Clone, Copy)]
+pub struct Bias<'a> {
+    pub values: &'a [f32],
+    pub batches: usize,
+}
+
+/// `(o, p)`: the output `(b, kv_heads, rows, d)` and the probabilities `(b, kv_heads, rows, t)`.
+pub fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<Bias<'_>>,
+    scale: f32,
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let Dims { rows, t, d, .. } = dims;
+    check(q, k, v, bias, dims);
+    let mut p = vec![0f32; dims.heads() * rows * t];
+    let mut o = vec![0f32; dims.heads() * rows * d];
+    for h in 0..dims.heads() {
+        let (qh, kh, vh) = (
+            &q[h * rows * d..][..rows * d],
+            &k[h * t * d..][..t * d],
+            &v[h * t * d..][..t * d],
+        );
+        let ph = &mut p[h * rows * t..][..rows * t];
+        gemm::backward(qh, &transpose(kh, t, d), rows, d, t, ph);
+        let bias_rows = bias.map(|b| {
+            let batch = if b.batches == 1 { 0 } else { h / dims.kv_heads };
+            &b.values[batch * t * t..][..t * t]
+        });
+        by_rows(ph, t, &|r, row| {
+            softmax_row(row, scale, bias_rows.map(|b| &b[(r % t) * t..][..t]))
+        });
+        gemm::backward(ph, vh, rows, t, d, &mut o[h * rows * d..][..rows * d]);
+    }
+    (o, p)
+}
+
+/// `(dq, dk, dv)` for the output gradient `d_o (b, kv_heads, rows, d)`, from the forward's
+/// inputs and probabilities.
+pub fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: &[f32],
+    d_o: &[f32],
+    scale: f32,
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims { rows, t, d, .. } = dims;
+    check(q, k, v, None, dims);
+    assert!(p.len() == dims.heads() * rows * t && d_o.len() == q.len());
+    let mut dq = vec![0f32; q.len()];
+    let mut dk = vec![0f32; k.len()];
+    let mut dv = vec![0f32; v.len()];
+    let mut ds = vec![0f32; rows * t];
+    let mut transposed = vec![0f32; d * t];
+    for h in 0..dims.heads() {
+        let (qh, kh, vh) = (
+            &q[h * rows * d..][..rows * d],
+            &k[h * t * d..][..t * d],
+            &v[h * t * d..][..t * d],
+        );
+        let (ph, doh) = (
+            &p[h * rows * t..][..rows * t],
+            &d_o[h * rows * d..][..rows * d],
+        );
+        // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place.
+        gemm::backward(doh, &transpose(vh, t, d), rows, d, t, &mut ds);
+        by_rows(&mut ds, t, &|r, row| {
+            let pr = &ph[r * t..][..t];
+            let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
+            for (x, &pv) in row.iter_mut().zip(pr) {
+                *x = pv * (*x - dot);
+            }
+        });
+        let dqh = &mut dq[h * rows * d..][..rows * d];
+        gemm::backward(&ds, kh, rows, t, d, dqh);
+        dqh.iter_mut().for_each(|x| *x *= scale);
+        // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t).
+        gemm::backward(&transpose(doh, rows, d), ph, d, rows, t, &mut transposed);
+        transpose_into(&transposed, d, t, &mut dv[h * t * d..][..t * d], 1.0);
+        gemm::backward(&transpose(qh, rows, d), &ds, d, rows, t, &mut transposed);
+        transpose_into(&transposed, d, t, &mut dk[h * t * d..][..t * d], scale);
+    }
+    (dq, dk, dv)
+}
+
+fn check(q: &[f32], k: &[f32], v: &[f32], bias: Option<Bias<'_>>, dims: Dims) {
+    let Dims { rows, t, d, .. } = dims;
+    assert!(
+        t > 0
+            && rows.is_multiple_of(t)
+            && q.len() == dims.heads() * rows * d
+            && k.len() == dims.heads() * t * d
+            && v.len() == k.len()
+            && bias.is_none_or(|b| {
+                (b.batches == 1 || b.batches == dims.b) && b.values.len() == b.batches * t * t
+            }),
+        "shapes of training attention: {dims:?}"
+    );
+}
+
+/// `row = softmax(row scale + bias)`; a row whose every key is masked becomes zeros (it
+/// attends to nothing, and passes no gradient).
+fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => row
+            .iter_mut()
+            .zip(b)
+            .for_each(|(x, &bv)| *x = *x * scale + bv),
+        None => row.iter_mut().for_each(|x| *x *= scale),
+    }
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let mut sum = 0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Runs `f(row index, row)` over the rows of `data` (`cols` wide) on the kernel pool.
+fn by_rows(data: &mut [f32], cols: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    let rows = data.len() / cols;
+    let pool = pool::global();
+    let per_task = rows.div_ceil(pool.threads() * 4).max(16);
+    let chunks: Vec<Mutex<&mut [f32]>> = data.chunks_mut(per_task * cols).map(Mutex::new).collect();
+    pool.run(chunks.len(), &|task, _| {
+        let mut chunk = chunks[task].lock().unwrap_or_else(|e| e.into_inner());
+        for (i, row) in chunk.chunks_exact_mut(cols).enumerate() {
+            f(task * per_task + i, row);
+        }
+    });
+}
+
+/// `src (rows, cols)` transposed.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    transpose_into(src, rows, cols, &mut out, 1.0);
+    out
+}
+
+/// `dst (cols, rows) = src (rows, cols)ᵀ times factor`, in tiles that stay in cache.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], factor: f32) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c] * factor;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        super::super::testing::rand(&[n], seed)
+            .to_vec1::<f32>()
+            .unwrap()
+    }
+
+    /// Plain loops in f64: the formulas of the module's comment.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        bias: Option<Bias<'_>>,
+        d_o: &[f32],
+        scale: f32,
+        dims: Dims,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let Dims { rows, t, d, .. } = dims;
+        let (mut o, mut p) = (vec![0f64; q.len()], vec![0f64; dims.heads() * rows * t]);
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; q.len()],
+            vec![0f64; k.len()],
+            vec![0f64; v.len()],
+        );
+        for h in 0..dims.heads() {
+            let batch = h / dims.kv_heads;
+            let (qo, ko, po) = (h * rows * d, h * t * d, h * rows * t);
+            for r in 0..rows {
+                let mut s: Vec<f64> = (0..t)
+                    .map(|j| {
+                        let dot: f64 = (0..d)
+                            .map(|c| q[qo + r * d + c] as f64 * k[ko + j * d + c] as f64)
+                            .sum();
+                        let b = bias.map_or(0.0, |b| {
+                            let bb = if b.batches == 1 { 0 } else { batch };
+                            b.values[bb * t * t + (r % t) * t + j] as f64
+                        });
+                        dot * scale as f64 + b
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                s.iter_mut().for_each(|x| *x = (*x - max).exp());
+                let sum: f64 = s.iter().sum();
+                for j in 0..t {
+                    p[po + r * t + j] = s[j] / sum;
+                    for c in 0..d {
+                        o[qo + r * d + c] += p[po + r * t + j] * v[ko + j * d + c] as f64;
+                    }
+                }
+                let dp: Vec<f64> = (0..t)
+                    .map(|j| {
+                        (0..d)
+                            .map(|c| d_o[qo + r * d + c] as f64 * v[ko + j * d + c] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let dot: f64 = (0..t).map(|j| dp[j] * p[po + r * t + j]).sum();
+                for j in 0..t {
+                    let pj = p[po + r * t + j];
+                    let ds = pj * (dp[j] - dot);
+                    for c in 0..d {
+                        dq[qo + r * d + c] += ds * k[ko + j * d + c] as f64 * scale as f64;
+                        dk[ko + j * d + c] += ds * q[qo + r * d + c] as f64 * scale as f64;
+                        dv[ko + j * d + c] += pj * d_o[qo + r * d + c] as f64;
+                    }
+                }
+            }
+        }
+        (o, p, dq, dk, dv)
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn products_match_the_formulas_with_groups_batches_and_a_causal_bias() {
+        // Two batch rows, two key/value heads of three query heads each; enough rows that the
+        // softmax and dS rows are shared out on the pool.
+        let dims = Dims {
+            b: 2,
+            kv_heads: 2,
+            rows: 3 * 40,
+            t: 40,
+            d: 16,
+        };
+        let q = rand(dims.heads() * dims.rows * dims.d, 1);
+        let k = rand(dims.heads() * dims.t * dims.d, 2);
+        let v = rand(dims.heads() * dims.t * dims.d, 3);
+        let d_o = rand(q.len(), 4);
+        // Causal, and the second batch row's first 5 positions padding.
+        let t = dims.t;
+        let mut values = vec![0f32; 2 * t * t];
+        for b in 0..2 {
+            for i in 0..t {
+                for j in 0..t {
+                    if j > i || (b == 1 && j < 5) {
+                        values[b * t * t + i * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        // Rows 0-4 of batch row 1 mask every key: the reference would divide by zero there.
+        for i in 0..5 {
+            values[t * t + i * t + i] = 0.0;
+        }
+        let bias = Some(Bias {
+            values: &values,
+            batches: 2,
+        });
+        let scale = 0.25;
+        let (o, p) = forward(&q, &k, &v, bias, scale, dims);
+        let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, scale, dims);
+        let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, scale, dims);
+        close(&p, &rp, "p");
+        close(&o, &ro, "o");
+        close(&dq, &rdq, "dq");
+        close(&dk, &rdk, "dk");
+        close(&dv, &rdv, "dv");
+        // A shared bias and none at all.
+        for bias in [
+            Some(Bias {
+                values: &values[..t * t],
+                batches: 1,
+            }),
+            None,
+        ] {
+            let (o, p) = forward(&q, &k, &v, bias, scale, dims);
+            let (ro, rp, ..) = reference(&q, &k, &v, bias, &d_o, scale, dims);
+            close(&p, &rp, "p");
+            close(&o, &ro, "o");
+        }
+    }
+
+    #[test]
+    fn a_row_that_sees_no_key_attends_to_nothing() {
+        let mut row = vec![1.0, 2.0, 3.0];
+        softmax_row(&mut row, 1.0, Some(&[f32::NEG_INFINITY; 3]));
+        assert_eq!(row, vec![0.0; 3]);
+    }
+
+    /// Wall time of one layer's attention forward and backward at SmolLM2's shapes (9 query
+    /// heads on 3 key/value heads, d 64, a 256-token causal sequence) here and by candle's ops
+    /// as the fused node ran them before, alternated so that other work on the machine slows
+    /// both alike; `RAYON_NUM_THREADS=2 cargo test --release --lib attention_speed -- --ignored
+    /// --nocapture`. A measurement, not a check.
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        use candle_core::{Device, Tensor, D};
+        let dims = Dims {
+            b: 1,
+            kv_heads: 3,
+            rows: 3 * 256,
+            t: 256,
+            d: 64,
+        };
+        let (rows, t, d) = (dims.rows, dims.t, dims.d);
+        let q = rand(dims.heads() * rows * d, 1);
+        let k = rand(dims.heads() * t * d, 2);
+        let v = rand(dims.heads() * t * d, 3);
+        let d_o = rand(q.len(), 4);
+        let mut causal = vec![0f32; t * t];
+        for i in 0..t {
+            for j in i + 1..t {
+                causal[i * t + j] = f32::NEG_INFINITY;
+            }
+        }
+        let bias = Some(Bias {
+            values: &causal,
+            batches: 1,
+        });
+        let scale = 0.125f32;
+        let ours = || {
+            let (_, p) = forward(&q, &k, &v, bias, scale, dims);
+            backward(&q, &k, &v, &p, &d_o, scale, dims)
+        };
+        let dev = Device::Cpu;
+        let tq = Tensor::from_slice(&q, (1, 3, rows, d), &dev).unwrap();
+        let tk = Tensor::from_slice(&k, (1, 3, t, d), &dev).unwrap();
+        let tv = Tensor::from_slice(&v, (1, 3, t, d), &dev).unwrap();
+        let tdo = Tensor::from_slice(&d_o, (1, 3, rows, d), &dev).unwrap();
+        let tb = Tensor::from_slice(&causal, (1, 1, 1, t, t), &dev).unwrap();
+        let candle = || -> candle_core::Result<()> {
+            let s = (tq.matmul(&tk.t()?)? * scale as f64)?
+                .reshape((1, 3, 3, t, t))?
+                .broadcast_add(&tb)?
+                .reshape((1, 3, rows, t))?;
+            let p = candle_nn::ops::softmax_last_dim(&s)?;
+            let _o = p.matmul(&tv)?;
+            let dv = p.t()?.matmul(&tdo)?;
+            let dp = tdo.matmul(&tv.t()?)?;
+            let row = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+            let ds = (&p * dp.broadcast_sub(&row)?)?;
+            let dq = (ds.matmul(&tk)? * scale as f64)?;
+            let dk = (ds.t()?.matmul(&tq)? * scale as f64)?;
+            std::hint::black_box((dq, dk, dv));
+            Ok(())
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..30 {
+            let start = std::time::Instant::now();
+            std::hint::black_box(ours());
+            a.push(start.elapsed().as_secs_f64());
+            let start = std::time::Instant::now();
+            candle().unwrap();
+            b.push(start.elapsed().as_secs_f64());
+        }
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        eprintln!(
+            "one layer's attention, forward and backward ({} threads): here {:.2} ms (min {:.2}), candle's ops {:.2} ms (min {:.2})",
+            pool::global().threads(),
+            a[15] * 1e3,
+            a[0] * 1e3,
+            b[15] * 1e3,
+            b[0] * 1e3
+        );
+    }
+}
