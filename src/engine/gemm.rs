@@ -374,6 +374,17 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
 
 /// `dx (m, k) = dy (m, n) w` for a frozen `w (n, k)`; `dx` is overwritten.
 pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
+    backward_on(pool::global(), dy, w, m, n, k, dx)
+}
+
+/// [`backward`] on the calling thread alone, for a task of the kernel pool that shares out
+/// several products itself.
+pub fn backward_here(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
+    static HERE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    backward_on(HERE.get_or_init(|| Pool::new(1)), dy, w, m, n, k, dx)
+}
+
+fn backward_on(pool: &Pool, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
     assert!(dy.len() >= m * n && w.len() >= n * k && dx.len() >= m * k);
     if m == 0 || k == 0 {
         return;
@@ -398,7 +409,7 @@ pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f
             rs: k,
             cs: 1,
         };
-        product(pool::global(), m, whole * NR, n, left, &right, out, KC);
+        product(pool, m, whole * NR, n, left, &right, out, KC);
     }
     let rest = k - whole * NR;
     if rest > 0 {
@@ -419,7 +430,7 @@ pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f
                 rs: k,
                 cs: 1,
             };
-            product(pool::global(), m, rest, n, left, &right, out, KC);
+            product(pool, m, rest, n, left, &right, out, KC);
         });
     }
 }

@@ -44,7 +44,19 @@ pub struct Bias<'a> {
     pub batches: usize,
 }
 
+/// Whether these products pay here: on one thread candle's (packing) products are ~8% faster
+/// at a head's shapes, so the gain is the second core alone.
+pub fn worthwhile() -> bool {
+    pool::global().threads() > 1
+}
+
+/// Query rows a task takes: a multiple of the product tile's 6 rows, small enough that the
+/// tasks of a short sequence still keep both threads busy.
+const ROW_BLOCK: usize = 48;
+
 /// `(o, p)`: the output `(b, kv_heads, rows, d)` and the probabilities `(b, kv_heads, rows, t)`.
+/// One region of the pool: each task takes a block of one head's query rows through the
+/// scores, the softmax and the product with `v`.
 pub fn forward(
     q: &[f32],
     k: &[f32],
@@ -57,28 +69,47 @@ pub fn forward(
     check(q, k, v, bias, dims);
     let mut p = vec![0f32; dims.heads() * rows * t];
     let mut o = vec![0f32; dims.heads() * rows * d];
-    for h in 0..dims.heads() {
-        let (qh, kh, vh) = (
-            &q[h * rows * d..][..rows * d],
-            &k[h * t * d..][..t * d],
-            &v[h * t * d..][..t * d],
-        );
-        let ph = &mut p[h * rows * t..][..rows * t];
-        gemm::backward(qh, &transpose(kh, t, d), rows, d, t, ph);
+    let k_t: Vec<Vec<f32>> = (0..dims.heads())
+        .map(|h| transpose(&k[h * t * d..][..t * d], t, d))
+        .collect();
+    let mut tasks = Vec::new();
+    for (h, (ph, oh)) in p
+        .chunks_mut(rows * t)
+        .zip(o.chunks_mut(rows * d))
+        .enumerate()
+    {
+        for (blk, (pb, ob)) in ph
+            .chunks_mut(ROW_BLOCK * t)
+            .zip(oh.chunks_mut(ROW_BLOCK * d))
+            .enumerate()
+        {
+            tasks.push((h, blk * ROW_BLOCK, Mutex::new((pb, ob))));
+        }
+    }
+    pool::global().run(tasks.len(), &|task, _| {
+        let (h, r0, parts) = &tasks[task];
+        let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
+        let (pb, ob) = &mut *parts;
+        let n = pb.len() / t;
+        let qb = &q[(h * rows + r0) * d..][..n * d];
+        gemm::backward_here(qb, &k_t[*h], n, d, t, pb);
         let bias_rows = bias.map(|b| {
             let batch = if b.batches == 1 { 0 } else { h / dims.kv_heads };
             &b.values[batch * t * t..][..t * t]
         });
-        by_rows(ph, t, &|r, row| {
-            softmax_row(row, scale, bias_rows.map(|b| &b[(r % t) * t..][..t]))
-        });
-        gemm::backward(ph, vh, rows, t, d, &mut o[h * rows * d..][..rows * d]);
-    }
+        for (i, row) in pb.chunks_exact_mut(t).enumerate() {
+            let r = (r0 + i) % t;
+            softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..t]));
+        }
+        gemm::backward_here(pb, &v[h * t * d..][..t * d], n, t, d, ob);
+    });
+    drop(tasks);
     (o, p)
 }
 
 /// `(dq, dk, dv)` for the output gradient `d_o (b, kv_heads, rows, d)`, from the forward's
-/// inputs and probabilities.
+/// inputs and probabilities. Two regions of the pool: blocks of query rows (`dP`, `dS`, `dq`),
+/// then blocks of `dvᵀ`'s and `dkᵀ`'s rows, which sum over every query row.
 pub fn backward(
     q: &[f32],
     k: &[f32],
@@ -89,40 +120,93 @@ pub fn backward(
     dims: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims { rows, t, d, .. } = dims;
+    let heads = dims.heads();
     check(q, k, v, None, dims);
-    assert!(p.len() == dims.heads() * rows * t && d_o.len() == q.len());
+    assert!(p.len() == heads * rows * t && d_o.len() == q.len());
+    let pool = pool::global();
+    let v_t: Vec<Vec<f32>> = (0..heads)
+        .map(|h| transpose(&v[h * t * d..][..t * d], t, d))
+        .collect();
     let mut dq = vec![0f32; q.len()];
+    let mut ds = vec![0f32; heads * rows * t];
+    {
+        let mut tasks = Vec::new();
+        for (h, (dsh, dqh)) in ds
+            .chunks_mut(rows * t)
+            .zip(dq.chunks_mut(rows * d))
+            .enumerate()
+        {
+            for (blk, (sb, qb)) in dsh
+                .chunks_mut(ROW_BLOCK * t)
+                .zip(dqh.chunks_mut(ROW_BLOCK * d))
+                .enumerate()
+            {
+                tasks.push((h, blk * ROW_BLOCK, Mutex::new((sb, qb))));
+            }
+        }
+        pool.run(tasks.len(), &|task, _| {
+            let (h, r0, parts) = &tasks[task];
+            let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
+            let (sb, qb) = &mut *parts;
+            let n = sb.len() / t;
+            // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place.
+            let dob = &d_o[(h * rows + r0) * d..][..n * d];
+            gemm::backward_here(dob, &v_t[*h], n, d, t, sb);
+            let pb = &p[(h * rows + r0) * t..][..n * t];
+            for (row, pr) in sb.chunks_exact_mut(t).zip(pb.chunks_exact(t)) {
+                let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
+                for (x, &pv) in row.iter_mut().zip(pr) {
+                    *x = pv * (*x - dot);
+                }
+            }
+            gemm::backward_here(sb, &k[h * t * d..][..t * d], n, t, d, qb);
+            qb.iter_mut().for_each(|x| *x *= scale);
+        });
+    }
+    // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t), a block of d's rows a task.
+    let do_t: Vec<Vec<f32>> = (0..heads)
+        .map(|h| transpose(&d_o[h * rows * d..][..rows * d], rows, d))
+        .collect();
+    let q_t: Vec<Vec<f32>> = (0..heads)
+        .map(|h| transpose(&q[h * rows * d..][..rows * d], rows, d))
+        .collect();
+    let mut dv_t = vec![0f32; heads * d * t];
+    let mut dk_t = vec![0f32; heads * d * t];
+    {
+        let d_block = d
+            .div_ceil(2 * pool.threads().div_ceil(heads).max(1))
+            .next_multiple_of(6);
+        let mut tasks = Vec::new();
+        for (h, (vh, kh)) in dv_t
+            .chunks_mut(d * t)
+            .zip(dk_t.chunks_mut(d * t))
+            .enumerate()
+        {
+            for (blk, (vb, kb)) in vh
+                .chunks_mut(d_block * t)
+                .zip(kh.chunks_mut(d_block * t))
+                .enumerate()
+            {
+                tasks.push((h, blk * d_block, Mutex::new((vb, kb))));
+            }
+        }
+        pool.run(tasks.len(), &|task, _| {
+            let (h, c0, parts) = &tasks[task];
+            let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
+            let (vb, kb) = &mut *parts;
+            let n = vb.len() / t;
+            let ph = &p[h * rows * t..][..rows * t];
+            let dsh = &ds[h * rows * t..][..rows * t];
+            gemm::backward_here(&do_t[*h][c0 * rows..][..n * rows], ph, n, rows, t, vb);
+            gemm::backward_here(&q_t[*h][c0 * rows..][..n * rows], dsh, n, rows, t, kb);
+        });
+    }
     let mut dk = vec![0f32; k.len()];
     let mut dv = vec![0f32; v.len()];
-    let mut ds = vec![0f32; rows * t];
-    let mut transposed = vec![0f32; d * t];
-    for h in 0..dims.heads() {
-        let (qh, kh, vh) = (
-            &q[h * rows * d..][..rows * d],
-            &k[h * t * d..][..t * d],
-            &v[h * t * d..][..t * d],
-        );
-        let (ph, doh) = (
-            &p[h * rows * t..][..rows * t],
-            &d_o[h * rows * d..][..rows * d],
-        );
-        // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place.
-        gemm::backward(doh, &transpose(vh, t, d), rows, d, t, &mut ds);
-        by_rows(&mut ds, t, &|r, row| {
-            let pr = &ph[r * t..][..t];
-            let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
-            for (x, &pv) in row.iter_mut().zip(pr) {
-                *x = pv * (*x - dot);
-            }
-        });
-        let dqh = &mut dq[h * rows * d..][..rows * d];
-        gemm::backward(&ds, kh, rows, t, d, dqh);
-        dqh.iter_mut().for_each(|x| *x *= scale);
-        // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t).
-        gemm::backward(&transpose(doh, rows, d), ph, d, rows, t, &mut transposed);
-        transpose_into(&transposed, d, t, &mut dv[h * t * d..][..t * d], 1.0);
-        gemm::backward(&transpose(qh, rows, d), &ds, d, rows, t, &mut transposed);
-        transpose_into(&transposed, d, t, &mut dk[h * t * d..][..t * d], scale);
+    for h in 0..heads {
+        let at = h * t * d;
+        transpose_into(&dv_t[at..][..d * t], d, t, &mut dv[at..][..t * d], 1.0);
+        transpose_into(&dk_t[at..][..d * t], d, t, &mut dk[at..][..t * d], scale);
     }
     (dq, dk, dv)
 }
@@ -164,20 +248,6 @@ fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
     }
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= inv);
-}
-
-/// Runs `f(row index, row)` over the rows of `data` (`cols` wide) on the kernel pool.
-fn by_rows(data: &mut [f32], cols: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-    let rows = data.len() / cols;
-    let pool = pool::global();
-    let per_task = rows.div_ceil(pool.threads() * 4).max(16);
-    let chunks: Vec<Mutex<&mut [f32]>> = data.chunks_mut(per_task * cols).map(Mutex::new).collect();
-    pool.run(chunks.len(), &|task, _| {
-        let mut chunk = chunks[task].lock().unwrap_or_else(|e| e.into_inner());
-        for (i, row) in chunk.chunks_exact_mut(cols).enumerate() {
-            f(task * per_task + i, row);
-        }
-    });
 }
 
 /// `src (rows, cols)` transposed.
