@@ -2,8 +2,8 @@
 //!
 //! candle's matmul packs the cached keys and values into its own layout on every call: for one
 //! query row per head that packing cost more than the products, a tenth of a decoded token.
-//! Here each query row reads the cache's rows where they lie. Prefill and training keep
-//! candle's matmul, where packing pays for itself.
+//! Here each query row reads the cache's rows where they lie. A prefill (and training) takes
+//! [`super::train_attention`], whose products are worth their packing.
 
 use super::pool;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};

@@ -8,6 +8,7 @@ use super::fused;
 use super::lora::{LoraAdapter, Target};
 use super::ops::{self, Mode};
 use super::qweight::{self, QWeight};
+use super::train_attention;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
@@ -756,7 +757,11 @@ impl Transformer {
             .reshape((b, c.num_kv_heads, groups * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let decoded = match mode {
-            Mode::Infer => attend::attend(&q, k, v, t, bias, scale as f32)?,
+            Mode::Infer => match attend::attend(&q, k, v, t, bias, scale as f32)? {
+                Some(out) => Some(out),
+                None if k.dim(2)? == t => train_attention::prefill(&q, k, v, bias, scale as f32)?,
+                None => None,
+            },
             Mode::Train => None,
         };
         let out = match decoded {

@@ -1,6 +1,7 @@
-//! Training attention's products on the CPU in f32, on the kernel pool: the fused attention
+//! Attention over a whole sequence on the CPU in f32, on the kernel pool: the fused training
 //! node's forward (`P = softmax(q kᵀ scale + bias)`, `o = P v`) and backward (`dP = dO vᵀ`,
-//! `dS = P ∘ (dP - rowsum(dP ∘ P))`, `dq = dS k scale`, `dk = dSᵀ q scale`, `dv = Pᵀ dO`).
+//! `dS = P ∘ (dP - rowsum(dP ∘ P))`, `dq = dS k scale`, `dk = dSᵀ q scale`, `dv = Pᵀ dO`), and
+//! the same forward for a prompt's prefill ([`prefill`]); decoding has [`super::attend`].
 //!
 //! candle ran these as single-threaded matrix products (and its softmax), while the frozen
 //! projections around them ran on both cores: a tenth of a SEAL training step's arithmetic
@@ -18,6 +19,7 @@
 
 use super::gemm;
 use super::pool;
+use candle_core::{DType, Result, Tensor};
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,60 @@ impl Dims {
 pub struct Bias<'a> {
     pub values: &'a [f32],
     pub batches: usize,
+}
+
+/// `softmax(q kᵀ scale + bias) v` for a prompt with nothing cached before it (a prefill), as
+/// [`forward`] computes it: `q (b, kv_heads, rows, d)`, `k` and `v` `(b, kv_heads, t, d)` (a
+/// cache's views are copied), `bias (b or 1, 1, t, t)`, all f32 on the CPU. `None` where this
+/// does not apply (another device or type, keys cached before, one thread), for candle's ops.
+pub fn prefill(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    let (b, kv_heads, rows, d) = q.dims4()?;
+    let t = k.dim(2)?;
+    let f32_cpu = |x: &Tensor| x.device().is_cpu() && x.dtype() == DType::F32;
+    if !worthwhile()
+        || ![q, k, v].into_iter().all(f32_cpu)
+        || bias.is_some_and(|b| !f32_cpu(b))
+        || t == 0
+        || !rows.is_multiple_of(t)
+        || k.dims() != [b, kv_heads, t, d]
+        || v.dims() != [b, kv_heads, t, d]
+    {
+        return Ok(None);
+    }
+    let batches = match bias.map(|b| b.dims().to_vec()) {
+        None => 0,
+        Some(dims) => match dims[..] {
+            [bb, 1, bt, bk] if (bb == 1 || bb == b) && bt == t && bk == t => bb,
+            _ => return Ok(None),
+        },
+    };
+    let dims = Dims {
+        b,
+        kv_heads,
+        rows,
+        t,
+        d,
+    };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let values = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1::<f32>() };
+    let (qv, kv, vv) = (values(&q)?, values(&k)?, values(&v)?);
+    let bias_values = bias.as_ref().map(values).transpose()?;
+    let bias = bias_values
+        .as_deref()
+        .map(|values| Bias { values, batches });
+    let (o, _) = forward(&qv, &kv, &vv, bias, scale, dims);
+    Ok(Some(Tensor::from_vec(
+        o,
+        (b, kv_heads, rows, d),
+        q.device(),
+    )?))
 }
 
 /// Whether these products pay here: on one thread candle's (packing) products are ~8% faster
@@ -413,6 +469,59 @@ mod tests {
             close(&p, &rp, "p");
             close(&o, &ro, "o");
         }
+    }
+
+    #[test]
+    fn a_prefill_reads_cache_views_and_matches_candles_ops() {
+        use candle_core::{Device, D};
+        if !worthwhile() {
+            return; // one thread: candle's ops run, nothing here to compare
+        }
+        let (b, kv, g, t, d) = (2, 2, 3, 12, 8);
+        let dev = Device::Cpu;
+        let tensor = |n: usize, shape: (usize, usize, usize, usize), seed| {
+            Tensor::from_vec(rand(n, seed), shape, &dev).unwrap()
+        };
+        let q = tensor(b * kv * g * t * d, (b, kv, g * t, d), 1);
+        // The cache holds room for 20 positions; the prompt fills the first 12.
+        let k = tensor(b * kv * 20 * d, (b, kv, 20, d), 2)
+            .narrow(2, 0, t)
+            .unwrap();
+        let v = tensor(b * kv * 20 * d, (b, kv, 20, d), 3)
+            .narrow(2, 0, t)
+            .unwrap();
+        assert!(!k.is_contiguous());
+        // The second row left-padded by 4 positions, as batched answering pads it.
+        let valid = vec![vec![1u8; t], [vec![0u8; 4], vec![1u8; t - 4]].concat()];
+        let bias = super::super::ops::attention_bias(&valid, t, 0, DType::F32, &dev).unwrap();
+        let scale = 0.3f32;
+        let got = prefill(&q, &k, &v, Some(&bias), scale).unwrap().unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale as f64)
+            .unwrap()
+            .reshape((b, kv, g, t, t))
+            .unwrap()
+            .broadcast_add(&bias.unsqueeze(2).unwrap())
+            .unwrap()
+            .reshape((b, kv, g * t, t))
+            .unwrap();
+        let p = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+        let want = p.matmul(&v.contiguous().unwrap()).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        // Keys cached before the prompt are not this path's.
+        let longer = tensor(b * kv * 20 * d, (b, kv, 20, d), 4);
+        assert!(prefill(&q, &longer, &longer, None, scale)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
