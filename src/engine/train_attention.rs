@@ -125,39 +125,58 @@ pub fn forward(
     check(q, k, v, bias, dims);
     let mut p = vec![0f32; dims.heads() * rows * t];
     let mut o = vec![0f32; dims.heads() * rows * d];
-    let k_t: Vec<Vec<f32>> = (0..dims.heads())
-        .map(|h| transpose(&k[h * t * d..][..t * d], t, d))
-        .collect();
-    let mut tasks = Vec::new();
-    for (h, (ph, oh)) in p
-        .chunks_mut(rows * t)
-        .zip(o.chunks_mut(rows * d))
-        .enumerate()
-    {
-        for (blk, (pb, ob)) in ph
-            .chunks_mut(ROW_BLOCK * t)
-            .zip(oh.chunks_mut(ROW_BLOCK * d))
-            .enumerate()
-        {
-            tasks.push((h, blk * ROW_BLOCK, Mutex::new((pb, ob))));
-        }
-    }
+    // Per bias row and position, how many keys it can see: a causal bias hides the keys after
+    // a position, so a block of early positions needs only the first keys' products.
+    let seen: Vec<Vec<usize>> = match bias {
+        None => vec![vec![t; t]],
+        Some(b) => b
+            .values
+            .chunks_exact(t * t)
+            .map(|m| {
+                m.chunks_exact(t)
+                    .map(|row| row.iter().rposition(|x| x.is_finite()).map_or(0, |j| j + 1))
+                    .collect()
+            })
+            .collect(),
+    };
+    let tasks = row_blocks(&mut p, &mut o, dims);
     pool::global().run(tasks.len(), &|task, _| {
         let (h, r0, parts) = &tasks[task];
         let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
         let (pb, ob) = &mut *parts;
+        let (h, r0) = (*h, *r0);
         let n = pb.len() / t;
-        let qb = &q[(h * rows + r0) * d..][..n * d];
-        gemm::backward_here(qb, &k_t[*h], n, d, t, pb);
-        let bias_rows = bias.map(|b| {
-            let batch = if b.batches == 1 { 0 } else { h / dims.kv_heads };
-            &b.values[batch * t * t..][..t * t]
-        });
-        for (i, row) in pb.chunks_exact_mut(t).enumerate() {
+        let batch = match bias {
+            Some(b) if b.batches > 1 => h / dims.kv_heads,
+            _ => 0,
+        };
+        let keys = (r0..r0 + n)
+            .map(|r| seen[batch.min(seen.len() - 1)][r % t])
+            .max()
+            .unwrap_or(t)
+            .max(1);
+        let (kh, vh) = (&k[h * t * d..][..keys * d], &v[h * t * d..][..keys * d]);
+        // Scores of the visible keys, (n, keys), then their softmax, then into P's rows.
+        let mut scores = vec![0f32; n * keys];
+        gemm::backward_here(
+            &q[(h * rows + r0) * d..][..n * d],
+            &transpose(kh, keys, d),
+            n,
+            d,
+            keys,
+            &mut scores,
+        );
+        let bias_rows = bias.map(|b| &b.values[batch * t * t..][..t * t]);
+        for (i, (row, out)) in scores
+            .chunks_exact_mut(keys)
+            .zip(pb.chunks_exact_mut(t))
+            .enumerate()
+        {
             let r = (r0 + i) % t;
-            softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..t]));
+            softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..keys]));
+            out[..keys].copy_from_slice(row);
         }
-        gemm::backward_here(pb, &v[h * t * d..][..t * d], n, t, d, ob);
+        gemm::backward_here(&scores, vh, n, keys, d, ob);
     });
     drop(tasks);
     (o, p)
@@ -180,42 +199,41 @@ pub fn backward(
     check(q, k, v, None, dims);
     assert!(p.len() == heads * rows * t && d_o.len() == q.len());
     let pool = pool::global();
-    let v_t: Vec<Vec<f32>> = (0..heads)
-        .map(|h| transpose(&v[h * t * d..][..t * d], t, d))
-        .collect();
     let mut dq = vec![0f32; q.len()];
     let mut ds = vec![0f32; heads * rows * t];
     {
-        let mut tasks = Vec::new();
-        for (h, (dsh, dqh)) in ds
-            .chunks_mut(rows * t)
-            .zip(dq.chunks_mut(rows * d))
-            .enumerate()
-        {
-            for (blk, (sb, qb)) in dsh
-                .chunks_mut(ROW_BLOCK * t)
-                .zip(dqh.chunks_mut(ROW_BLOCK * d))
-                .enumerate()
-            {
-                tasks.push((h, blk * ROW_BLOCK, Mutex::new((sb, qb))));
-            }
-        }
+        let tasks = row_blocks(&mut ds, &mut dq, dims);
         pool.run(tasks.len(), &|task, _| {
             let (h, r0, parts) = &tasks[task];
             let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
             let (sb, qb) = &mut *parts;
             let n = sb.len() / t;
-            // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place.
-            let dob = &d_o[(h * rows + r0) * d..][..n * d];
-            gemm::backward_here(dob, &v_t[*h], n, d, t, sb);
             let pb = &p[(h * rows + r0) * t..][..n * t];
-            for (row, pr) in sb.chunks_exact_mut(t).zip(pb.chunks_exact(t)) {
+            // Keys past the block's last nonzero probability have dS = 0: leave them out.
+            let keys = pb
+                .chunks_exact(t)
+                .map(|row| row.iter().rposition(|&x| x != 0.0).map_or(0, |j| j + 1))
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let (kh, vh) = (&k[h * t * d..][..keys * d], &v[h * t * d..][..keys * d]);
+            // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place, (n, keys).
+            let dob = &d_o[(h * rows + r0) * d..][..n * d];
+            let mut dsb = vec![0f32; n * keys];
+            gemm::backward_here(dob, &transpose(vh, keys, d), n, d, keys, &mut dsb);
+            for ((row, pr), out) in dsb
+                .chunks_exact_mut(keys)
+                .zip(pb.chunks_exact(t))
+                .zip(sb.chunks_exact_mut(t))
+            {
+                let pr = &pr[..keys];
                 let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
                 for (x, &pv) in row.iter_mut().zip(pr) {
                     *x = pv * (*x - dot);
                 }
+                out[..keys].copy_from_slice(row);
             }
-            gemm::backward_here(sb, &k[h * t * d..][..t * d], n, t, d, qb);
+            gemm::backward_here(&dsb, kh, n, keys, d, qb);
             qb.iter_mut().for_each(|x| *x *= scale);
         });
     }
@@ -265,6 +283,34 @@ pub fn backward(
         transpose_into(&dk_t[at..][..d * t], d, t, &mut dk[at..][..t * d], scale);
     }
     (dq, dk, dv)
+}
+
+/// A task each for blocks of query rows: `(head, first row, its rows of a (heads, rows, t)
+/// matrix and of a (heads, rows, d) one)`. Blocks stay inside one query head's `t` positions,
+/// so a block of early positions sees only the first keys under a causal bias.
+#[allow(clippy::type_complexity)]
+fn row_blocks<'a>(
+    by_keys: &'a mut [f32],
+    by_dims: &'a mut [f32],
+    dims: Dims,
+) -> Vec<(usize, usize, Mutex<(&'a mut [f32], &'a mut [f32])>)> {
+    let Dims { rows, t, d, .. } = dims;
+    let mut tasks = Vec::new();
+    let heads = by_keys
+        .chunks_mut(rows * t)
+        .zip(by_dims.chunks_mut(rows * d));
+    for (h, (kh, dh)) in heads.enumerate() {
+        let groups = kh.chunks_mut(t * t).zip(dh.chunks_mut(t * d));
+        for (g, (kg, dg)) in groups.enumerate() {
+            let blocks = kg
+                .chunks_mut(ROW_BLOCK * t)
+                .zip(dg.chunks_mut(ROW_BLOCK * d));
+            for (blk, (kb, db)) in blocks.enumerate() {
+                tasks.push((h, g * t + blk * ROW_BLOCK, Mutex::new((kb, db))));
+            }
+        }
+    }
+    tasks
 }
 
 fn check(q: &[f32], k: &[f32], v: &[f32], bias: Option<Bias<'_>>, dims: Dims) {
@@ -469,6 +515,41 @@ mod tests {
             close(&p, &rp, "p");
             close(&o, &ro, "o");
         }
+    }
+
+    #[test]
+    fn early_blocks_of_a_causal_sequence_take_only_the_keys_they_see() {
+        // One head, 100 positions: the first block of 48 rows sees 48 keys, the second 96.
+        let dims = Dims {
+            b: 1,
+            kv_heads: 1,
+            rows: 100,
+            t: 100,
+            d: 8,
+        };
+        let t = dims.t;
+        let q = rand(t * dims.d, 5);
+        let k = rand(t * dims.d, 6);
+        let v = rand(t * dims.d, 7);
+        let d_o = rand(q.len(), 8);
+        let mut values = vec![0f32; t * t];
+        for i in 0..t {
+            for j in i + 1..t {
+                values[i * t + j] = f32::NEG_INFINITY;
+            }
+        }
+        let bias = Some(Bias {
+            values: &values,
+            batches: 1,
+        });
+        let (o, p) = forward(&q, &k, &v, bias, 0.5, dims);
+        let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, 0.5, dims);
+        let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, 0.5, dims);
+        close(&p, &rp, "p");
+        close(&o, &ro, "o");
+        close(&dq, &rdq, "dq");
+        close(&dk, &rdk, "dk");
+        close(&dv, &rdv, "dv");
     }
 
     #[test]
