@@ -455,11 +455,8 @@ impl AttnShape {
     }
 
     /// The output `(b, kv, g*t, d)` and the probabilities by [`train_attention`] on the
-    /// kernel pool, for rotated f32 CPU tensors with more than one thread; `None` elsewhere.
+    /// kernel pool, for rotated f32 CPU tensors; `None` elsewhere.
     fn on_cpu(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
-        if !train_attention::worthwhile() {
-            return Ok(None);
-        }
         let (b, kv_heads, rows, d) = q.dims4()?;
         let t = k.dim(2)?;
         let bias = match &self.bias {
@@ -556,9 +553,6 @@ impl Attention {
         d_o: &Tensor,
         scale: f32,
     ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-        if !train_attention::worthwhile() {
-            return Ok(None);
-        }
         let (b, kv_heads, rows, d) = parts.q.dims4()?;
         let t = parts.k.dim(2)?;
         let d_o = d_o.contiguous()?;

@@ -334,12 +334,7 @@ fn draw_detail(view: &ForgettingView, frame: &mut Frame, area: Rect) {
 /// Opens the view on the terminal until the user closes it (or a signal or hang-up arrives);
 /// the terminal is restored on every way out.
 pub fn show(data: Forgetting, options: TuiOptions) -> Result<()> {
-    let theme = Theme::load(
-        options.theme.as_deref(),
-        &options.themes_dir,
-        options.no_color,
-    )?;
-    let keymap = KeyMap::load(options.keys.as_deref())?;
+    let (theme, keymap) = super::load_options(&options)?;
     let mut view = ForgettingView::new(data, theme, keymap)?;
     let mut tui = terminal::Tui::enter()?;
     let outcome = view_loop(&mut tui, &mut view);

@@ -78,16 +78,21 @@ pub fn check_options(options: &TuiOptions) -> Result<()> {
     Ok(())
 }
 
-/// Runs the workbench until the user quits. Theme and keymap errors are returned before the
-/// terminal is touched. In live mode, after a quit the function returns once the loop closes
-/// its event channel (a second quit, or ctrl-c, leaves at once).
-pub fn run(feed: Feed, options: TuiOptions) -> Result<()> {
+/// The theme and the key map the options name.
+fn load_options(options: &TuiOptions) -> Result<(Theme, KeyMap)> {
     let theme = Theme::load(
         options.theme.as_deref(),
         &options.themes_dir,
         options.no_color,
     )?;
-    let keymap = KeyMap::load(options.keys.as_deref())?;
+    Ok((theme, KeyMap::load(options.keys.as_deref())?))
+}
+
+/// Runs the workbench until the user quits. Theme and keymap errors are returned before the
+/// terminal is touched. In live mode, after a quit the function returns once the loop closes
+/// its event channel (a second quit, or ctrl-c, leaves at once).
+pub fn run(feed: Feed, options: TuiOptions) -> Result<()> {
+    let (theme, keymap) = load_options(&options)?;
     let (mut app, live) = match feed {
         Feed::Live {
             events,

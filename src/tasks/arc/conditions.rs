@@ -309,8 +309,13 @@ fn progress_line(condition: Condition, r: &Trial, recorded: bool) -> String {
 
 impl Trial {
     fn new(task: &ArcTask, sample: usize) -> Trial {
+        Trial::blank(&task.id, sample)
+    }
+
+    /// A trial of `task` with nothing done yet.
+    fn blank(task: &str, sample: usize) -> Trial {
         Trial {
-            task: task.id.clone(),
+            task: task.to_string(),
             sample,
             self_edit: None,
             config: None,
@@ -451,19 +456,8 @@ mod tests {
     #[test]
     fn the_task_table_marks_each_rows_solved_tasks() {
         let trial = |task: &str, sample: usize, solved: bool| Trial {
-            task: task.into(),
-            sample,
-            self_edit: None,
-            config: None,
-            failure: None,
             solved,
-            results: Vec::new(),
-            examples: 0,
-            steps: 0,
-            train_tokens: 0,
-            sample_secs: 0.0,
-            train_secs: 0.0,
-            answer_secs: 0.0,
+            ..Trial::blank(task, sample)
         };
         let row = |condition: Condition, runs: Vec<Trial>| ConditionReport {
             condition,
