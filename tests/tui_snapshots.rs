@@ -790,16 +790,20 @@ fn forgetting_buffer(view: &seal_tui::tui::forgetting::ForgettingView, w: u16, h
     terminal.backend().buffer().clone()
 }
 
+fn forgetting_text(view: &seal_tui::tui::forgetting::ForgettingView, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal
+        .draw(|f| seal_tui::tui::forgetting::draw(view, f))
+        .unwrap();
+    terminal.backend().to_string()
+}
+
 #[test]
 fn forgetting_matrix_80x24() {
     let mut view = forgetting(Theme::plain());
     view.act(Action::PrevEdit);
     view.act(Action::NextContext);
-    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
-    terminal
-        .draw(|f| seal_tui::tui::forgetting::draw(&view, f))
-        .unwrap();
-    let screen = terminal.backend().to_string();
+    let screen = forgetting_text(&view, 80, 24);
     assert!(
         screen.contains("After update 5 of 6 (p5), on p2"),
         "{screen}"
@@ -868,11 +872,7 @@ fn forgetting_matrix_follows_the_cursor_when_it_does_not_fit() {
     for _ in 0..29 {
         view.act(Action::NextContext);
     }
-    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
-    terminal
-        .draw(|f| seal_tui::tui::forgetting::draw(&view, f))
-        .unwrap();
-    let screen = terminal.backend().to_string();
+    let screen = forgetting_text(&view, 80, 24);
     assert!(screen.contains("p30"), "{screen}");
     assert!(screen.contains("after 30"), "{screen}");
     assert!(screen.contains("Passage 30"), "{screen}");

@@ -565,12 +565,16 @@ pub fn format_continual(r: &ContinualReport, colour: bool) -> String {
     out
 }
 
-/// The forgetting matrix of a continual evaluation's results file, for the workbench.
-pub fn forgetting_of(path: &std::path::Path) -> Result<seal_tui::tui::forgetting::Forgetting> {
+/// A results file's JSON.
+fn read_results(path: &std::path::Path) -> Result<serde_json::Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))
+}
+
+/// The forgetting matrix of a continual evaluation's results file, for the workbench.
+pub fn forgetting_of(path: &std::path::Path) -> Result<seal_tui::tui::forgetting::Forgetting> {
+    let json = read_results(path)?;
     let continual = match json.get("continual") {
         Some(c) if json.get("kind").and_then(|k| k.as_str()) == Some(RESULTS_KIND) => c,
         _ => bail!(
@@ -593,10 +597,7 @@ pub fn forgetting_of(path: &std::path::Path) -> Result<seal_tui::tui::forgetting
 /// goes to [`super::arc::report_results`].
 pub fn report_file(path: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
     use seal_tui::text::report::csv_field;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    let json = read_results(path)?;
     if super::arc::is_results(&json) {
         return super::arc::report_results(path, &json, out);
     }

@@ -457,42 +457,10 @@ impl AttnShape {
     /// The output `(b, kv, g*t, d)` and the probabilities by [`train_attention`] on the
     /// kernel pool, for rotated f32 CPU tensors; `None` elsewhere.
     fn on_cpu(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
-        let (b, kv_heads, rows, d) = q.dims4()?;
-        let t = k.dim(2)?;
-        let bias = match &self.bias {
-            Some(bias) => Some(bias.contiguous()?),
-            None => None,
-        };
-        let dims = train_attention::Dims {
-            b,
-            kv_heads,
-            rows,
-            t,
-            d,
-        };
-        let scale = self.scale() as f32;
-        let bias_batches = match bias.as_ref().map(|b| b.dims().to_vec()) {
-            None => 0,
-            Some(dims) => match dims[..] {
-                [bb, 1, bt, bk] if (bb == 1 || bb == b) && bt == t && bk == t => bb,
-                _ => return Ok(None),
-            },
-        };
-        let done = with_cpu_f32(&[Some(q), Some(k), Some(v), bias.as_ref()], |xs| {
-            let bias = xs[3].map(|values| train_attention::Bias {
-                values,
-                batches: bias_batches,
-            });
-            train_attention::forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims).into()
-        });
-        let Some((o, p)) = done else {
-            return Ok(None);
-        };
-        let device = q.device();
-        Ok(Some((
-            Tensor::from_vec(o, (b, kv_heads, rows, d), device)?,
-            Tensor::from_vec(p, (b, kv_heads, rows, t), device)?,
-        )))
+        let bias = self.bias.as_ref().map(Tensor::contiguous).transpose()?;
+        let done =
+            train_attention::forward_tensors(q, k, v, bias.as_ref(), self.scale() as f32, true)?;
+        Ok(done.and_then(|(o, p)| Some((o, p?))))
     }
 
     /// The probabilities and the rotated inputs they came from.
@@ -522,70 +490,7 @@ impl AttnShape {
     }
 }
 
-/// Runs `f` on the values of contiguous f32 CPU tensors (`None` entries stay `None`); `None`
-/// when a tensor is elsewhere, of another type or strided.
-fn with_cpu_f32<R>(
-    tensors: &[Option<&Tensor>],
-    f: impl FnOnce(&[Option<&[f32]>]) -> Option<R>,
-) -> Option<R> {
-    let guards: Vec<_> = tensors
-        .iter()
-        .map(|t| t.map(|t| t.storage_and_layout()))
-        .collect();
-    let mut values = Vec::with_capacity(guards.len());
-    for guard in &guards {
-        match guard {
-            None => values.push(None),
-            Some((storage, layout)) => match &**storage {
-                Storage::Cpu(s) => values.push(Some(super::ops::f32_values(s, layout)?)),
-                _ => return None,
-            },
-        }
-    }
-    f(&values)
-}
-
 impl Attention {
-    /// `(dq, dk, dv)` by [`train_attention`] for f32 CPU parts (dq and dk scaled, dq in the
-    /// stacked `(b, kv, g*t, d)` shape); `None` elsewhere.
-    fn backward_on_cpu(
-        parts: &AttnParts,
-        d_o: &Tensor,
-        scale: f32,
-    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-        let (b, kv_heads, rows, d) = parts.q.dims4()?;
-        let t = parts.k.dim(2)?;
-        let d_o = d_o.contiguous()?;
-        let dims = train_attention::Dims {
-            b,
-            kv_heads,
-            rows,
-            t,
-            d,
-        };
-        let tensors = [
-            Some(&parts.q),
-            Some(&parts.k),
-            Some(&parts.v),
-            Some(&parts.p),
-            Some(&d_o),
-        ];
-        let done = with_cpu_f32(&tensors, |xs| {
-            Some(train_attention::backward(
-                xs[0]?, xs[1]?, xs[2]?, xs[3]?, xs[4]?, scale, dims,
-            ))
-        });
-        let Some((dq, dk, dv)) = done else {
-            return Ok(None);
-        };
-        let device = parts.q.device();
-        Ok(Some((
-            Tensor::from_vec(dq, (b, kv_heads, rows, d), device)?,
-            Tensor::from_vec(dk, (b, kv_heads, t, d), device)?,
-            Tensor::from_vec(dv, (b, kv_heads, t, d), device)?,
-        )))
-    }
-
     fn shape(&self) -> AttnShape {
         AttnShape {
             cos: self.cos.clone(),
@@ -626,7 +531,15 @@ impl CustomOp3 for Attention {
         let d_o = shape
             .split(&dout.to_dtype(parts.p.dtype())?, self.heads)?
             .reshape((b, self.kv_heads, groups * t, self.head_dim))?;
-        let (dq, dk, dv) = match Self::backward_on_cpu(&parts, &d_o, scale as f32)? {
+        let on_cpu = train_attention::backward_tensors(
+            &parts.q,
+            &parts.k,
+            &parts.v,
+            &parts.p,
+            &d_o,
+            scale as f32,
+        )?;
+        let (dq, dk, dv) = match on_cpu {
             Some(grads) => grads,
             None => {
                 let dv = parts.p.t()?.matmul(&d_o)?;

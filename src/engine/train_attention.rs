@@ -24,7 +24,7 @@
 
 use super::gemm;
 use super::pool;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Storage, Tensor};
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +51,10 @@ pub struct Bias<'a> {
     pub batches: usize,
 }
 
-/// `softmax(q kᵀ scale + bias) v` for a prompt with nothing cached before it (a prefill), as
-/// [`forward`] computes it: `q (b, kv_heads, rows, d)`, `k` and `v` `(b, kv_heads, t, d)` (a
-/// cache's views are copied), `bias (b or 1, 1, t, t)`, all f32 on the CPU. `None` where this
-/// does not apply (another device or type, keys cached before), for candle's ops.
+/// `softmax(q kᵀ scale + bias) v` for a prompt with nothing cached before it (a prefill):
+/// `q (b, kv_heads, rows, d)`, `k` and `v` `(b, kv_heads, t, d)` (a cache's views are copied),
+/// `bias (b or 1, 1, t, t)`, all f32 on the CPU. `None` where this does not apply (another
+/// device or type, keys cached before), for candle's ops.
 pub fn prefill(
     q: &Tensor,
     k: &Tensor,
@@ -62,6 +62,96 @@ pub fn prefill(
     bias: Option<&Tensor>,
     scale: f32,
 ) -> Result<Option<Tensor>> {
+    if dims_of(q, k, v, bias)?.is_none() {
+        return Ok(None);
+    }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let bias = bias.map(Tensor::contiguous).transpose()?;
+    Ok(forward_tensors(&q, &k, &v, bias.as_ref(), scale, false)?.map(|(o, _)| o))
+}
+
+/// [`forward`] on tensors: the output and, when `keep`, the probabilities. `None` where the
+/// tensors are not contiguous f32 on the CPU in the shapes [`prefill`] names.
+pub fn forward_tensors(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f32,
+    keep: bool,
+) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    let Some((dims, batches)) = dims_of(q, k, v, bias)? else {
+        return Ok(None);
+    };
+    let done = with_cpu_f32(&[Some(q), Some(k), Some(v), bias], |xs| {
+        let bias = xs[3].map(|values| Bias { values, batches });
+        Some(forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims, keep))
+    });
+    let Some((o, p)) = done else {
+        return Ok(None);
+    };
+    let Dims {
+        b,
+        kv_heads,
+        rows,
+        t,
+        d,
+    } = dims;
+    let device = q.device();
+    let p = p
+        .map(|p| Tensor::from_vec(p, (b, kv_heads, rows, t), device))
+        .transpose()?;
+    Ok(Some((
+        Tensor::from_vec(o, (b, kv_heads, rows, d), device)?,
+        p,
+    )))
+}
+
+/// [`backward`] on tensors as [`forward_tensors`] took them, with its probabilities `p` and
+/// the output gradient `d_o` (stacked as `q`): `(dq, dk, dv)`, `None` where it does not apply.
+pub fn backward_tensors(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &Tensor,
+    d_o: &Tensor,
+    scale: f32,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let Some((dims, _)) = dims_of(q, k, v, None)? else {
+        return Ok(None);
+    };
+    let d_o = d_o.contiguous()?;
+    let done = with_cpu_f32(&[Some(q), Some(k), Some(v), Some(p), Some(&d_o)], |xs| {
+        Some(backward(
+            xs[0]?, xs[1]?, xs[2]?, xs[3]?, xs[4]?, scale, dims,
+        ))
+    });
+    let Some((dq, dk, dv)) = done else {
+        return Ok(None);
+    };
+    let Dims {
+        b,
+        kv_heads,
+        rows,
+        t,
+        d,
+    } = dims;
+    let device = q.device();
+    Ok(Some((
+        Tensor::from_vec(dq, (b, kv_heads, rows, d), device)?,
+        Tensor::from_vec(dk, (b, kv_heads, t, d), device)?,
+        Tensor::from_vec(dv, (b, kv_heads, t, d), device)?,
+    )))
+}
+
+/// The shapes of attention over one whole sequence in f32 on the CPU, and how many bias rows
+/// there are (0 without a bias); `None` for anything else.
+fn dims_of(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Option<(Dims, usize)>> {
     let (b, kv_heads, rows, d) = q.dims4()?;
     let t = k.dim(2)?;
     let f32_cpu = |x: &Tensor| x.device().is_cpu() && x.dtype() == DType::F32;
@@ -74,43 +164,53 @@ pub fn prefill(
     {
         return Ok(None);
     }
-    let batches = match bias.map(|b| b.dims().to_vec()) {
+    let batches = match bias.map(|b| b.dims()) {
         None => 0,
-        Some(dims) => match dims[..] {
-            [bb, 1, bt, bk] if (bb == 1 || bb == b) && bt == t && bk == t => bb,
-            _ => return Ok(None),
+        Some(&[bb, 1, bt, bk]) if (bb == 1 || bb == b) && bt == t && bk == t => bb,
+        Some(_) => return Ok(None),
+    };
+    Ok(Some((
+        Dims {
+            b,
+            kv_heads,
+            rows,
+            t,
+            d,
         },
-    };
-    let dims = Dims {
-        b,
-        kv_heads,
-        rows,
-        t,
-        d,
-    };
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let bias = bias.map(|b| b.contiguous()).transpose()?;
-    let values = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1::<f32>() };
-    let (qv, kv, vv) = (values(&q)?, values(&k)?, values(&v)?);
-    let bias_values = bias.as_ref().map(values).transpose()?;
-    let bias = bias_values
-        .as_deref()
-        .map(|values| Bias { values, batches });
-    let (o, _) = forward(&qv, &kv, &vv, bias, scale, dims);
-    Ok(Some(Tensor::from_vec(
-        o,
-        (b, kv_heads, rows, d),
-        q.device(),
-    )?))
+        batches,
+    )))
+}
+
+/// Runs `f` on the values of contiguous f32 CPU tensors (`None` entries stay `None`); `None`
+/// when a tensor is elsewhere, of another type or strided.
+fn with_cpu_f32<R>(
+    tensors: &[Option<&Tensor>],
+    f: impl FnOnce(&[Option<&[f32]>]) -> Option<R>,
+) -> Option<R> {
+    let guards: Vec<_> = tensors
+        .iter()
+        .map(|t| t.map(|t| t.storage_and_layout()))
+        .collect();
+    let mut values = Vec::with_capacity(guards.len());
+    for guard in &guards {
+        match guard {
+            None => values.push(None),
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(s) => values.push(Some(super::ops::f32_values(s, layout)?)),
+                _ => return None,
+            },
+        }
+    }
+    f(&values)
 }
 
 /// Query rows a task takes: a multiple of the product tile's 6 rows, small enough that the
 /// tasks of a short sequence still keep both threads busy.
 const ROW_BLOCK: usize = 48;
 
-/// `(o, p)`: the output `(b, kv_heads, rows, d)` and the probabilities `(b, kv_heads, rows, t)`.
-/// One region of the pool: each task takes a block of one head's query rows through the
-/// scores, the softmax and the product with `v`.
+/// `(o, p)`: the output `(b, kv_heads, rows, d)` and, when `keep` (a backward will follow),
+/// the probabilities `(b, kv_heads, rows, t)`. One region of the pool: each task takes a block
+/// of one head's query rows through the scores, the softmax and the product with `v`.
 pub fn forward(
     q: &[f32],
     k: &[f32],
@@ -118,10 +218,15 @@ pub fn forward(
     bias: Option<Bias<'_>>,
     scale: f32,
     dims: Dims,
-) -> (Vec<f32>, Vec<f32>) {
+    keep: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { rows, t, d, .. } = dims;
     check(q, k, v, bias, dims);
-    let mut p = vec![0f32; dims.heads() * rows * t];
+    let mut p = if keep {
+        vec![0f32; dims.heads() * rows * t]
+    } else {
+        Vec::new()
+    };
     let mut o = vec![0f32; dims.heads() * rows * d];
     // Per bias row and position, how many keys it can see: a causal bias hides the keys after
     // a position, so a block of early positions needs only the first keys' products.
@@ -137,19 +242,21 @@ pub fn forward(
             })
             .collect(),
     };
-    let tasks = row_blocks(&mut p, &mut o, dims);
-    pool::global().run(tasks.len(), &|task, _| {
-        let (h, r0, parts) = &tasks[task];
-        let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
-        let (pb, ob) = &mut *parts;
-        let (h, r0) = (*h, *r0);
-        let n = pb.len() / t;
+    let blocks = row_blocks(dims);
+    let outs = split(&mut o, d, &blocks);
+    let probs = keep.then(|| split(&mut p, t, &blocks));
+    pool::global().run(blocks.len(), &|task, _| {
+        let (h, r0, n) = blocks[task];
+        let mut ob = outs[task].lock().unwrap_or_else(|e| e.into_inner());
+        let mut pb = probs
+            .as_ref()
+            .map(|p| p[task].lock().unwrap_or_else(|e| e.into_inner()));
         let batch = match bias {
             Some(b) if b.batches > 1 => h / dims.kv_heads,
             _ => 0,
         };
         let keys = (r0..r0 + n)
-            .map(|r| seen[batch.min(seen.len() - 1)][r % t])
+            .map(|r| seen[batch][r % t])
             .max()
             .unwrap_or(t)
             .max(1);
@@ -165,19 +272,17 @@ pub fn forward(
             &mut scores,
         );
         let bias_rows = bias.map(|b| &b.values[batch * t * t..][..t * t]);
-        for (i, (row, out)) in scores
-            .chunks_exact_mut(keys)
-            .zip(pb.chunks_exact_mut(t))
-            .enumerate()
-        {
+        for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
             let r = (r0 + i) % t;
             softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..keys]));
-            out[..keys].copy_from_slice(row);
+            if let Some(pb) = pb.as_deref_mut() {
+                pb[i * t..][..keys].copy_from_slice(row);
+            }
         }
-        gemm::backward_here(&scores, vh, n, keys, d, ob);
+        gemm::backward_here(&scores, vh, n, keys, d, &mut ob);
     });
-    drop(tasks);
-    (o, p)
+    drop((outs, probs));
+    (o, keep.then_some(p))
 }
 
 /// `(dq, dk, dv)` for the output gradient `d_o (b, kv_heads, rows, d)`, from the forward's
@@ -200,12 +305,12 @@ pub fn backward(
     let mut dq = vec![0f32; q.len()];
     let mut ds = vec![0f32; heads * rows * t];
     {
-        let tasks = row_blocks(&mut ds, &mut dq, dims);
-        pool.run(tasks.len(), &|task, _| {
-            let (h, r0, parts) = &tasks[task];
-            let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
-            let (sb, qb) = &mut *parts;
-            let n = sb.len() / t;
+        let blocks = row_blocks(dims);
+        let (dss, dqs) = (split(&mut ds, t, &blocks), split(&mut dq, d, &blocks));
+        pool.run(blocks.len(), &|task, _| {
+            let (h, r0, n) = blocks[task];
+            let mut sb = dss[task].lock().unwrap_or_else(|e| e.into_inner());
+            let mut qb = dqs[task].lock().unwrap_or_else(|e| e.into_inner());
             let pb = &p[(h * rows + r0) * t..][..n * t];
             // Keys past the block's last nonzero probability have dS = 0: leave them out.
             let keys = pb
@@ -231,7 +336,7 @@ pub fn backward(
                 }
                 out[..keys].copy_from_slice(row);
             }
-            gemm::backward_here(&dsb, kh, n, keys, d, qb);
+            gemm::backward_here(&dsb, kh, n, keys, d, &mut qb);
             qb.iter_mut().for_each(|x| *x *= scale);
         });
     }
@@ -283,32 +388,36 @@ pub fn backward(
     (dq, dk, dv)
 }
 
-/// A task each for blocks of query rows: `(head, first row, its rows of a (heads, rows, t)
-/// matrix and of a (heads, rows, d) one)`. Blocks stay inside one query head's `t` positions,
-/// so a block of early positions sees only the first keys under a causal bias.
-#[allow(clippy::type_complexity)]
-fn row_blocks<'a>(
-    by_keys: &'a mut [f32],
-    by_dims: &'a mut [f32],
-    dims: Dims,
-) -> Vec<(usize, usize, Mutex<(&'a mut [f32], &'a mut [f32])>)> {
-    let Dims { rows, t, d, .. } = dims;
-    let mut tasks = Vec::new();
-    let heads = by_keys
-        .chunks_mut(rows * t)
-        .zip(by_dims.chunks_mut(rows * d));
-    for (h, (kh, dh)) in heads.enumerate() {
-        let groups = kh.chunks_mut(t * t).zip(dh.chunks_mut(t * d));
-        for (g, (kg, dg)) in groups.enumerate() {
-            let blocks = kg
-                .chunks_mut(ROW_BLOCK * t)
-                .zip(dg.chunks_mut(ROW_BLOCK * d));
-            for (blk, (kb, db)) in blocks.enumerate() {
-                tasks.push((h, g * t + blk * ROW_BLOCK, Mutex::new((kb, db))));
+/// Blocks of query rows, a task each: `(head, first row, rows)`, in memory order. Blocks stay
+/// inside one query head's `t` positions, so a block of early positions sees only the first
+/// keys under a causal bias.
+fn row_blocks(dims: Dims) -> Vec<(usize, usize, usize)> {
+    let Dims { rows, t, .. } = dims;
+    let mut blocks = Vec::new();
+    for h in 0..dims.heads() {
+        for g0 in (0..rows).step_by(t) {
+            for r0 in (g0..g0 + t).step_by(ROW_BLOCK) {
+                blocks.push((h, r0, ROW_BLOCK.min(g0 + t - r0)));
             }
         }
     }
-    tasks
+    blocks
+}
+
+/// `data`, `width` values a row, cut into the blocks' rows, each for one task to write.
+fn split<'a>(
+    mut data: &'a mut [f32],
+    width: usize,
+    blocks: &[(usize, usize, usize)],
+) -> Vec<Mutex<&'a mut [f32]>> {
+    blocks
+        .iter()
+        .map(|&(_, _, n)| {
+            let (block, rest) = std::mem::take(&mut data).split_at_mut(n * width);
+            data = rest;
+            Mutex::new(block)
+        })
+        .collect()
 }
 
 fn check(q: &[f32], k: &[f32], v: &[f32], bias: Option<Bias<'_>>, dims: Dims) {
@@ -501,7 +610,8 @@ mod tests {
             batches: 2,
         });
         let scale = 0.25;
-        let (o, p) = forward(&q, &k, &v, bias, scale, dims);
+        let (o, p) = forward(&q, &k, &v, bias, scale, dims, true);
+        let p = p.unwrap();
         let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, scale, dims);
         let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, scale, dims);
         close(&p, &rp, "p");
@@ -517,7 +627,8 @@ mod tests {
             }),
             None,
         ] {
-            let (o, p) = forward(&q, &k, &v, bias, scale, dims);
+            let (o, p) = forward(&q, &k, &v, bias, scale, dims, true);
+            let p = p.unwrap();
             let (ro, rp, ..) = reference(&q, &k, &v, bias, &d_o, scale, dims);
             close(&p, &rp, "p");
             close(&o, &ro, "o");
@@ -544,7 +655,8 @@ mod tests {
             values: &values,
             batches: 1,
         });
-        let (o, p) = forward(&q, &k, &v, bias, 0.5, dims);
+        let (o, p) = forward(&q, &k, &v, bias, 0.5, dims, true);
+        let p = p.unwrap();
         let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, 0.5, dims);
         let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, 0.5, dims);
         close(&p, &rp, "p");
@@ -630,7 +742,8 @@ mod tests {
         });
         let scale = 0.125f32;
         let ours = || {
-            let (_, p) = forward(&q, &k, &v, bias, scale, dims);
+            let (_, p) = forward(&q, &k, &v, bias, scale, dims, true);
+            let p = p.unwrap();
             backward(&q, &k, &v, &p, &d_o, scale, dims)
         };
         let dev = Device::Cpu;
