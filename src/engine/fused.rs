@@ -12,6 +12,10 @@
 //! inputs' precision. `tests/engine_train.rs` checks every op against finite differences and
 //! against the composed formulation.
 
+use super::elementwise;
+use super::exp_rows;
+use super::gemm;
+use super::lora_cpu;
 use super::ops::Mode;
 use super::ops::{frozen_input_grad, frozen_matmul, rope};
 use super::train_attention;
@@ -238,6 +242,17 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = &dy.contiguous()?;
+        let fast = train_attention::with_cpu_f32(&[Some(g), Some(u), Some(dy)], |v| {
+            Some(elementwise::silu_mul_backward(v[0]?, v[1]?, v[2]?))
+        });
+        if let Some((dg, du)) = fast {
+            let shape = g.shape();
+            return Ok((
+                Some(Tensor::from_vec(dg, shape, g.device())?),
+                Some(Tensor::from_vec(du, shape, g.device())?),
+            ));
+        }
         let dtype = g.dtype();
         let w = wide(dtype);
         let (g, u, dy) = (
@@ -256,7 +271,13 @@ impl CustomOp2 for SiluMul {
 
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let out = (gate.detach().silu()? * up.detach())?;
+    let fast = train_attention::with_cpu_f32(&[Some(&gate), Some(&up)], |v| {
+        Some(elementwise::silu_mul(v[0]?, v[1]?))
+    });
+    let out = match fast {
+        Some(out) => Tensor::from_vec(out, gate.shape(), gate.device())?,
+        None => (gate.detach().silu()? * up.detach())?,
+    };
     gate.apply_op2(
         &up,
         SiluMul {
@@ -282,6 +303,13 @@ fn rows(x: &Tensor) -> Result<Tensor> {
     x.reshape((x.elem_count() / k, k))
 }
 
+/// The sizes of an adapted projection of `x2 (m, k)` by `weight (n, k)` with `a (r, k)`.
+fn lora_dims(x2: &Tensor, a: &Tensor, weight: &Tensor) -> Result<lora_cpu::Dims> {
+    let (m, k) = x2.dims2()?;
+    let (r, n) = (a.dim(0)?, weight.dim(0)?);
+    Ok(lora_cpu::Dims { m, k, n, r })
+}
+
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "fused-lora-linear"
@@ -301,6 +329,31 @@ impl CustomOp3 for LoraLinear {
         let lora = a.dtype();
         let x2 = rows(&x)?;
         let dy2 = rows(dy)?;
+        let d = lora_dims(&x2, &a, &self.weight)?;
+        let fast = train_attention::with_cpu_f32(
+            &[
+                Some(&x2),
+                Some(&a),
+                Some(&b),
+                Some(&dy2),
+                Some(&self.weight),
+            ],
+            |v| {
+                let (x, a, b, dy, w) = (v[0]?, v[1]?, v[2]?, v[3]?, v[4]?);
+                let mut dx = vec![0f32; d.m * d.k];
+                gemm::backward(dy, w, d.m, d.n, d.k, &mut dx);
+                let (da, db) = lora_cpu::backward(x, a, b, dy, d, self.scale as f32, &mut dx);
+                Some((dx, da, db))
+            },
+        );
+        if let Some((dx, da, db)) = fast {
+            let dev = x.device();
+            return Ok((
+                Some(Tensor::from_vec(dx, x.shape(), dev)?),
+                Some(Tensor::from_vec(da, a.shape(), dev)?),
+                Some(Tensor::from_vec(db, b.shape(), dev)?),
+            ));
+        }
         let (x2l, dy2l) = (x2.to_dtype(lora)?, dy2.to_dtype(lora)?);
         let h = dy2l.matmul(&b)?;
         let dx = (frozen_input_grad(&dy2.to_dtype(x.dtype())?, &self.weight)?
@@ -323,14 +376,27 @@ pub fn lora_linear(
     let out = {
         let xd = x.detach();
         let x2 = rows(&xd)?;
-        let mut y = frozen_matmul(&x2, weight)?;
+        let d = lora_dims(&x2, a, weight)?;
+        let fast =
+            train_attention::with_cpu_f32(&[Some(&x2), Some(weight), Some(a), Some(b)], |v| {
+                let mut y = vec![0f32; d.m * d.n];
+                gemm::forward(v[0]?, v[1]?, d.m, d.n, d.k, &mut y);
+                lora_cpu::add_forward(v[0]?, v[2]?, v[3]?, d, scale as f32, &mut y);
+                Some(y)
+            });
+        let mut y = match fast {
+            Some(y) => Tensor::from_vec(y, (d.m, d.n), x.device())?,
+            None => {
+                let y = frozen_matmul(&x2, weight)?;
+                let xl = x2.to_dtype(a.dtype())?;
+                let low = (xl.matmul(&a.detach().t()?)?.matmul(&b.detach().t()?)? * scale)?;
+                let low = low.to_dtype(y.dtype())?;
+                (y + low)?
+            }
+        };
         if let Some(bias) = bias {
             y = y.broadcast_add(bias)?;
         }
-        let xl = x2.to_dtype(a.dtype())?;
-        let low = (xl.matmul(&a.detach().t()?)?.matmul(&b.detach().t()?)? * scale)?;
-        let low = low.to_dtype(y.dtype())?;
-        let y = (y + low)?;
         let mut dims = x.dims().to_vec();
         let last = dims.len() - 1;
         dims[last] = weight.dim(0)?;
@@ -685,16 +751,16 @@ impl CustomOp1 for TokenNll {
                 Some(kept) => kept[i].clone(),
                 None => {
                     let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
-                    let p = candle_nn::ops::softmax_last_dim(&logits)?;
-                    minus_onehot(&p, &self.ids, &self.targets.narrow(0, start, len)?)?
+                    let targets = self.targets.narrow(0, start, len)?;
+                    slice_nll(&logits, &targets, &self.ids, true)?.1
                 }
             };
-            let dy_s = dy
-                .narrow(0, start, len)?
-                .to_dtype(g.dtype())?
-                .unsqueeze(1)?;
-            let dlogits = g.broadcast_mul(&dy_s)?.to_dtype(h.dtype())?;
-            parts.push(frozen_input_grad(&dlogits, &self.head)?);
+            // dy scales whole rows of dlogits, so it scales the rows of their product with the
+            // head just as well: `hidden` values a row instead of `vocab`.
+            let dh = frozen_input_grad(&g.to_dtype(h.dtype())?, &self.head)?;
+            let w = g.dtype();
+            let dy_s = dy.narrow(0, start, len)?.to_dtype(w)?.unsqueeze(1)?;
+            parts.push(dh.to_dtype(w)?.broadcast_mul(&dy_s)?.to_dtype(h.dtype())?);
         }
         Ok(Some(Tensor::cat(&parts, 0)?))
     }
@@ -728,16 +794,11 @@ fn token_nll_sliced(
     for start in (0..n).step_by(step) {
         let len = step.min(n - start);
         let logits = slice_logits(&hd.narrow(0, start, len)?, head)?;
-        let max = logits.max_keepdim(D::Minus1)?;
-        let e = logits.broadcast_sub(&max)?.exp()?;
-        let sum = e.sum_keepdim(D::Minus1)?;
-        let lse = (sum.log()? + &max)?;
         let slice_tgt = tgt.narrow(0, start, len)?;
-        let picked = logits.gather(&slice_tgt.unsqueeze(1)?, 1)?;
-        parts.push((lse - picked)?.squeeze(1)?);
+        let (nll, g) = slice_nll(&logits, &slice_tgt, &ids, kept.is_some())?;
+        parts.push(nll);
         if let Some(kept) = kept.as_mut() {
-            // The softmax from the exponentials just taken.
-            kept.push(minus_onehot(&e.broadcast_div(&sum)?, &ids, &slice_tgt)?);
+            kept.push(g);
         }
     }
     let out = Tensor::cat(&parts, 0)?;
@@ -749,6 +810,100 @@ fn token_nll_sliced(
         ids,
         out: Output::new(out)?,
     })
+}
+
+/// A slice's per-token nll `(len,)` from its logits `(len, vocab)` (in the wide precision),
+/// and, when `grad`, `softmax - onehot(targets)`: the nll's gradient with respect to the logits
+/// (before the upstream gradient); with `grad` false the second tensor is the logits again.
+/// f32 logits on the CPU take one pass over each row on the kernel pool; others go through
+/// candle's ops.
+fn slice_nll(
+    logits: &Tensor,
+    targets: &Tensor,
+    ids: &Tensor,
+    grad: bool,
+) -> Result<(Tensor, Tensor)> {
+    let (len, vocab) = logits.dims2()?;
+    let tgt = targets.to_vec1::<u32>()?;
+    if let Some(values) = tgt
+        .iter()
+        .all(|&t| (t as usize) < vocab)
+        .then(|| {
+            train_attention::with_cpu_f32(&[Some(logits)], |v| {
+                v[0].map(|l| nll_rows(l, vocab, &tgt, grad))
+            })
+        })
+        .flatten()
+    {
+        let (nll, g) = values;
+        let dev = logits.device();
+        let g = match g {
+            Some(g) => Tensor::from_vec(g, (len, vocab), dev)?,
+            None => logits.clone(),
+        };
+        return Ok((Tensor::from_vec(nll, len, dev)?, g));
+    }
+    let max = logits.max_keepdim(D::Minus1)?;
+    let e = logits.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    let lse = (sum.log()? + &max)?;
+    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
+    let nll = (lse - picked)?.squeeze(1)?;
+    let g = match grad {
+        // The softmax from the exponentials just taken.
+        true => minus_onehot(&e.broadcast_div(&sum)?, ids, targets)?,
+        false => logits.clone(),
+    };
+    Ok((nll, g))
+}
+
+/// Rows of logits a task of [`nll_rows`] takes (~1.5 MB of SmolLM2's, 600 KB of Qwen's).
+const NLL_ROWS: usize = 8;
+
+/// [`slice_nll`] on f32 values, rows shared out over the kernel pool: each row is read once for
+/// its maximum, once for its exponentials (written straight into the gradient when asked for),
+/// and the gradient's row scaled in cache.
+fn nll_rows(
+    logits: &[f32],
+    vocab: usize,
+    targets: &[u32],
+    grad: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let len = targets.len();
+    let mut nll = vec![0f32; len];
+    let mut g = grad.then(|| vec![0f32; len * vocab]);
+    let nll_parts: Vec<Mutex<&mut [f32]>> = nll.chunks_mut(NLL_ROWS).map(Mutex::new).collect();
+    let g_parts: Option<Vec<Mutex<&mut [f32]>>> = g
+        .as_mut()
+        .map(|g| g.chunks_mut(NLL_ROWS * vocab).map(Mutex::new).collect());
+    super::pool::global().run(nll_parts.len(), &|task, _| {
+        let first = task * NLL_ROWS;
+        let mut nll = nll_parts[task].lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = g_parts
+            .as_ref()
+            .map(|p| p[task].lock().unwrap_or_else(|e| e.into_inner()));
+        for (r, out) in nll.iter_mut().enumerate() {
+            let row = &logits[(first + r) * vocab..][..vocab];
+            let target = targets[first + r] as usize;
+            let max = exp_rows::max(row);
+            let sum = match g.as_mut() {
+                Some(g) => {
+                    let g = &mut g[r * vocab..][..vocab];
+                    g.copy_from_slice(row);
+                    let sum = exp_rows::exp_shifted(g, max);
+                    let inv = 1.0 / sum;
+                    g.iter_mut().for_each(|x| *x *= inv);
+                    g[target] -= 1.0;
+                    sum
+                }
+                None => exp_rows::sum_exp_shifted(row, max),
+            };
+            *out = (sum.ln() + max) - row[target];
+        }
+    });
+    drop(nll_parts);
+    drop(g_parts);
+    (nll, g)
 }
 
 /// `p - onehot(targets)` for a slice's softmax `p`: the loss's gradient with respect to the

@@ -31,6 +31,8 @@ const KC_FORWARD: usize = 1536;
 const MC: usize = 96;
 /// Below this many multiply-adds a product is not worth waking the threads.
 const PARALLEL_MIN: usize = 1 << 18;
+/// Below this many activation values, the forward packs them on the calling thread.
+const PACK_PARALLEL_MIN: usize = 1 << 15;
 
 /// The left operand: element `(row, kk)` at `ptr[row * rs + kk]` (both products read rows
 /// whole: the weight's in the forward, the output gradient's in the backward).
@@ -207,8 +209,9 @@ unsafe fn store(acc: &[[f32; NR]; MR], c: Out, mr: usize, nr: usize, first: bool
     }
 }
 
+/// Whether this CPU has AVX2 and FMA (looked up once).
 #[cfg(target_arch = "x86_64")]
-fn has_fma() -> bool {
+pub(super) fn has_fma() -> bool {
     use std::sync::OnceLock;
     static YES: OnceLock<bool> = OnceLock::new();
     *YES.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
@@ -341,7 +344,7 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
     let panels = m.div_ceil(NR);
     with_scratch(panels * NR * k, |packed| {
         // xᵀ in panels of 16 tokens: panel p holds, for each kk, tokens 16p..16p+16 (zeros past m).
-        for (p, dst) in packed.chunks_exact_mut(k * NR).enumerate() {
+        let pack = |p: usize, dst: &mut [f32]| {
             for j in 0..NR {
                 let t = p * NR + j;
                 if t < m {
@@ -351,6 +354,21 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
                 } else {
                     (0..k).for_each(|kk| dst[kk * NR + j] = 0.0);
                 }
+            }
+        };
+        if panels > 1 && m * k >= PACK_PARALLEL_MIN {
+            // Packing a training step's activations on one thread left the other idle for
+            // a few percent of the step.
+            let parts: Vec<std::sync::Mutex<&mut [f32]>> = packed
+                .chunks_exact_mut(k * NR)
+                .map(std::sync::Mutex::new)
+                .collect();
+            pool::global().run(parts.len(), &|p, _| {
+                pack(p, &mut parts[p].lock().unwrap_or_else(|e| e.into_inner()))
+            });
+        } else {
+            for (p, dst) in packed.chunks_exact_mut(k * NR).enumerate() {
+                pack(p, dst);
             }
         }
         let packed = &*packed;

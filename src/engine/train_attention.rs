@@ -22,6 +22,7 @@
 //! the query heads that share a key/value head are stacked along `rows` (row `r` is position
 //! `r % t`), `k` and `v` `(b, kv_heads, t, d)`, `bias (b or 1, t, t)`.
 
+use super::exp_rows;
 use super::gemm;
 use super::pool;
 use candle_core::{DType, Result, Storage, Tensor};
@@ -183,7 +184,7 @@ fn dims_of(
 
 /// Runs `f` on the values of contiguous f32 CPU tensors (`None` entries stay `None`); `None`
 /// when a tensor is elsewhere, of another type or strided.
-fn with_cpu_f32<R>(
+pub(super) fn with_cpu_f32<R>(
     tensors: &[Option<&Tensor>],
     f: impl FnOnce(&[Option<&[f32]>]) -> Option<R>,
 ) -> Option<R> {
@@ -341,12 +342,8 @@ pub fn backward(
         });
     }
     // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t), a block of d's rows a task.
-    let do_t: Vec<Vec<f32>> = (0..heads)
-        .map(|h| transpose(&d_o[h * rows * d..][..rows * d], rows, d))
-        .collect();
-    let q_t: Vec<Vec<f32>> = (0..heads)
-        .map(|h| transpose(&q[h * rows * d..][..rows * d], rows, d))
-        .collect();
+    let do_t = transpose_heads(d_o, heads, rows, d, 1.0);
+    let q_t = transpose_heads(q, heads, rows, d, 1.0);
     let mut dv_t = vec![0f32; heads * d * t];
     let mut dk_t = vec![0f32; heads * d * t];
     {
@@ -374,18 +371,29 @@ pub fn backward(
             let n = vb.len() / t;
             let ph = &p[h * rows * t..][..rows * t];
             let dsh = &ds[h * rows * t..][..rows * t];
-            gemm::backward_here(&do_t[*h][c0 * rows..][..n * rows], ph, n, rows, t, vb);
-            gemm::backward_here(&q_t[*h][c0 * rows..][..n * rows], dsh, n, rows, t, kb);
+            let at = (h * d + c0) * rows;
+            gemm::backward_here(&do_t[at..][..n * rows], ph, n, rows, t, vb);
+            gemm::backward_here(&q_t[at..][..n * rows], dsh, n, rows, t, kb);
         });
     }
-    let mut dk = vec![0f32; k.len()];
-    let mut dv = vec![0f32; v.len()];
-    for h in 0..heads {
-        let at = h * t * d;
-        transpose_into(&dv_t[at..][..d * t], d, t, &mut dv[at..][..t * d], 1.0);
-        transpose_into(&dk_t[at..][..d * t], d, t, &mut dk[at..][..t * d], scale);
-    }
+    let dk = transpose_heads(&dk_t, heads, d, t, scale);
+    let dv = transpose_heads(&dv_t, heads, d, t, 1.0);
     (dq, dk, dv)
+}
+
+/// Each head's `(rows, cols)` block of `src` transposed and times `factor`, a head a task of
+/// the pool.
+fn transpose_heads(src: &[f32], heads: usize, rows: usize, cols: usize, factor: f32) -> Vec<f32> {
+    let size = rows * cols;
+    assert_eq!(src.len(), heads * size);
+    let mut out = vec![0f32; src.len()];
+    let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(size.max(1)).map(Mutex::new).collect();
+    pool::global().run(parts.len(), &|h, _| {
+        let mut dst = parts[h].lock().unwrap_or_else(|e| e.into_inner());
+        transpose_into(&src[h * size..][..size], rows, cols, &mut dst, factor);
+    });
+    drop(parts);
+    out
 }
 
 /// Blocks of query rows, a task each: `(head, first row, rows)`, in memory order. Blocks stay
@@ -445,22 +453,17 @@ fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
             .for_each(|(x, &bv)| *x = *x * scale + bv),
         None => row.iter_mut().for_each(|x| *x *= scale),
     }
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = exp_rows::max(row);
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return;
     }
-    let mut sum = 0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / exp_rows::exp_shifted(row, max);
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// `src (rows, cols)` transposed.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(super) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; rows * cols];
     transpose_into(src, rows, cols, &mut out, 1.0);
     out
