@@ -23,12 +23,27 @@ struct FrozenMatmul {
     weight: Tensor,
 }
 
+/// What a [`FrozenMatmul`] computes: candle's `(b, m, n, k)` for the product, the input seen as
+/// its `(m, k)` rows, and the output's shape (the input's leading dimensions, then `n`).
+struct Plan {
+    bmnk: (usize, usize, usize, usize),
+    x2: Layout,
+    out: Shape,
+}
+
 impl FrozenMatmul {
-    fn bmnk(&self, x: &Layout, w: &Layout) -> Result<(usize, usize, usize, usize)> {
-        let (m, k) = match x.dims() {
-            [m, k] => (*m, *k),
-            dims => candle_core::bail!("frozen matmul expects a 2D input, got {dims:?}"),
+    /// The input may have any leading dimensions (it must be contiguous): taking them inside the
+    /// op, rather than reshaping around it, spares the backward two nodes per projection, each
+    /// of which candle gives a zeroed gradient buffer and an addition.
+    fn plan(&self, x: &Layout, w: &Layout) -> Result<Plan> {
+        let (k, lead) = match x.dims().split_last() {
+            Some((k, lead)) => (*k, lead),
+            None => candle_core::bail!("frozen matmul expects features, got a scalar"),
         };
+        if !x.is_contiguous() {
+            candle_core::bail!("frozen matmul expects a contiguous input");
+        }
+        let m = lead.iter().product();
         let (n, wk) = match w.dims() {
             [n, wk] => (*n, *wk),
             dims => candle_core::bail!("frozen matmul expects a 2D weight, got {dims:?}"),
@@ -36,7 +51,13 @@ impl FrozenMatmul {
         if k != wk {
             candle_core::bail!("frozen matmul: input has {k} features, weight expects {wk}");
         }
-        Ok((1, m, n, k))
+        let mut out = lead.to_vec();
+        out.push(n);
+        Ok(Plan {
+            bmnk: (1, m, n, k),
+            x2: Layout::contiguous_with_offset((m, k), x.start_offset()),
+            out: Shape::from(out),
+        })
     }
 }
 
@@ -52,15 +73,15 @@ impl CustomOp2 for FrozenMatmul {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let bmnk = self.bmnk(xl, wl)?;
-        let (_, m, n, k) = bmnk;
+        let plan = self.plan(xl, wl)?;
+        let (_, m, n, k) = plan.bmnk;
         if let (Some(x), Some(w)) = (f32_values(xs, xl), f32_values(ws, wl)) {
             let mut y = vec![0f32; m * n];
             super::gemm::forward(x, w, m, n, k, &mut y);
-            return Ok((CpuStorage::F32(y), Shape::from((m, n))));
+            return Ok((CpuStorage::F32(y), plan.out));
         }
-        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((m, n))))
+        let out = xs.matmul(ws, plan.bmnk, &plan.x2, &wl.transpose(0, 1)?)?;
+        Ok((out, plan.out))
     }
 
     #[cfg(feature = "cuda")]
@@ -71,9 +92,9 @@ impl CustomOp2 for FrozenMatmul {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let bmnk = self.bmnk(xl, wl)?;
-        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+        let plan = self.plan(xl, wl)?;
+        let out = xs.matmul(ws, plan.bmnk, &plan.x2, &wl.transpose(0, 1)?)?;
+        Ok((out, plan.out))
     }
 
     #[cfg(feature = "metal")]
@@ -84,19 +105,22 @@ impl CustomOp2 for FrozenMatmul {
         ws: &candle_core::MetalStorage,
         wl: &Layout,
     ) -> Result<(candle_core::MetalStorage, Shape)> {
-        let bmnk = self.bmnk(xl, wl)?;
-        let out = xs.matmul(ws, bmnk, xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((bmnk.1, bmnk.2))))
+        let plan = self.plan(xl, wl)?;
+        let out = xs.matmul(ws, plan.bmnk, &plan.x2, &wl.transpose(0, 1)?)?;
+        Ok((out, plan.out))
     }
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         _w: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(frozen_input_grad(grad, &self.weight)?), None))
+        let n = self.weight.dim(0)?;
+        let dy = grad.reshape((grad.elem_count() / n.max(1), n))?;
+        let dx = frozen_input_grad(&dy, &self.weight)?.reshape(x.dims())?;
+        Ok((Some(dx), None))
     }
 }
 
@@ -141,14 +165,8 @@ pub fn frozen_input_grad(dy: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// kernel for f32 on the CPU, candle's matmul otherwise. On a detached `x` it records nothing
 /// for the backward (the fused ops use it so).
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (lead, k) = dims.split_at(dims.len() - 1);
-    let rows: usize = lead.iter().product();
-    let x2 = x.contiguous()?.reshape((rows, k[0]))?;
-    let y = x2.apply_op2(w, FrozenMatmul { weight: w.clone() })?;
-    let mut out_dims = lead.to_vec();
-    out_dims.push(w.dim(0)?);
-    y.reshape(out_dims)
+    x.contiguous()?
+        .apply_op2(w, FrozenMatmul { weight: w.clone() })
 }
 
 /// RMSNorm over the last dimension.
@@ -281,6 +299,37 @@ mod tests {
             .unwrap();
         assert!(max_diff(gx, &expected) < 1e-5);
         assert!(grads.get(&w).is_none(), "a frozen weight got a gradient");
+    }
+
+    #[test]
+    fn frozen_matmul_takes_any_leading_dimensions_views_and_other_dtypes() {
+        // f64 goes through candle's matmul with the input seen as rows; a narrowed input starts
+        // inside its storage; a single vector has no leading dimension at all.
+        for dtype in [DType::F32, DType::F64] {
+            let base = rand(&[3, 4, 8], 7).to_dtype(dtype).unwrap();
+            let w = rand(&[5, 8], 8).to_dtype(dtype).unwrap();
+            let inputs = [
+                base.clone(),
+                base.narrow(0, 1, 2).unwrap(),
+                base.get(2).unwrap().get(1).unwrap(),
+            ];
+            for x in inputs {
+                let x = Var::from_tensor(&x).unwrap();
+                let y = frozen_matmul(x.as_tensor(), &w).unwrap();
+                let x2 = x.as_tensor().reshape(((), 8)).unwrap();
+                let want = x2.matmul(&w.t().unwrap()).unwrap();
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().unwrap() = 5;
+                assert_eq!(y.dims(), &dims[..], "{dtype:?}");
+                let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+                assert!(max_diff(&f32(&y.reshape(((), 5)).unwrap()), &f32(&want)) < 1e-5);
+                let gx = y.sum_all().unwrap().backward().unwrap();
+                let gx = gx.get(x.as_tensor()).expect("input gradient");
+                assert_eq!(gx.dims(), x.dims());
+                let want = w.sum_keepdim(0).unwrap().broadcast_as(x2.shape()).unwrap();
+                assert!(max_diff(&f32(&gx.reshape(((), 8)).unwrap()), &f32(&want)) < 1e-5);
+            }
+        }
     }
 
     #[test]
