@@ -750,9 +750,12 @@ impl CustomOp1 for TokenNll {
             let g = match &self.kept {
                 Some(kept) => kept[i].clone(),
                 None => {
-                    let logits = slice_logits(&h.narrow(0, start, len)?, &self.head)?;
+                    let h = h.narrow(0, start, len)?;
                     let targets = self.targets.narrow(0, start, len)?;
-                    slice_nll(&logits, &targets, &self.ids, true)?.1
+                    match slice_nll(&h, &self.head, &targets, &self.ids, true)?.1 {
+                        Some(g) => g,
+                        None => candle_core::bail!("token nll: no gradient of a slice"),
+                    }
                 }
             };
             // dy scales whole rows of dlogits, so it scales the rows of their product with the
@@ -793,11 +796,11 @@ fn token_nll_sliced(
     let mut parts = Vec::with_capacity(n.div_ceil(step));
     for start in (0..n).step_by(step) {
         let len = step.min(n - start);
-        let logits = slice_logits(&hd.narrow(0, start, len)?, head)?;
         let slice_tgt = tgt.narrow(0, start, len)?;
-        let (nll, g) = slice_nll(&logits, &slice_tgt, &ids, kept.is_some())?;
+        let h = hd.narrow(0, start, len)?;
+        let (nll, g) = slice_nll(&h, head, &slice_tgt, &ids, kept.is_some())?;
         parts.push(nll);
-        if let Some(kept) = kept.as_mut() {
+        if let (Some(kept), Some(g)) = (kept.as_mut(), g) {
             kept.push(g);
         }
     }
@@ -812,98 +815,87 @@ fn token_nll_sliced(
     })
 }
 
-/// A slice's per-token nll `(len,)` from its logits `(len, vocab)` (in the wide precision),
-/// and, when `grad`, `softmax - onehot(targets)`: the nll's gradient with respect to the logits
-/// (before the upstream gradient); with `grad` false the second tensor is the logits again.
-/// f32 logits on the CPU take one pass over each row on the kernel pool; others go through
-/// candle's ops.
+/// A slice's per-token nll `(len,)` from its hidden states `h (len, hidden)` through the output
+/// `head (vocab, hidden)`, and, when `grad`, `softmax - onehot(targets)` of its logits (in the
+/// wide precision): the nll's gradient with respect to the logits, before the upstream
+/// gradient. f32 on the CPU computes the logits into a buffer of its own and turns each row
+/// into the gradient in place, rows shared out over the kernel pool; others go through candle's
+/// ops.
 fn slice_nll(
-    logits: &Tensor,
+    h: &Tensor,
+    head: &Tensor,
     targets: &Tensor,
     ids: &Tensor,
     grad: bool,
-) -> Result<(Tensor, Tensor)> {
-    let (len, vocab) = logits.dims2()?;
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (len, hidden) = h.dims2()?;
+    let vocab = head.dim(0)?;
     let tgt = targets.to_vec1::<u32>()?;
-    if let Some(values) = tgt
-        .iter()
-        .all(|&t| (t as usize) < vocab)
-        .then(|| {
-            train_attention::with_cpu_f32(&[Some(logits)], |v| {
-                v[0].map(|l| nll_rows(l, vocab, &tgt, grad))
-            })
-        })
-        .flatten()
-    {
-        let (nll, g) = values;
-        let dev = logits.device();
-        let g = match g {
-            Some(g) => Tensor::from_vec(g, (len, vocab), dev)?,
-            None => logits.clone(),
-        };
-        return Ok((Tensor::from_vec(nll, len, dev)?, g));
+    if tgt.iter().all(|&t| (t as usize) < vocab) {
+        let h = h.contiguous()?;
+        let fast = train_attention::with_cpu_f32(&[Some(&h), Some(head)], |v| {
+            let mut logits = vec![0f32; len * vocab];
+            gemm::forward(v[0]?, v[1]?, len, vocab, hidden, &mut logits);
+            let nll = nll_rows(&mut logits, vocab, &tgt, grad);
+            Some((nll, grad.then_some(logits)))
+        });
+        if let Some((nll, g)) = fast {
+            let dev = h.device();
+            let g = g
+                .map(|g| Tensor::from_vec(g, (len, vocab), dev))
+                .transpose()?;
+            return Ok((Tensor::from_vec(nll, len, dev)?, g));
+        }
     }
+    let logits = slice_logits(h, head)?;
     let max = logits.max_keepdim(D::Minus1)?;
     let e = logits.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(D::Minus1)?;
     let lse = (sum.log()? + &max)?;
     let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
     let nll = (lse - picked)?.squeeze(1)?;
-    let g = match grad {
-        // The softmax from the exponentials just taken.
-        true => minus_onehot(&e.broadcast_div(&sum)?, ids, targets)?,
-        false => logits.clone(),
-    };
+    // The softmax from the exponentials just taken.
+    let g = grad
+        .then(|| minus_onehot(&e.broadcast_div(&sum)?, ids, targets))
+        .transpose()?;
     Ok((nll, g))
 }
 
 /// Rows of logits a task of [`nll_rows`] takes (~1.5 MB of SmolLM2's, 600 KB of Qwen's).
 const NLL_ROWS: usize = 8;
 
-/// [`slice_nll`] on f32 values, rows shared out over the kernel pool: each row is read once for
-/// its maximum, once for its exponentials (written straight into the gradient when asked for),
-/// and the gradient's row scaled in cache.
-fn nll_rows(
-    logits: &[f32],
-    vocab: usize,
-    targets: &[u32],
-    grad: bool,
-) -> (Vec<f32>, Option<Vec<f32>>) {
-    let len = targets.len();
-    let mut nll = vec![0f32; len];
-    let mut g = grad.then(|| vec![0f32; len * vocab]);
+/// [`slice_nll`] on f32 logits `(targets.len(), vocab)`, rows shared out over the kernel pool:
+/// each row is read once for its maximum, then (in cache) turned into its exponentials and,
+/// when `grad`, into `softmax - onehot` in place. Returns the nll of each row.
+fn nll_rows(logits: &mut [f32], vocab: usize, targets: &[u32], grad: bool) -> Vec<f32> {
+    let mut nll = vec![0f32; targets.len()];
     let nll_parts: Vec<Mutex<&mut [f32]>> = nll.chunks_mut(NLL_ROWS).map(Mutex::new).collect();
-    let g_parts: Option<Vec<Mutex<&mut [f32]>>> = g
-        .as_mut()
-        .map(|g| g.chunks_mut(NLL_ROWS * vocab).map(Mutex::new).collect());
+    let row_parts: Vec<Mutex<&mut [f32]>> = logits
+        .chunks_mut(NLL_ROWS * vocab)
+        .map(Mutex::new)
+        .collect();
     super::pool::global().run(nll_parts.len(), &|task, _| {
         let first = task * NLL_ROWS;
         let mut nll = nll_parts[task].lock().unwrap_or_else(|e| e.into_inner());
-        let mut g = g_parts
-            .as_ref()
-            .map(|p| p[task].lock().unwrap_or_else(|e| e.into_inner()));
-        for (r, out) in nll.iter_mut().enumerate() {
-            let row = &logits[(first + r) * vocab..][..vocab];
+        let mut rows = row_parts[task].lock().unwrap_or_else(|e| e.into_inner());
+        for (r, (out, row)) in nll.iter_mut().zip(rows.chunks_exact_mut(vocab)).enumerate() {
             let target = targets[first + r] as usize;
+            let picked = row[target];
             let max = exp_rows::max(row);
-            let sum = match g.as_mut() {
-                Some(g) => {
-                    let g = &mut g[r * vocab..][..vocab];
-                    g.copy_from_slice(row);
-                    let sum = exp_rows::exp_shifted(g, max);
-                    let inv = 1.0 / sum;
-                    g.iter_mut().for_each(|x| *x *= inv);
-                    g[target] -= 1.0;
-                    sum
-                }
-                None => exp_rows::sum_exp_shifted(row, max),
+            let sum = if grad {
+                let sum = exp_rows::exp_shifted(row, max);
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+                row[target] -= 1.0;
+                sum
+            } else {
+                exp_rows::sum_exp_shifted(row, max)
             };
-            *out = (sum.ln() + max) - row[target];
+            *out = (sum.ln() + max) - picked;
         }
     });
-    drop(nll_parts);
-    drop(g_parts);
-    (nll, g)
+    drop((nll_parts, row_parts));
+    nll
 }
 
 /// `p - onehot(targets)` for a slice's softmax `p`: the loss's gradient with respect to the
