@@ -243,7 +243,7 @@ impl CustomOp2 for SiluMul {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = &dy.contiguous()?;
-        let fast = train_attention::with_cpu_f32(&[Some(g), Some(u), Some(dy)], |v| {
+        let fast = super::ops::with_cpu_f32(&[Some(g), Some(u), Some(dy)], |v| {
             Some(elementwise::silu_mul_backward(v[0]?, v[1]?, v[2]?))
         });
         if let Some((dg, du)) = fast {
@@ -271,7 +271,7 @@ impl CustomOp2 for SiluMul {
 
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let fast = train_attention::with_cpu_f32(&[Some(&gate), Some(&up)], |v| {
+    let fast = super::ops::with_cpu_f32(&[Some(&gate), Some(&up)], |v| {
         Some(elementwise::silu_mul(v[0]?, v[1]?))
     });
     let out = match fast {
@@ -330,7 +330,7 @@ impl CustomOp3 for LoraLinear {
         let x2 = rows(&x)?;
         let dy2 = rows(dy)?;
         let d = lora_dims(&x2, &a, &self.weight)?;
-        let fast = train_attention::with_cpu_f32(
+        let fast = super::ops::with_cpu_f32(
             &[
                 Some(&x2),
                 Some(&a),
@@ -377,13 +377,12 @@ pub fn lora_linear(
         let xd = x.detach();
         let x2 = rows(&xd)?;
         let d = lora_dims(&x2, a, weight)?;
-        let fast =
-            train_attention::with_cpu_f32(&[Some(&x2), Some(weight), Some(a), Some(b)], |v| {
-                let mut y = vec![0f32; d.m * d.n];
-                gemm::forward(v[0]?, v[1]?, d.m, d.n, d.k, &mut y);
-                lora_cpu::add_forward(v[0]?, v[2]?, v[3]?, d, scale as f32, &mut y);
-                Some(y)
-            });
+        let fast = super::ops::with_cpu_f32(&[Some(&x2), Some(weight), Some(a), Some(b)], |v| {
+            let mut y = vec![0f32; d.m * d.n];
+            gemm::forward(v[0]?, v[1]?, d.m, d.n, d.k, &mut y);
+            lora_cpu::add_forward(v[0]?, v[2]?, v[3]?, d, scale as f32, &mut y);
+            Some(y)
+        });
         let mut y = match fast {
             Some(y) => Tensor::from_vec(y, (d.m, d.n), x.device())?,
             None => {
@@ -833,7 +832,7 @@ fn slice_nll(
     let tgt = targets.to_vec1::<u32>()?;
     if vocab > 0 && tgt.iter().all(|&t| (t as usize) < vocab) {
         let h = h.contiguous()?;
-        let fast = train_attention::with_cpu_f32(&[Some(&h), Some(head)], |v| {
+        let fast = super::ops::with_cpu_f32(&[Some(&h), Some(head)], |v| {
             let mut logits = vec![0f32; len * vocab];
             gemm::forward(v[0]?, v[1]?, len, vocab, hidden, &mut logits);
             let nll = nll_rows(&mut logits, vocab, &tgt, grad);

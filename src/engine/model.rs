@@ -656,7 +656,7 @@ impl Transformer {
             let [gate, up]: [Tensor; 2] = projs(&[Target::Gate, Target::Up], &hnorm)?
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("two projections give two results"))?;
-            let mlp = proj(Target::Down, &(gate.silu()? * up)?)?;
+            let mlp = proj(Target::Down, &ops::silu_mul(&gate, &up, mode)?)?;
             x = (x1 + mlp)?;
         }
         if let Some(cache) = cache {

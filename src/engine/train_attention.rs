@@ -25,7 +25,7 @@
 use super::exp_rows;
 use super::gemm;
 use super::pool;
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{DType, Result, Tensor};
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn forward_tensors(
     let Some((dims, batches)) = dims_of(q, k, v, bias)? else {
         return Ok(None);
     };
-    let done = with_cpu_f32(&[Some(q), Some(k), Some(v), bias], |xs| {
+    let done = super::ops::with_cpu_f32(&[Some(q), Some(k), Some(v), bias], |xs| {
         let bias = xs[3].map(|values| Bias { values, batches });
         Some(forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims, keep))
     });
@@ -122,7 +122,7 @@ pub fn backward_tensors(
         return Ok(None);
     };
     let d_o = d_o.contiguous()?;
-    let done = with_cpu_f32(&[Some(q), Some(k), Some(v), Some(p), Some(&d_o)], |xs| {
+    let done = super::ops::with_cpu_f32(&[Some(q), Some(k), Some(v), Some(p), Some(&d_o)], |xs| {
         Some(backward(
             xs[0]?, xs[1]?, xs[2]?, xs[3]?, xs[4]?, scale, dims,
         ))
@@ -180,29 +180,6 @@ fn dims_of(
         },
         batches,
     )))
-}
-
-/// Runs `f` on the values of contiguous f32 CPU tensors (`None` entries stay `None`); `None`
-/// when a tensor is elsewhere, of another type or strided.
-pub(super) fn with_cpu_f32<R>(
-    tensors: &[Option<&Tensor>],
-    f: impl FnOnce(&[Option<&[f32]>]) -> Option<R>,
-) -> Option<R> {
-    let guards: Vec<_> = tensors
-        .iter()
-        .map(|t| t.map(|t| t.storage_and_layout()))
-        .collect();
-    let mut values = Vec::with_capacity(guards.len());
-    for guard in &guards {
-        match guard {
-            None => values.push(None),
-            Some((storage, layout)) => match &**storage {
-                Storage::Cpu(s) => values.push(Some(super::ops::f32_values(s, layout)?)),
-                _ => return None,
-            },
-        }
-    }
-    f(&values)
 }
 
 /// Query rows a task takes: a multiple of the product tile's 6 rows, small enough that the
