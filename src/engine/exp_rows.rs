@@ -41,8 +41,9 @@ pub fn max(row: &[f32]) -> f32 {
 pub fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::gemm::has_fma() {
-        // Safety: the CPU has AVX2 and FMA.
-        return unsafe { avx2::exp_shifted(row, shift, true) };
+        let at = row.as_mut_ptr();
+        // Safety: the CPU has AVX2 and FMA; `at` is valid for `row.len()` reads and writes.
+        return unsafe { avx2::exp_shifted(at, at, row.len(), shift) };
     }
     let mut sum = 0f32;
     for x in row.iter_mut() {
@@ -56,12 +57,9 @@ pub fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
 pub fn sum_exp_shifted(row: &[f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::gemm::has_fma() {
-        // Safety: the CPU has AVX2 and FMA. With `write` false the row is only read, so the
-        // cast to a mutable pointer is never written through.
-        return unsafe {
-            let row = std::slice::from_raw_parts_mut(row.as_ptr() as *mut f32, row.len());
-            avx2::exp_shifted(row, shift, false)
-        };
+        // Safety: the CPU has AVX2 and FMA; the row is valid for `row.len()` reads, and a null
+        // destination is never written.
+        return unsafe { avx2::exp_shifted(row.as_ptr(), std::ptr::null_mut(), row.len(), shift) };
     }
     row.iter().map(|&x| exp(x - shift)).sum()
 }
@@ -111,37 +109,40 @@ mod avx2 {
         _mm256_andnot_ps(zero, y)
     }
 
-    /// `row[i] = exp(row[i] - shift)` when `write`; returns the sum of the exponentials.
+    /// `dst[i] = exp(src[i] - shift)` for `i < len` (nothing written when `dst` is null; `dst`
+    /// may be `src`); returns the sum of the exponentials.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA.
+    /// The CPU has AVX2 and FMA; `src` is valid for `len` reads and a non-null `dst` for `len`
+    /// writes.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shifted(row: &mut [f32], shift: f32, write: bool) -> f32 {
+    pub unsafe fn exp_shifted(src: *const f32, dst: *mut f32, len: usize, shift: f32) -> f32 {
         let s = _mm256_set1_ps(shift);
         let mut acc = _mm256_setzero_ps();
-        let mut chunks = row.chunks_exact_mut(8);
-        for c in &mut chunks {
-            // Safety: `c` holds eight values.
+        let whole = len - len % 8;
+        for i in (0..whole).step_by(8) {
+            // Safety: elements i..i + 8 are inside both buffers.
             unsafe {
-                let y = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s));
-                if write {
-                    _mm256_storeu_ps(c.as_mut_ptr(), y);
+                let y = exp8(_mm256_sub_ps(_mm256_loadu_ps(src.add(i)), s));
+                if !dst.is_null() {
+                    _mm256_storeu_ps(dst.add(i), y);
                 }
                 acc = _mm256_add_ps(acc, y);
             }
         }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
+        if whole < len {
+            let rest = len - whole;
             let mut tail = [f32::NEG_INFINITY; 8];
-            tail[..rest.len()].copy_from_slice(rest);
-            // Safety: `tail` holds eight values; the -inf padding adds exact zeros.
+            // Safety: the last `rest` elements are inside both buffers; `tail` holds eight
+            // values, and its -inf padding adds exact zeros.
             unsafe {
+                std::ptr::copy_nonoverlapping(src.add(whole), tail.as_mut_ptr(), rest);
                 let y = exp8(_mm256_sub_ps(_mm256_loadu_ps(tail.as_ptr()), s));
                 _mm256_storeu_ps(tail.as_mut_ptr(), y);
                 acc = _mm256_add_ps(acc, y);
-            }
-            if write {
-                rest.copy_from_slice(&tail[..rest.len()]);
+                if !dst.is_null() {
+                    std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(whole), rest);
+                }
             }
         }
         let mut lanes = [0f32; 8];

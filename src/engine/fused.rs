@@ -271,13 +271,7 @@ impl CustomOp2 for SiluMul {
 
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let fast = super::ops::with_cpu_f32(&[Some(&gate), Some(&up)], |v| {
-        Some(elementwise::silu_mul(v[0]?, v[1]?))
-    });
-    let out = match fast {
-        Some(out) => Tensor::from_vec(out, gate.shape(), gate.device())?,
-        None => (gate.detach().silu()? * up.detach())?,
-    };
+    let out = super::ops::silu_mul(&gate.detach(), &up.detach(), Mode::Infer)?;
     gate.apply_op2(
         &up,
         SiluMul {
