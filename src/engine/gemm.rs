@@ -381,12 +381,21 @@ mod avx2 {
     }
 }
 
+/// A thread's reusable buffer of f32s.
+pub(super) type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
+
 /// Scratch for packed activations, one per thread, so a training step allocates it once.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    SCRATCH.with(|s| {
+    scratch(&SCRATCH, len, f)
+}
+
+/// `len` values of this thread's `key` buffer (grown, never shrunk, holding whatever the last
+/// user left), for `f`. Each user has its own key: a product inside `f` takes this module's.
+pub(super) fn scratch<R>(key: &'static Scratch, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    key.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < len {
             s.resize(len, 0.0);
@@ -456,18 +465,47 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
 
 /// `dx (m, k) = dy (m, n) w` for a frozen `w (n, k)`; `dx` is overwritten.
 pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
-    backward_on(pool::global(), dy, w, m, n, k, dx)
+    backward_on(pool::global(), dy, w, k, m, n, k, dx)
 }
 
 /// [`backward`] on the calling thread alone, for a task of the kernel pool that shares out
 /// several products itself.
 pub fn backward_here(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
-    static HERE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
-    backward_on(HERE.get_or_init(|| Pool::new(1)), dy, w, m, n, k, dx)
+    backward_here_strided(dy, w, k, m, n, k, dx)
 }
 
-fn backward_on(pool: &Pool, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
-    assert!(dy.len() >= m * n && w.len() >= n * k && dx.len() >= m * k);
+/// [`backward_here`] with `w`'s rows `ldw >= k` values apart: the first `k` columns of a wider
+/// matrix (a head's transposed keys, of which a block of early queries sees the first few).
+pub fn backward_here_strided(
+    dy: &[f32],
+    w: &[f32],
+    ldw: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dx: &mut [f32],
+) {
+    static HERE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    backward_on(HERE.get_or_init(|| Pool::new(1)), dy, w, ldw, m, n, k, dx)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_on(
+    pool: &Pool,
+    dy: &[f32],
+    w: &[f32],
+    ldw: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dx: &mut [f32],
+) {
+    assert!(
+        dy.len() >= m * n
+            && ldw >= k
+            && (n == 0 || w.len() >= (n - 1) * ldw + k)
+            && dx.len() >= m * k
+    );
     if m == 0 || k == 0 {
         return;
     }
@@ -484,7 +522,7 @@ fn backward_on(pool: &Pool, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize,
         // Columns in whole panels read w's rows in place.
         let right = |p: usize| Right {
             ptr: w[p * NR..].as_ptr(),
-            ks: k,
+            ks: ldw,
         };
         let out = Out {
             ptr: dx.as_mut_ptr(),
@@ -498,7 +536,7 @@ fn backward_on(pool: &Pool, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize,
         // The last columns from a zero-padded copy, so 16-wide loads stay in bounds.
         with_scratch(n * NR, |pad| {
             for (o, row) in pad.chunks_exact_mut(NR).enumerate() {
-                row[..rest].copy_from_slice(&w[o * k + whole * NR..(o + 1) * k]);
+                row[..rest].copy_from_slice(&w[o * ldw + whole * NR..o * ldw + k]);
                 row[rest..].fill(0.0);
             }
             let pad = &*pad;

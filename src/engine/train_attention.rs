@@ -26,6 +26,7 @@ use super::exp_rows;
 use super::gemm;
 use super::pool;
 use candle_core::{DType, Result, Tensor};
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,12 +201,14 @@ pub fn forward(
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { rows, t, d, .. } = dims;
     check(q, k, v, bias, dims);
-    let mut p = if keep {
-        vec![0f32; dims.heads() * rows * t]
-    } else {
-        Vec::new()
-    };
+    // P is written whole by the tasks, each row's visible keys and then zeros: a buffer of
+    // t x t per head zeroed beforehand, then overwritten, was a tenth of a step at 1,024 tokens.
+    let p_len = if keep { dims.heads() * rows * t } else { 0 };
+    let mut p: Vec<f32> = Vec::with_capacity(p_len);
     let mut o = vec![0f32; dims.heads() * rows * d];
+    // Each head's keys transposed once, `(d, t)`: a block of rows reads the first `keys`
+    // columns in place (transposing them per block was a twentieth of a step at 1,024 tokens).
+    let k_t = transpose_heads(k, dims.heads(), t, d, 1.0);
     // Per bias row and position, how many keys it can see: a causal bias hides the keys after
     // a position, so a block of early positions needs only the first keys' products.
     let seen: Vec<Vec<usize>> = match bias {
@@ -222,7 +225,7 @@ pub fn forward(
     };
     let blocks = row_blocks(dims);
     let outs = split(&mut o, d, &blocks);
-    let probs = keep.then(|| split(&mut p, t, &blocks));
+    let probs = keep.then(|| split(&mut p.spare_capacity_mut()[..p_len], t, &blocks));
     pool::global().run(blocks.len(), &|task, _| {
         let (h, r0, n) = blocks[task];
         let mut ob = outs[task].lock().unwrap_or_else(|e| e.into_inner());
@@ -238,28 +241,32 @@ pub fn forward(
             .max()
             .unwrap_or(t)
             .max(1);
-        let (kh, vh) = (&k[h * t * d..][..keys * d], &v[h * t * d..][..keys * d]);
+        let vh = &v[h * t * d..][..keys * d];
         // Scores of the visible keys, (n, keys), then their softmax, then into P's rows.
-        let mut scores = vec![0f32; n * keys];
-        gemm::backward_here(
-            &q[(h * rows + r0) * d..][..n * d],
-            &transpose(kh, keys, d),
-            n,
-            d,
-            keys,
-            &mut scores,
-        );
-        let bias_rows = bias.map(|b| &b.values[batch * t * t..][..t * t]);
-        for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
-            let r = (r0 + i) % t;
-            softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..keys]));
-            if let Some(pb) = pb.as_deref_mut() {
-                pb[i * t..][..keys].copy_from_slice(row);
+        gemm::scratch(&BLOCK_SCORES, n * keys, |scores| {
+            gemm::backward_here_strided(
+                &q[(h * rows + r0) * d..][..n * d],
+                &k_t[h * d * t..][..d * t],
+                t,
+                n,
+                d,
+                keys,
+                scores,
+            );
+            let bias_rows = bias.map(|b| &b.values[batch * t * t..][..t * t]);
+            for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let r = (r0 + i) % t;
+                softmax_row(row, scale, bias_rows.map(|b| &b[r * t..][..keys]));
+                if let Some(pb) = pb.as_deref_mut() {
+                    write_row(&mut pb[i * t..][..t], row);
+                }
             }
-        }
-        gemm::backward_here(&scores, vh, n, keys, d, &mut ob);
+            gemm::backward_here(scores, vh, n, keys, d, &mut ob);
+        });
     });
     drop((outs, probs));
+    // Safety: the blocks cover P's rows, and each task wrote every value of each of its rows.
+    unsafe { p.set_len(p_len) };
     (o, keep.then_some(p))
 }
 
@@ -281,10 +288,13 @@ pub fn backward(
     assert!(p.len() == heads * rows * t && d_o.len() == q.len());
     let pool = pool::global();
     let mut dq = vec![0f32; q.len()];
-    let mut ds = vec![0f32; heads * rows * t];
+    // Written whole by the tasks, as P is in the forward.
+    let mut ds: Vec<f32> = Vec::with_capacity(heads * rows * t);
+    let v_t = transpose_heads(v, heads, t, d, 1.0);
     {
         let blocks = row_blocks(dims);
-        let (dss, dqs) = (split(&mut ds, t, &blocks), split(&mut dq, d, &blocks));
+        let spare = &mut ds.spare_capacity_mut()[..heads * rows * t];
+        let (dss, dqs) = (split(spare, t, &blocks), split(&mut dq, d, &blocks));
         pool.run(blocks.len(), &|task, _| {
             let (h, r0, n) = blocks[task];
             let mut sb = dss[task].lock().unwrap_or_else(|e| e.into_inner());
@@ -297,27 +307,31 @@ pub fn backward(
                 .max()
                 .unwrap_or(0)
                 .max(1);
-            let (kh, vh) = (&k[h * t * d..][..keys * d], &v[h * t * d..][..keys * d]);
+            let kh = &k[h * t * d..][..keys * d];
             // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place, (n, keys).
             let dob = &d_o[(h * rows + r0) * d..][..n * d];
-            let mut dsb = vec![0f32; n * keys];
-            gemm::backward_here(dob, &transpose(vh, keys, d), n, d, keys, &mut dsb);
-            for ((row, pr), out) in dsb
-                .chunks_exact_mut(keys)
-                .zip(pb.chunks_exact(t))
-                .zip(sb.chunks_exact_mut(t))
-            {
-                let pr = &pr[..keys];
-                let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
-                for (x, &pv) in row.iter_mut().zip(pr) {
-                    *x = pv * (*x - dot);
+            gemm::scratch(&BLOCK_SCORES, n * keys, |dsb| {
+                let v_th = &v_t[h * d * t..][..d * t];
+                gemm::backward_here_strided(dob, v_th, t, n, d, keys, dsb);
+                for ((row, pr), out) in dsb
+                    .chunks_exact_mut(keys)
+                    .zip(pb.chunks_exact(t))
+                    .zip(sb.chunks_exact_mut(t))
+                {
+                    let pr = &pr[..keys];
+                    let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (x, &pv) in row.iter_mut().zip(pr) {
+                        *x = pv * (*x - dot);
+                    }
+                    write_row(out, row);
                 }
-                out[..keys].copy_from_slice(row);
-            }
-            gemm::backward_here(&dsb, kh, n, keys, d, &mut qb);
+                gemm::backward_here(dsb, kh, n, keys, d, &mut qb);
+            });
             qb.iter_mut().for_each(|x| *x *= scale);
         });
     }
+    // Safety: the blocks cover dS's rows, and each task wrote every value of each of its rows.
+    unsafe { ds.set_len(heads * rows * t) };
     // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t), a block of d's rows a task.
     let do_t = transpose_heads(d_o, heads, rows, d, 1.0);
     let q_t = transpose_heads(q, heads, rows, d, 1.0);
@@ -358,6 +372,12 @@ pub fn backward(
     (dq, dk, dv)
 }
 
+thread_local! {
+    /// A block's scores (or their gradient), `(rows of the block, keys it sees)`, reused by
+    /// every block a thread takes: no allocation, nor zeroing, per block.
+    static BLOCK_SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Each head's `(rows, cols)` block of `src` transposed and times `factor`, a head a task of
 /// the pool.
 fn transpose_heads(src: &[f32], heads: usize, rows: usize, cols: usize, factor: f32) -> Vec<f32> {
@@ -390,11 +410,11 @@ fn row_blocks(dims: Dims) -> Vec<(usize, usize, usize)> {
 }
 
 /// `data`, `width` values a row, cut into the blocks' rows, each for one task to write.
-fn split<'a>(
-    mut data: &'a mut [f32],
+fn split<'a, T>(
+    mut data: &'a mut [T],
     width: usize,
     blocks: &[(usize, usize, usize)],
-) -> Vec<Mutex<&'a mut [f32]>> {
+) -> Vec<Mutex<&'a mut [T]>> {
     blocks
         .iter()
         .map(|&(_, _, n)| {
@@ -403,6 +423,17 @@ fn split<'a>(
             Mutex::new(block)
         })
         .collect()
+}
+
+/// `dst = values` followed by zeros (the keys a row does not see), every value written.
+fn write_row(dst: &mut [MaybeUninit<f32>], values: &[f32]) {
+    let (seen, rest) = dst.split_at_mut(values.len());
+    for (d, &v) in seen.iter_mut().zip(values) {
+        d.write(v);
+    }
+    for d in rest {
+        d.write(0.0);
+    }
 }
 
 fn check(q: &[f32], k: &[f32], v: &[f32], bias: Option<Bias<'_>>, dims: Dims) {
