@@ -238,8 +238,8 @@ pub fn kernel_name() -> &'static str {
 /// multiply-adds that take their row's value of A straight from memory, half the instructions
 /// of the AVX2 loop for the same arithmetic. On this machine's Zen 4 cores (which split each
 /// 16-lane operation in two) it still ran ~18% faster in L1 (114 against 96 GFLOP/s a thread),
-/// presumably from issuing half the instructions. Each
-/// output is the same chain of FMAs in the same order as in the AVX2 loop: bit-identical sums.
+/// presumably from issuing half the instructions. Each output is the same chain of FMAs in the
+/// same order as in the AVX2 loop: bit-identical sums.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Right, MR, NR};
@@ -696,6 +696,7 @@ mod tests {
             assert_eq!(bits(&x), bits(&y), "kc {kc}");
         }
     }
+
     /// Throughput at a training step's shapes; `cargo test --release --lib gemm_speed --
     /// --ignored --nocapture`. A measurement, not a check.
     #[test]
