@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The lock file inside a session folder.
 pub const LOCK_FILE: &str = "lock";
@@ -102,18 +103,31 @@ fn take(path: &Path) -> Result<Result<SessionLock, String>> {
     }))
 }
 
-/// An exclusive, non-blocking `flock` on `file`; `Err(())` when another open file holds it.
+/// How long a lock that is taken is retried before its holder is reported. A child process
+/// that another thread forks (a llama.cpp server, `sbatch`, a test's subprocess) shares every
+/// open file of this process until its `exec` closes them, and with them the locks of files
+/// this process has already released; that window is short, a real holder's is not.
+const CONTENTION_GRACE: Duration = Duration::from_secs(2);
+
+/// An exclusive `flock` on `file` that does not wait on a holder beyond `CONTENTION_GRACE`;
+/// `Err(())` when another open file holds it.
 fn flock(file: File, path: &Path) -> Result<std::result::Result<File, ()>> {
-    // Safety: flock on a descriptor this function owns; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Ok(file));
+    let start = Instant::now();
+    loop {
+        // Safety: flock on a descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Ok(file));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        if start.elapsed() >= CONTENTION_GRACE {
+            return Ok(Err(()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let err = std::io::Error::last_os_error();
-    if err.kind() == std::io::ErrorKind::WouldBlock {
-        return Ok(Err(()));
-    }
-    Err(err).with_context(|| format!("cannot lock {}", path.display()))
 }
 
 fn hostname() -> String {
@@ -147,6 +161,22 @@ mod tests {
         let again = SessionLock::acquire(dir.path()).unwrap();
         let text = std::fs::read_to_string(again.path()).unwrap();
         assert!(text.starts_with(&format!("pid {} on host", std::process::id())));
+    }
+
+    #[test]
+    fn a_lock_released_within_the_grace_is_taken() {
+        // As when a forked child still shares the released file until its exec.
+        let dir = tempfile::tempdir().unwrap();
+        let first = SessionLock::acquire(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let start = Instant::now();
+        let again = SessionLock::acquire(dir.path());
+        release.join().unwrap();
+        assert!(again.is_ok(), "{:#}", again.unwrap_err());
+        assert!(start.elapsed() < CONTENTION_GRACE);
     }
 
     #[test]
