@@ -93,8 +93,9 @@ unsafe impl Sync for Right {}
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-/// `C (rows, cols) = A (rows, depth) B (depth, cols)`, B in column panels of `NR`:
-/// `right(p)` is panel `p` (columns `p*NR..p*NR+NR`, all 16 readable even past `cols`).
+/// `C (rows, cols) = A (rows, depth) B (depth, cols)`, or `C += A B` when `accumulate`, B in
+/// column panels of `NR`: `right(p)` is panel `p` (columns `p*NR..p*NR+NR`, all 16 readable
+/// even past `cols`).
 #[allow(clippy::too_many_arguments)]
 fn product(
     pool: &Pool,
@@ -105,6 +106,7 @@ fn product(
     right: &(dyn Fn(usize) -> Right + Sync),
     c: Out,
     kc_block: usize,
+    accumulate: bool,
 ) {
     let panels = cols.div_ceil(NR);
     // Taller blocks only past the pool's task limit (millions of rows).
@@ -137,7 +139,8 @@ fn product(
                 for i in (r0..r1).step_by(MR) {
                     let mr = MR.min(r1 - i);
                     // Safety: the tile lies inside A and C; rows past `mr` are not read.
-                    unsafe { tile(a.at(i, k0), b, c.at(i, p * NR), kc, mr, nr, k0 == 0) }
+                    let first = k0 == 0 && !accumulate;
+                    unsafe { tile(a.at(i, k0), b, c.at(i, p * NR), kc, mr, nr, first) }
                 }
             }
         }
@@ -459,13 +462,29 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
             rs: 1,
             cs: n,
         };
-        product(pool::global(), n, m, k, left, &right, out, KC_FORWARD);
+        product(
+            pool::global(),
+            n,
+            m,
+            k,
+            left,
+            &right,
+            out,
+            KC_FORWARD,
+            false,
+        );
     })
 }
 
 /// `dx (m, k) = dy (m, n) w` for a frozen `w (n, k)`; `dx` is overwritten.
 pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
-    backward_on(pool::global(), dy, w, k, m, n, k, dx)
+    let whole = Strided {
+        a: dy,
+        lda: n,
+        b: w,
+        ldb: k,
+    };
+    backward_on(pool::global(), whole, m, n, k, dx, k, false)
 }
 
 /// [`backward`] on the calling thread alone, for a task of the kernel pool that shares out
@@ -485,58 +504,97 @@ pub fn backward_here_strided(
     k: usize,
     dx: &mut [f32],
 ) {
+    let operands = Strided {
+        a: dy,
+        lda: n,
+        b: w,
+        ldb: ldw,
+    };
+    product_here(operands, m, n, k, dx, k, false)
+}
+
+/// Two operands read in place, each a block of a wider matrix: `a`'s rows `lda` values apart,
+/// `b`'s `ldb`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub a: &'a [f32],
+    pub lda: usize,
+    pub b: &'a [f32],
+    pub ldb: usize,
+}
+
+/// `c (m, k) = a (m, n) b (n, k)`, or `c += a b` when `accumulate`, on the calling thread, `c`'s
+/// rows `ldc` values apart: blocks of wider matrices, where a causal mask leaves the rest zero.
+pub fn product_here(
+    operands: Strided<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     static HERE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
-    backward_on(HERE.get_or_init(|| Pool::new(1)), dy, w, ldw, m, n, k, dx)
+    backward_on(
+        HERE.get_or_init(|| Pool::new(1)),
+        operands,
+        m,
+        n,
+        k,
+        c,
+        ldc,
+        accumulate,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn backward_on(
     pool: &Pool,
-    dy: &[f32],
-    w: &[f32],
-    ldw: usize,
+    Strided { a, lda, b, ldb }: Strided<'_>,
     m: usize,
     n: usize,
     k: usize,
-    dx: &mut [f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
 ) {
-    assert!(
-        dy.len() >= m * n
-            && ldw >= k
-            && (n == 0 || w.len() >= (n - 1) * ldw + k)
-            && dx.len() >= m * k
-    );
+    let within = |len: usize, rows: usize, ld: usize, cols: usize| {
+        ld >= cols && (rows == 0 || cols == 0 || len >= (rows - 1) * ld + cols)
+    };
+    assert!(within(a.len(), m, lda, n) && within(b.len(), n, ldb, k) && within(c.len(), m, ldc, k));
     if m == 0 || k == 0 {
         return;
     }
     if n == 0 {
-        dx[..m * k].fill(0.0);
+        if !accumulate {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..k].fill(0.0));
+        }
         return;
     }
     let left = Left {
-        ptr: dy.as_ptr(),
-        rs: n,
+        ptr: a.as_ptr(),
+        rs: lda,
     };
     let whole = k / NR;
     if whole > 0 {
-        // Columns in whole panels read w's rows in place.
+        // Columns in whole panels read b's rows in place.
         let right = |p: usize| Right {
-            ptr: w[p * NR..].as_ptr(),
-            ks: ldw,
+            ptr: b[p * NR..].as_ptr(),
+            ks: ldb,
         };
         let out = Out {
-            ptr: dx.as_mut_ptr(),
-            rs: k,
+            ptr: c.as_mut_ptr(),
+            rs: ldc,
             cs: 1,
         };
-        product(pool, m, whole * NR, n, left, &right, out, KC);
+        product(pool, m, whole * NR, n, left, &right, out, KC, accumulate);
     }
     let rest = k - whole * NR;
     if rest > 0 {
         // The last columns from a zero-padded copy, so 16-wide loads stay in bounds.
         with_scratch(n * NR, |pad| {
             for (o, row) in pad.chunks_exact_mut(NR).enumerate() {
-                row[..rest].copy_from_slice(&w[o * ldw + whole * NR..o * ldw + k]);
+                row[..rest].copy_from_slice(&b[o * ldb + whole * NR..o * ldb + k]);
                 row[rest..].fill(0.0);
             }
             let pad = &*pad;
@@ -545,12 +603,12 @@ fn backward_on(
                 ks: NR,
             };
             let out = Out {
-                // Column whole*NR of row 0 is inside dx (rest > 0).
-                ptr: dx[whole * NR..].as_mut_ptr(),
-                rs: k,
+                // Column whole*NR of row 0 is inside c (rest > 0).
+                ptr: c[whole * NR..].as_mut_ptr(),
+                rs: ldc,
                 cs: 1,
             };
-            product(pool, m, rest, n, left, &right, out, KC);
+            product(pool, m, rest, n, left, &right, out, KC, accumulate);
         });
     }
 }
@@ -622,6 +680,47 @@ mod tests {
                 |t, kk, o| dy[t * n + o] as f64 * w[o * k + kk] as f64,
                 "backward",
             );
+        }
+    }
+
+    #[test]
+    fn strided_blocks_are_multiplied_in_place_and_accumulated_on_request() {
+        let mut rng = SplitMix64::new(8);
+        // Blocks of wider matrices; k past whole panels and not, n past the block of the sum.
+        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (64, 300, 48), (10, 40, 37)] {
+            let (lda, ldb, ldc) = (n + 3, k + 11, k + 5);
+            let a = random(&mut rng, m * lda);
+            let b = random(&mut rng, n * ldb);
+            let before = random(&mut rng, m * ldc);
+            let operands = Strided {
+                a: &a,
+                lda,
+                b: &b,
+                ldb,
+            };
+            let term = |row: usize, col: usize, i: usize| {
+                a[row * lda + i] as f64 * b[i * ldb + col] as f64
+            };
+            for accumulate in [false, true] {
+                let mut c = before.clone();
+                product_here(operands, m, n, k, &mut c, ldc, accumulate);
+                let block: Vec<f32> = c.chunks(ldc).flat_map(|row| row[..k].to_vec()).collect();
+                assert_sums(
+                    &block,
+                    k,
+                    n + 1,
+                    |row, col, i| match i {
+                        i if i < n => term(row, col, i),
+                        _ if accumulate => before[row * ldc + col] as f64,
+                        _ => 0.0,
+                    },
+                    "strided",
+                );
+                // Past each row's k columns, nothing is touched.
+                for (row, (got, was)) in c.chunks(ldc).zip(before.chunks(ldc)).enumerate() {
+                    assert_eq!(got[k..], was[k..], "row {row}");
+                }
+            }
         }
     }
 

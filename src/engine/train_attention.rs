@@ -13,6 +13,12 @@
 //! its tiles store whole rows, where the forward's store one value at a time, which costs as
 //! much as the sum when the sum is only a head's 64 values long.
 //!
+//! A causal mask makes half of every `t x t` matrix zero, and no product here reads that half:
+//! a block of query rows multiplies only the keys it sees, a block of keys (for `dv` and `dk`)
+//! only the query rows that see it. When the training node does not keep P for its backward
+//! (a long sequence), its forward never writes P, and the backward's recomputation of P skips
+//! the product with `v`.
+//!
 //! It runs whatever the thread count, although on one thread candle's products are ~8% faster
 //! at a head's shapes: every sum here is taken in the same order on any number of threads, so
 //! a SLURM task's one thread and a workstation's two give the same losses to the last bit
@@ -69,25 +75,47 @@ pub fn prefill(
     }
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let bias = bias.map(Tensor::contiguous).transpose()?;
-    Ok(forward_tensors(&q, &k, &v, bias.as_ref(), scale, false)?.map(|(o, _)| o))
+    let done = forward_tensors(&q, &k, &v, bias.as_ref(), scale, Wanted::Output)?;
+    Ok(done.and_then(|(o, _)| o))
 }
 
-/// [`forward`] on tensors: the output and, when `keep`, the probabilities. `None` where the
-/// tensors are not contiguous f32 on the CPU in the shapes [`prefill`] names.
+/// What a forward over a whole sequence hands back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// The output alone: a prefill, or a training forward whose backward recomputes P.
+    Output,
+    /// The output and the probabilities, kept for the backward.
+    OutputAndProbs,
+    /// The probabilities alone: a backward recomputing what its forward did not keep.
+    Probs,
+}
+
+impl Wanted {
+    fn output(self) -> bool {
+        self != Wanted::Probs
+    }
+
+    fn probs(self) -> bool {
+        self != Wanted::Output
+    }
+}
+
+/// [`forward`] on tensors: the output and the probabilities, each where `wanted`. `None` where
+/// the tensors are not contiguous f32 on the CPU in the shapes [`prefill`] names.
 pub fn forward_tensors(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     bias: Option<&Tensor>,
     scale: f32,
-    keep: bool,
-) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    wanted: Wanted,
+) -> Result<Option<(Option<Tensor>, Option<Tensor>)>> {
     let Some((dims, batches)) = dims_of(q, k, v, bias)? else {
         return Ok(None);
     };
     let done = super::ops::with_cpu_f32(&[Some(q), Some(k), Some(v), bias], |xs| {
         let bias = xs[3].map(|values| Bias { values, batches });
-        Some(forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims, keep))
+        Some(forward(xs[0]?, xs[1]?, xs[2]?, bias, scale, dims, wanted))
     });
     let Some((o, p)) = done else {
         return Ok(None);
@@ -103,10 +131,11 @@ pub fn forward_tensors(
     let p = p
         .map(|p| Tensor::from_vec(p, (b, kv_heads, rows, t), device))
         .transpose()?;
-    Ok(Some((
-        Tensor::from_vec(o, (b, kv_heads, rows, d), device)?,
-        p,
-    )))
+    let o = wanted
+        .output()
+        .then(|| Tensor::from_vec(o, (b, kv_heads, rows, d), device))
+        .transpose()?;
+    Ok(Some((o, p)))
 }
 
 /// [`backward`] on tensors as [`forward_tensors`] took them, with its probabilities `p` and
@@ -187,9 +216,9 @@ fn dims_of(
 /// tasks of a short sequence still keep both threads busy.
 const ROW_BLOCK: usize = 48;
 
-/// `(o, p)`: the output `(b, kv_heads, rows, d)` and, when `keep` (a backward will follow),
-/// the probabilities `(b, kv_heads, rows, t)`. One region of the pool: each task takes a block
-/// of one head's query rows through the scores, the softmax and the product with `v`.
+/// `(o, p)`: the output `(b, kv_heads, rows, d)` (empty when only P is `wanted`) and, when
+/// wanted, the probabilities `(b, kv_heads, rows, t)`. One region of the pool: each task takes
+/// a block of one head's query rows through the scores, the softmax and the product with `v`.
 pub fn forward(
     q: &[f32],
     k: &[f32],
@@ -197,15 +226,21 @@ pub fn forward(
     bias: Option<Bias<'_>>,
     scale: f32,
     dims: Dims,
-    keep: bool,
+    wanted: Wanted,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { rows, t, d, .. } = dims;
     check(q, k, v, bias, dims);
+    let keep = wanted.probs();
     // P is written whole by the tasks, each row's visible keys and then zeros: a buffer of
     // t x t per head zeroed beforehand, then overwritten, was a tenth of a step at 1,024 tokens.
     let p_len = if keep { dims.heads() * rows * t } else { 0 };
     let mut p: Vec<f32> = Vec::with_capacity(p_len);
-    let mut o = vec![0f32; dims.heads() * rows * d];
+    let o_len = if wanted.output() {
+        dims.heads() * rows * d
+    } else {
+        0
+    };
+    let mut o = vec![0f32; o_len];
     // Each head's keys transposed once, `(d, t)`: a block of rows reads the first `keys`
     // columns in place (transposing them per block was a twentieth of a step at 1,024 tokens).
     let k_t = transpose_heads(k, dims.heads(), t, d, 1.0);
@@ -224,11 +259,10 @@ pub fn forward(
             .collect(),
     };
     let blocks = row_blocks(dims);
-    let outs = split(&mut o, d, &blocks);
+    let outs = wanted.output().then(|| split(&mut o, d, &blocks));
     let probs = keep.then(|| split(&mut p.spare_capacity_mut()[..p_len], t, &blocks));
     pool::global().run(blocks.len(), &|task, _| {
         let (h, r0, n) = blocks[task];
-        let mut ob = outs[task].lock().unwrap_or_else(|e| e.into_inner());
         let mut pb = probs
             .as_ref()
             .map(|p| p[task].lock().unwrap_or_else(|e| e.into_inner()));
@@ -261,7 +295,10 @@ pub fn forward(
                     write_row(&mut pb[i * t..][..t], row);
                 }
             }
-            gemm::backward_here(scores, vh, n, keys, d, &mut ob);
+            if let Some(outs) = &outs {
+                let mut ob = outs[task].lock().unwrap_or_else(|e| e.into_inner());
+                gemm::backward_here(scores, vh, n, keys, d, &mut ob);
+            }
         });
     });
     drop((outs, probs));
@@ -290,23 +327,25 @@ pub fn backward(
     let mut dq = vec![0f32; q.len()];
     // Written whole by the tasks, as P is in the forward.
     let mut ds: Vec<f32> = Vec::with_capacity(heads * rows * t);
+    // Per query row, the keys up to its last nonzero probability (its dS is zero past them).
+    let mut seen = vec![0usize; heads * rows];
     let v_t = transpose_heads(v, heads, t, d, 1.0);
     {
         let blocks = row_blocks(dims);
         let spare = &mut ds.spare_capacity_mut()[..heads * rows * t];
         let (dss, dqs) = (split(spare, t, &blocks), split(&mut dq, d, &blocks));
+        let seens = split(&mut seen, 1, &blocks);
         pool.run(blocks.len(), &|task, _| {
             let (h, r0, n) = blocks[task];
             let mut sb = dss[task].lock().unwrap_or_else(|e| e.into_inner());
             let mut qb = dqs[task].lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen_b = seens[task].lock().unwrap_or_else(|e| e.into_inner());
             let pb = &p[(h * rows + r0) * t..][..n * t];
+            for (s, row) in seen_b.iter_mut().zip(pb.chunks_exact(t)) {
+                *s = nonzero_extent(row);
+            }
             // Keys past the block's last nonzero probability have dS = 0: leave them out.
-            let keys = pb
-                .chunks_exact(t)
-                .map(|row| row.iter().rposition(|&x| x != 0.0).map_or(0, |j| j + 1))
-                .max()
-                .unwrap_or(0)
-                .max(1);
+            let keys = seen_b.iter().copied().max().unwrap_or(0).max(1);
             let kh = &k[h * t * d..][..keys * d];
             // dP = dO vᵀ, then dS = P ∘ (dP - rowsum(dP ∘ P)) in its place, (n, keys).
             let dob = &d_o[(h * rows + r0) * d..][..n * d];
@@ -319,7 +358,7 @@ pub fn backward(
                     .zip(sb.chunks_exact_mut(t))
                 {
                     let pr = &pr[..keys];
-                    let dot: f32 = row.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    let dot = dot(row, pr);
                     for (x, &pv) in row.iter_mut().zip(pr) {
                         *x = pv * (*x - dot);
                     }
@@ -332,50 +371,76 @@ pub fn backward(
     }
     // Safety: the blocks cover dS's rows, and each task wrote every value of each of its rows.
     unsafe { ds.set_len(heads * rows * t) };
-    // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS: (d, rows) times (rows, t), a block of d's rows a task.
+    // dvᵀ = dOᵀ P and dkᵀ = qᵀ dS, a block of keys a task: `(d, keys of the block)`, summed
+    // over the query rows that see any of them (under a causal mask, the block's own positions
+    // and after: half the products of summing over every row), then transposed into dv's and
+    // dk's rows for those keys.
     let do_t = transpose_heads(d_o, heads, rows, d, 1.0);
     let q_t = transpose_heads(q, heads, rows, d, 1.0);
-    let mut dv_t = vec![0f32; heads * d * t];
-    let mut dk_t = vec![0f32; heads * d * t];
+    let mut dv = vec![0f32; heads * t * d];
+    let mut dk = vec![0f32; heads * t * d];
     {
-        let d_block = d
-            .div_ceil(2 * pool.threads().div_ceil(heads).max(1))
-            .next_multiple_of(6);
+        let groups = rows / t;
         let mut tasks = Vec::new();
-        for (h, (vh, kh)) in dv_t
-            .chunks_mut(d * t)
-            .zip(dk_t.chunks_mut(d * t))
-            .enumerate()
-        {
+        for (h, (vh, kh)) in dv.chunks_mut(t * d).zip(dk.chunks_mut(t * d)).enumerate() {
             for (blk, (vb, kb)) in vh
-                .chunks_mut(d_block * t)
-                .zip(kh.chunks_mut(d_block * t))
+                .chunks_mut(KEY_BLOCK * d)
+                .zip(kh.chunks_mut(KEY_BLOCK * d))
                 .enumerate()
             {
-                tasks.push((h, blk * d_block, Mutex::new((vb, kb))));
+                tasks.push((h, blk * KEY_BLOCK, Mutex::new((vb, kb))));
             }
         }
         pool.run(tasks.len(), &|task, _| {
-            let (h, c0, parts) = &tasks[task];
+            let (h, j0, parts) = &tasks[task];
+            let (h, j0) = (*h, *j0);
             let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
             let (vb, kb) = &mut *parts;
-            let n = vb.len() / t;
-            let ph = &p[h * rows * t..][..rows * t];
-            let dsh = &ds[h * rows * t..][..rows * t];
-            let at = (h * d + c0) * rows;
-            gemm::backward_here(&do_t[at..][..n * rows], ph, n, rows, t, vb);
-            gemm::backward_here(&q_t[at..][..n * rows], dsh, n, rows, t, kb);
+            let w = vb.len() / d;
+            gemm::scratch(&KEY_BLOCK_GRADS, 2 * d * w, |sums| {
+                let (dv_t, dk_t) = sums.split_at_mut(d * w);
+                let mut any = false;
+                for g in 0..groups {
+                    let first_row = h * rows + g * t;
+                    // Rows before the first that sees past key j0 add nothing.
+                    let Some(from) = seen[first_row..][..t].iter().position(|&s| s > j0) else {
+                        continue;
+                    };
+                    let (r0, n) = (g * t + from, t - from);
+                    let at = (h * rows + r0) * t + j0;
+                    for (m, right, out) in [(&do_t, p, &mut *dv_t), (&q_t, &ds[..], &mut *dk_t)] {
+                        let operands = gemm::Strided {
+                            a: &m[h * d * rows + r0..],
+                            lda: rows,
+                            b: &right[at..],
+                            ldb: t,
+                        };
+                        gemm::product_here(operands, d, n, w, out, w, any);
+                    }
+                    any = true;
+                }
+                if !any {
+                    dv_t.fill(0.0);
+                    dk_t.fill(0.0);
+                }
+                transpose_into(dv_t, d, w, vb, 1.0);
+                transpose_into(dk_t, d, w, kb, scale);
+            });
         });
     }
-    let dk = transpose_heads(&dk_t, heads, d, t, scale);
-    let dv = transpose_heads(&dv_t, heads, d, t, 1.0);
     (dq, dk, dv)
 }
+
+/// Keys per task of the backward's `dv` and `dk`: a multiple of the product's 16 columns,
+/// small enough that a causal mask's zeros are left out finely and both threads stay busy.
+const KEY_BLOCK: usize = 64;
 
 thread_local! {
     /// A block's scores (or their gradient), `(rows of the block, keys it sees)`, reused by
     /// every block a thread takes: no allocation, nor zeroing, per block.
     static BLOCK_SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A block of keys' `dvᵀ` and `dkᵀ`, `(d, keys of the block)` each, before their transpose.
+    static KEY_BLOCK_GRADS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Each head's `(rows, cols)` block of `src` transposed and times `factor`, a head a task of
@@ -423,6 +488,42 @@ fn split<'a, T>(
             Mutex::new(block)
         })
         .collect()
+}
+
+/// Lanes of the partial sums and scans below: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
+
+/// `Σ a b` in sixteen interleaved partial sums, so that it vectorises (a sum taken value by
+/// value cannot be reordered by the compiler); the order is fixed, whatever the thread count.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let whole = a.len().min(b.len()) / LANES * LANES;
+    let mut sums = [0f32; LANES];
+    for (x, y) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        for ((s, &x), &y) in sums.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+    sums.iter().sum::<f32>() + tail
+}
+
+/// One past the last nonzero value of `row` (0 when all are zero): the keys a row of P
+/// reaches. Whole runs of zeros are skipped sixteen at a time (a causal row of P is mostly
+/// zeros past its position).
+fn nonzero_extent(row: &[f32]) -> usize {
+    // A fold rather than `all`, which stops early and so does not vectorise.
+    let zeros = |run: &[f32]| !run.iter().fold(false, |any, &x| any | (x != 0.0));
+    let mut end = row.len();
+    while end >= LANES && zeros(&row[end - LANES..end]) {
+        end -= LANES;
+    }
+    row[..end]
+        .iter()
+        .rposition(|&x| x != 0.0)
+        .map_or(0, |j| j + 1)
 }
 
 /// `dst = values` followed by zeros (the keys a row does not see), every value written.
@@ -588,12 +689,12 @@ mod tests {
     #[test]
     fn products_match_the_formulas_with_groups_batches_and_a_causal_bias() {
         // Two batch rows, two key/value heads of three query heads each; enough rows that the
-        // softmax and dS rows are shared out on the pool.
+        // softmax and dS rows are shared out on the pool, and keys in two blocks for dk and dv.
         let dims = Dims {
             b: 2,
             kv_heads: 2,
-            rows: 3 * 40,
-            t: 40,
+            rows: 3 * 70,
+            t: 70,
             d: 16,
         };
         let q = rand(dims.heads() * dims.rows * dims.d, 1);
@@ -621,7 +722,7 @@ mod tests {
             batches: 2,
         });
         let scale = 0.25;
-        let (o, p) = forward(&q, &k, &v, bias, scale, dims, true);
+        let (o, p) = forward(&q, &k, &v, bias, scale, dims, Wanted::OutputAndProbs);
         let p = p.unwrap();
         let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, scale, dims);
         let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, scale, dims);
@@ -638,12 +739,35 @@ mod tests {
             }),
             None,
         ] {
-            let (o, p) = forward(&q, &k, &v, bias, scale, dims, true);
+            let (o, p) = forward(&q, &k, &v, bias, scale, dims, Wanted::OutputAndProbs);
             let p = p.unwrap();
             let (ro, rp, ..) = reference(&q, &k, &v, bias, &d_o, scale, dims);
             close(&p, &rp, "p");
             close(&o, &ro, "o");
         }
+    }
+
+    #[test]
+    fn row_helpers_match_their_plain_definitions() {
+        let row = rand(77, 11);
+        for len in [0, 1, 15, 16, 17, 40, 77] {
+            let want: f64 = row[..len]
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum();
+            let got = dot(&row[..len], &row[..len]);
+            assert!((f64::from(got) - want).abs() < 1e-5, "dot of {len}");
+        }
+        for last in [None, Some(0), Some(15), Some(16), Some(40), Some(76)] {
+            let mut p = vec![0f32; 77];
+            if let Some(j) = last {
+                p[j] = 0.25;
+                p[j / 2] = 1.0;
+            }
+            assert_eq!(nonzero_extent(&p), last.map_or(0, |j| j + 1), "{last:?}");
+        }
+        // A negative zero is a zero.
+        assert_eq!(nonzero_extent(&[1.0, -0.0, 0.0]), 1);
     }
 
     #[test]
@@ -666,7 +790,7 @@ mod tests {
             values: &values,
             batches: 1,
         });
-        let (o, p) = forward(&q, &k, &v, bias, 0.5, dims, true);
+        let (o, p) = forward(&q, &k, &v, bias, 0.5, dims, Wanted::OutputAndProbs);
         let p = p.unwrap();
         let (dq, dk, dv) = backward(&q, &k, &v, &p, &d_o, 0.5, dims);
         let (ro, rp, rdq, rdk, rdv) = reference(&q, &k, &v, bias, &d_o, 0.5, dims);
@@ -753,7 +877,7 @@ mod tests {
         });
         let scale = 0.125f32;
         let ours = || {
-            let (_, p) = forward(&q, &k, &v, bias, scale, dims, true);
+            let (_, p) = forward(&q, &k, &v, bias, scale, dims, Wanted::OutputAndProbs);
             let p = p.unwrap();
             backward(&q, &k, &v, &p, &d_o, scale, dims)
         };
