@@ -334,8 +334,7 @@ impl CustomOp3 for LoraLinear {
             ],
             |v| {
                 let (x, a, b, dy, w) = (v[0]?, v[1]?, v[2]?, v[3]?, v[4]?);
-                let mut dx = vec![0f32; d.m * d.k];
-                gemm::backward(dy, w, d.m, d.n, d.k, &mut dx);
+                let mut dx = gemm::backward_new(dy, w, d.m, d.n, d.k);
                 let (da, db) = lora_cpu::backward(x, a, b, dy, d, self.scale as f32, &mut dx);
                 Some((dx, da, db))
             },
@@ -372,8 +371,7 @@ pub fn lora_linear(
         let x2 = rows(&xd)?;
         let d = lora_dims(&x2, a, weight)?;
         let fast = super::ops::with_cpu_f32(&[Some(&x2), Some(weight), Some(a), Some(b)], |v| {
-            let mut y = vec![0f32; d.m * d.n];
-            gemm::forward(v[0]?, v[1]?, d.m, d.n, d.k, &mut y);
+            let mut y = gemm::forward_new(v[0]?, v[1]?, d.m, d.n, d.k);
             lora_cpu::add_forward(v[0]?, v[2]?, v[3]?, d, scale as f32, &mut y);
             Some(y)
         });
@@ -849,8 +847,7 @@ fn slice_nll(
     if vocab > 0 && tgt.iter().all(|&t| (t as usize) < vocab) {
         let h = h.contiguous()?;
         let fast = super::ops::with_cpu_f32(&[Some(&h), Some(head)], |v| {
-            let mut logits = vec![0f32; len * vocab];
-            gemm::forward(v[0]?, v[1]?, len, vocab, hidden, &mut logits);
+            let mut logits = gemm::forward_new(v[0]?, v[1]?, len, vocab, hidden);
             let nll = nll_rows(&mut logits, vocab, &tgt, grad);
             Some((nll, grad.then_some(logits)))
         });

@@ -190,13 +190,16 @@ unsafe fn portable_tile(a: Left, b: Right, c: Out, kc: usize, mr: usize, nr: usi
 /// # Safety
 /// C holds the `mr x nr` tile.
 unsafe fn store(acc: &[[f32; NR]; MR], c: Out, mr: usize, nr: usize, first: bool) {
+    // Raw pointers, no references: when `first`, C may not have been initialised yet.
     if c.rs == 1 {
         // The forward's transposed tile: each column is a run of `mr` floats in memory.
         for j in 0..nr {
-            // Safety: the column's run is in C.
-            let run = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(j * c.cs), mr) };
-            for (v, row) in run.iter_mut().zip(acc) {
-                *v = if first { row[j] } else { *v + row[j] };
+            for (i, row) in acc.iter().enumerate().take(mr) {
+                // Safety: the column's run is in C.
+                unsafe {
+                    let p = c.ptr.add(j * c.cs + i);
+                    *p = if first { row[j] } else { *p + row[j] };
+                }
             }
         }
         return;
@@ -409,12 +412,51 @@ pub(super) fn scratch<R>(key: &'static Scratch, len: usize, f: impl FnOnce(&mut 
 
 /// `y (m, n) = x (m, k) wᵀ` for a frozen `w (n, k)`; `y` is overwritten.
 pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && y.len() >= m * n);
+    assert!(y.len() >= m * n);
+    // Safety: `y` holds `m x n` values.
+    unsafe { forward_raw(x, w, m, n, k, y.as_mut_ptr(), false) }
+}
+
+/// `y (m, n) += x (m, k) wᵀ`.
+pub fn forward_add(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]) {
+    assert!(y.len() >= m * n);
+    // Safety: `y` holds `m x n` values.
+    unsafe { forward_raw(x, w, m, n, k, y.as_mut_ptr(), true) }
+}
+
+/// [`forward`] into a new vector, never zeroed: the product writes every value (zeroing a
+/// step's outputs first was a few percent of it, on one thread while the other waited).
+pub fn forward_new(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(m * n);
+    // Safety: the spare capacity holds `m x n` values, and the product writes every one of
+    // them before `set_len` (`k == 0` writes zeros).
+    unsafe {
+        forward_raw(x, w, m, n, k, y.as_mut_ptr(), false);
+        y.set_len(m * n);
+    }
+    y
+}
+
+/// # Safety
+/// `y` points to `m x n` writable values, initialised unless `accumulate` is false.
+unsafe fn forward_raw(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: *mut f32,
+    accumulate: bool,
+) {
+    assert!(x.len() >= m * k && w.len() >= n * k);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        y[..m * n].fill(0.0);
+        if !accumulate {
+            // Safety: as documented.
+            unsafe { std::ptr::write_bytes(y, 0, m * n) };
+        }
         return;
     }
     let panels = m.div_ceil(NR);
@@ -458,7 +500,7 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
         };
         // yᵀ, written in place: tile rows are output features, its columns tokens.
         let out = Out {
-            ptr: y.as_mut_ptr(),
+            ptr: y,
             rs: 1,
             cs: n,
         };
@@ -471,20 +513,76 @@ pub fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]
             &right,
             out,
             KC_FORWARD,
-            false,
+            accumulate,
         );
     })
 }
 
 /// `dx (m, k) = dy (m, n) w` for a frozen `w (n, k)`; `dx` is overwritten.
 pub fn backward(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
+    backward_whole(dy, w, m, n, k, dx, false)
+}
+
+/// `dx (m, k) += dy (m, n) w`.
+pub fn backward_add(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize, dx: &mut [f32]) {
+    backward_whole(dy, w, m, n, k, dx, true)
+}
+
+fn backward_whole(
+    dy: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    dx: &mut [f32],
+    accumulate: bool,
+) {
     let whole = Strided {
         a: dy,
         lda: n,
         b: w,
         ldb: k,
     };
-    backward_on(pool::global(), whole, m, n, k, dx, k, false)
+    // Safety: a live slice.
+    unsafe { backward_on(pool::global(), whole, m, n, k, Dest::of(dx), k, accumulate) }
+}
+
+/// [`backward`] into a new vector, never zeroed (as [`forward_new`]).
+pub fn backward_new(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let whole = Strided {
+        a: dy,
+        lda: n,
+        b: w,
+        ldb: k,
+    };
+    let mut dx = Vec::with_capacity(m * k);
+    let c = Dest {
+        ptr: dx.as_mut_ptr(),
+        len: m * k,
+    };
+    // Safety: the spare capacity holds `m x k` values; the product writes every one of them
+    // (`n == 0` writes zeros) before `set_len`.
+    unsafe {
+        backward_on(pool::global(), whole, m, n, k, c, k, false);
+        dx.set_len(m * k);
+    }
+    dx
+}
+
+/// Where a product writes: `len` values from `ptr`.
+#[derive(Clone, Copy)]
+struct Dest {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Dest {
+    fn of(values: &mut [f32]) -> Dest {
+        Dest {
+            ptr: values.as_mut_ptr(),
+            len: values.len(),
+        }
+    }
 }
 
 /// [`backward`] on the calling thread alone, for a task of the kernel pool that shares out
@@ -535,39 +633,37 @@ pub fn product_here(
     accumulate: bool,
 ) {
     static HERE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
-    backward_on(
-        HERE.get_or_init(|| Pool::new(1)),
-        operands,
-        m,
-        n,
-        k,
-        c,
-        ldc,
-        accumulate,
-    )
+    let pool = HERE.get_or_init(|| Pool::new(1));
+    // Safety: a live slice.
+    unsafe { backward_on(pool, operands, m, n, k, Dest::of(c), ldc, accumulate) }
 }
 
+/// # Safety
+/// `c` points to `c.len` writable values, initialised unless `accumulate` is false.
 #[allow(clippy::too_many_arguments)]
-fn backward_on(
+unsafe fn backward_on(
     pool: &Pool,
     Strided { a, lda, b, ldb }: Strided<'_>,
     m: usize,
     n: usize,
     k: usize,
-    c: &mut [f32],
+    c: Dest,
     ldc: usize,
     accumulate: bool,
 ) {
     let within = |len: usize, rows: usize, ld: usize, cols: usize| {
         ld >= cols && (rows == 0 || cols == 0 || len >= (rows - 1) * ld + cols)
     };
-    assert!(within(a.len(), m, lda, n) && within(b.len(), n, ldb, k) && within(c.len(), m, ldc, k));
+    assert!(within(a.len(), m, lda, n) && within(b.len(), n, ldb, k) && within(c.len, m, ldc, k));
     if m == 0 || k == 0 {
         return;
     }
     if n == 0 {
         if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..k].fill(0.0));
+            for row in 0..m {
+                // Safety: the row's first `k` values are in C.
+                unsafe { std::ptr::write_bytes(c.ptr.add(row * ldc), 0, k) };
+            }
         }
         return;
     }
@@ -583,7 +679,7 @@ fn backward_on(
             ks: ldb,
         };
         let out = Out {
-            ptr: c.as_mut_ptr(),
+            ptr: c.ptr,
             rs: ldc,
             cs: 1,
         };
@@ -603,8 +699,8 @@ fn backward_on(
                 ks: NR,
             };
             let out = Out {
-                // Column whole*NR of row 0 is inside c (rest > 0).
-                ptr: c[whole * NR..].as_mut_ptr(),
+                // Safety: column whole*NR of row 0 is inside C (rest > 0).
+                ptr: unsafe { c.ptr.add(whole * NR) },
                 rs: ldc,
                 cs: 1,
             };
@@ -660,6 +756,9 @@ mod tests {
             (48, 1000, 64),
             // Past the forward's block of the sum.
             (20, 35, 1600),
+            // Empty sums: zeros, written.
+            (3, 4, 0),
+            (3, 0, 4),
         ] {
             let [x, w, dy] = operands(&mut rng, m, n, k);
             let mut y = vec![f32::NAN; m * n];
@@ -680,6 +779,16 @@ mod tests {
                 |t, kk, o| dy[t * n + o] as f64 * w[o * k + kk] as f64,
                 "backward",
             );
+            // Into new vectors: the same values; added to ones: the sums plus them.
+            assert_eq!(forward_new(&x, &w, m, n, k), y);
+            assert_eq!(backward_new(&dy, &w, m, n, k), dx);
+            let ones = |len| vec![1f32; len];
+            let (mut y1, mut dx1) = (ones(m * n), ones(m * k));
+            forward_add(&x, &w, m, n, k, &mut y1);
+            backward_add(&dy, &w, m, n, k, &mut dx1);
+            for (got, want) in y1.iter().zip(&y).chain(dx1.iter().zip(&dx)) {
+                assert!((got - (want + 1.0)).abs() < 1e-4, "{m}x{n}x{k}");
+            }
         }
     }
 

@@ -23,12 +23,9 @@ pub struct Dims {
 /// `y (m, n) += scale (x Aᵀ) Bᵀ`.
 pub fn add_forward(x: &[f32], a: &[f32], b: &[f32], d: Dims, scale: f32, y: &mut [f32]) {
     let Dims { m, k, n, r } = d;
-    let mut xa = vec![0f32; m * r];
-    gemm::forward(x, a, m, r, k, &mut xa);
+    let mut xa = gemm::forward_new(x, a, m, r, k);
     xa.iter_mut().for_each(|v| *v *= scale);
-    let mut low = vec![0f32; m * n];
-    gemm::forward(&xa, b, m, n, r, &mut low);
-    y.iter_mut().zip(&low).for_each(|(y, l)| *y += l);
+    gemm::forward_add(&xa, b, m, n, r, y);
 }
 
 /// The adapter's part of the backward for an output gradient `dy (m, n)`: adds
@@ -43,19 +40,13 @@ pub fn backward(
     dx: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let Dims { m, k, n, r } = d;
-    let mut h = vec![0f32; m * r];
-    gemm::backward(dy, b, m, n, r, &mut h);
+    let mut h = gemm::backward_new(dy, b, m, n, r);
     h.iter_mut().for_each(|v| *v *= scale);
-    let mut low = vec![0f32; m * k];
-    gemm::backward(&h, a, m, r, k, &mut low);
-    dx.iter_mut().zip(&low).for_each(|(dx, l)| *dx += l);
-    let mut da = vec![0f32; r * k];
-    gemm::backward(&transpose(&h, m, r), x, r, m, k, &mut da);
-    let mut xa = vec![0f32; m * r];
-    gemm::forward(x, a, m, r, k, &mut xa);
+    gemm::backward_add(&h, a, m, r, k, dx);
+    let da = gemm::backward_new(&transpose(&h, m, r), x, r, m, k);
+    let mut xa = gemm::forward_new(x, a, m, r, k);
     xa.iter_mut().for_each(|v| *v *= scale);
-    let mut db = vec![0f32; n * r];
-    gemm::backward(&transpose(dy, m, n), &xa, n, m, r, &mut db);
+    let db = gemm::backward_new(&transpose(dy, m, n), &xa, n, m, r);
     (da, db)
 }
 

@@ -76,8 +76,7 @@ impl CustomOp2 for FrozenMatmul {
         let plan = self.plan(xl, wl)?;
         let (_, m, n, k) = plan.bmnk;
         if let (Some(x), Some(w)) = (f32_values(xs, xl), f32_values(ws, wl)) {
-            let mut y = vec![0f32; m * n];
-            super::gemm::forward(x, w, m, n, k, &mut y);
+            let y = super::gemm::forward_new(x, w, m, n, k);
             return Ok((CpuStorage::F32(y), plan.out));
         }
         let out = xs.matmul(ws, plan.bmnk, &plan.x2, &wl.transpose(0, 1)?)?;
@@ -168,13 +167,9 @@ pub fn frozen_input_grad(dy: &Tensor, w: &Tensor) -> Result<Tensor> {
         let (ds, dl) = dy.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         match (&*ds, &*ws) {
-            (Storage::Cpu(ds), Storage::Cpu(ws)) => {
-                f32_values(ds, dl).zip(f32_values(ws, wl)).map(|(dy, w)| {
-                    let mut dx = vec![0f32; m * k];
-                    super::gemm::backward(dy, w, m, n, k, &mut dx);
-                    dx
-                })
-            }
+            (Storage::Cpu(ds), Storage::Cpu(ws)) => f32_values(ds, dl)
+                .zip(f32_values(ws, wl))
+                .map(|(dy, w)| super::gemm::backward_new(dy, w, m, n, k)),
             _ => None,
         }
     };
