@@ -29,6 +29,9 @@ const KC_FORWARD: usize = 1536;
 /// Rows of the left operand per task: `MC x KC` floats (~96 KB) stay in L2 in the backward; the
 /// forward's `MC x KC_FORWARD` (~590 KB) still fits this machine's 1 MB L2.
 const MC: usize = 96;
+/// Column panels (of 16 tokens) up to which a forward shares out its rows rather than its
+/// columns: 64 tokens, whose packed activations (4 x 96 KB at most) every task can read.
+const FEW_PANELS: usize = 4;
 /// Below this many multiply-adds a product is not worth waking the threads.
 const PARALLEL_MIN: usize = 1 << 18;
 /// Below this many activation values, the forward packs them on the calling thread.
@@ -109,14 +112,20 @@ fn product(
     accumulate: bool,
 ) {
     let panels = cols.div_ceil(NR);
-    // Taller blocks only past the pool's task limit (millions of rows).
-    let mc = MC.max(rows.div_ceil(pool::MAX_TASKS).next_multiple_of(MR));
-    let row_blocks = rows.div_ceil(mc);
     let threads = if rows * cols * depth >= PARALLEL_MIN {
         pool.threads()
     } else {
         1
     };
+    // Taller blocks only past the pool's task limit (millions of rows).
+    let mut mc = MC.max(rows.div_ceil(pool::MAX_TASKS).next_multiple_of(MR));
+    if kc_block == KC_FORWARD && panels <= FEW_PANELS {
+        // A forward over a few tokens: its rows are the frozen weight's, read from memory, and
+        // tasks that split its few columns would each read the same rows again. Shorter row
+        // blocks give the tasks instead.
+        mc = mc.min(rows.div_ceil(threads * 4).next_multiple_of(MR).max(2 * MR));
+    }
+    let row_blocks = rows.div_ceil(mc);
     // Tasks: a block of rows by a group of panels, about four tasks a thread, so a thread that
     // another process holds up leaves its share to the others.
     let groups = (threads * 4).div_ceil(row_blocks).clamp(1, panels);
@@ -756,6 +765,8 @@ mod tests {
             (48, 1000, 64),
             // Past the forward's block of the sum.
             (20, 35, 1600),
+            // A few tokens on both threads: the forward's rows shared out in short blocks.
+            (40, 300, 200),
             // Empty sums: zeros, written.
             (3, 4, 0),
             (3, 0, 4),
@@ -912,6 +923,9 @@ mod tests {
     fn gemm_speed() {
         let mut rng = SplitMix64::new(7);
         let shapes = [
+            // A short training item (SEAL's self-edit lines are a few dozen tokens).
+            (32, 576, 576),
+            (32, 576, 1536),
             (256, 1536, 576),
             (256, 576, 1536),
             (48, 1536, 576),
