@@ -166,8 +166,10 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// In sixteen lanes, which the compiler keeps in vector registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// In sixteen lanes, which the compiler keeps in vector registers (a sum taken value by value
+/// cannot be reordered, so it would not vectorise); the order is fixed, whatever the thread
+/// count. Training attention's dS rows use it too.
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let whole = a.len() / 16 * 16;
     for (x, y) in a[..whole].chunks_exact(16).zip(b[..whole].chunks_exact(16)) {

@@ -96,6 +96,16 @@ unsafe impl Sync for Right {}
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// Which operand of [`product`] the frozen weight is; it sets the block of the sum and how the
+/// work is shared out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `yᵀ = W xᵀ`: the weight is A, the packed activations B.
+    Forward,
+    /// `dx = dy W`, and the strided products of attention: the weight (if any) is B.
+    Backward,
+}
+
 /// `C (rows, cols) = A (rows, depth) B (depth, cols)`, or `C += A B` when `accumulate`, B in
 /// column panels of `NR`: `right(p)` is panel `p` (columns `p*NR..p*NR+NR`, all 16 readable
 /// even past `cols`).
@@ -108,9 +118,13 @@ fn product(
     a: Left,
     right: &(dyn Fn(usize) -> Right + Sync),
     c: Out,
-    kc_block: usize,
+    kind: Kind,
     accumulate: bool,
 ) {
+    let kc_block = match kind {
+        Kind::Forward => KC_FORWARD,
+        Kind::Backward => KC,
+    };
     let panels = cols.div_ceil(NR);
     let threads = if rows * cols * depth >= PARALLEL_MIN {
         pool.threads()
@@ -119,7 +133,7 @@ fn product(
     };
     // Taller blocks only past the pool's task limit (millions of rows).
     let mut mc = MC.max(rows.div_ceil(pool::MAX_TASKS).next_multiple_of(MR));
-    if kc_block == KC_FORWARD && panels <= FEW_PANELS {
+    if kind == Kind::Forward && panels <= FEW_PANELS {
         // A forward over a few tokens: its rows are the frozen weight's, read from memory, and
         // tasks that split its few columns would each read the same rows again. Shorter row
         // blocks give the tasks instead.
@@ -521,7 +535,7 @@ unsafe fn forward_raw(
             left,
             &right,
             out,
-            KC_FORWARD,
+            Kind::Forward,
             accumulate,
         );
     })
@@ -546,24 +560,14 @@ fn backward_whole(
     dx: &mut [f32],
     accumulate: bool,
 ) {
-    let whole = Strided {
-        a: dy,
-        lda: n,
-        b: w,
-        ldb: k,
-    };
+    let whole = Strided::whole(dy, w, n, k);
     // Safety: a live slice.
     unsafe { backward_on(pool::global(), whole, m, n, k, Dest::of(dx), k, accumulate) }
 }
 
 /// [`backward`] into a new vector, never zeroed (as [`forward_new`]).
 pub fn backward_new(dy: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    let whole = Strided {
-        a: dy,
-        lda: n,
-        b: w,
-        ldb: k,
-    };
+    let whole = Strided::whole(dy, w, n, k);
     let mut dx = Vec::with_capacity(m * k);
     let c = Dest {
         ptr: dx.as_mut_ptr(),
@@ -630,6 +634,18 @@ pub struct Strided<'a> {
     pub ldb: usize,
 }
 
+impl<'a> Strided<'a> {
+    /// `a (m, n)` and `b (n, k)` whole, row after row.
+    fn whole(a: &'a [f32], b: &'a [f32], n: usize, k: usize) -> Strided<'a> {
+        Strided {
+            a,
+            lda: n,
+            b,
+            ldb: k,
+        }
+    }
+}
+
 /// `c (m, k) = a (m, n) b (n, k)`, or `c += a b` when `accumulate`, on the calling thread, `c`'s
 /// rows `ldc` values apart: blocks of wider matrices, where a causal mask leaves the rest zero.
 pub fn product_here(
@@ -692,7 +708,17 @@ unsafe fn backward_on(
             rs: ldc,
             cs: 1,
         };
-        product(pool, m, whole * NR, n, left, &right, out, KC, accumulate);
+        product(
+            pool,
+            m,
+            whole * NR,
+            n,
+            left,
+            &right,
+            out,
+            Kind::Backward,
+            accumulate,
+        );
     }
     let rest = k - whole * NR;
     if rest > 0 {
@@ -713,7 +739,17 @@ unsafe fn backward_on(
                 rs: ldc,
                 cs: 1,
             };
-            product(pool, m, rest, n, left, &right, out, KC, accumulate);
+            product(
+                pool,
+                m,
+                rest,
+                n,
+                left,
+                &right,
+                out,
+                Kind::Backward,
+                accumulate,
+            );
         });
     }
 }

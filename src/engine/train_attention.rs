@@ -28,6 +28,7 @@
 //! the query heads that share a key/value head are stacked along `rows` (row `r` is position
 //! `r % t`), `k` and `v` `(b, kv_heads, t, d)`, `bias (b or 1, t, t)`.
 
+use super::attend::dot;
 use super::exp_rows;
 use super::gemm;
 use super::pool;
@@ -490,35 +491,16 @@ fn split<'a, T>(
         .collect()
 }
 
-/// Lanes of the partial sums and scans below: one AVX-512 register, two AVX2 ones.
-const LANES: usize = 16;
-
-/// `Σ a b` in sixteen interleaved partial sums, so that it vectorises (a sum taken value by
-/// value cannot be reordered by the compiler); the order is fixed, whatever the thread count.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let whole = a.len().min(b.len()) / LANES * LANES;
-    let mut sums = [0f32; LANES];
-    for (x, y) in a[..whole]
-        .chunks_exact(LANES)
-        .zip(b[..whole].chunks_exact(LANES))
-    {
-        for ((s, &x), &y) in sums.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
-    sums.iter().sum::<f32>() + tail
-}
-
 /// One past the last nonzero value of `row` (0 when all are zero): the keys a row of P
 /// reaches. Whole runs of zeros are skipped sixteen at a time (a causal row of P is mostly
 /// zeros past its position).
 fn nonzero_extent(row: &[f32]) -> usize {
     // A fold rather than `all`, which stops early and so does not vectorise.
+    const RUN: usize = 16;
     let zeros = |run: &[f32]| !run.iter().fold(false, |any, &x| any | (x != 0.0));
     let mut end = row.len();
-    while end >= LANES && zeros(&row[end - LANES..end]) {
-        end -= LANES;
+    while end >= RUN && zeros(&row[end - RUN..end]) {
+        end -= RUN;
     }
     row[..end]
         .iter()
