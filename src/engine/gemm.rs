@@ -274,34 +274,54 @@ mod avx512 {
     use super::{Right, MR, NR};
     use std::arch::x86_64::*;
 
+    /// [`sums`] for the tile's `mr` rows only: a tile of a few tokens no longer computes six.
+    ///
     /// # Safety
-    /// As for the AVX2 `sums`, on a CPU with AVX-512F.
+    /// As for [`sums`]; `1 <= mr <= MR`.
+    pub(super) unsafe fn sums_of(
+        rows: [*const f32; MR],
+        b: Right,
+        kc: usize,
+        out: &mut [[f32; NR]; MR],
+        mr: usize,
+    ) {
+        // Safety: as documented; the CPU has AVX-512F (checked by the caller).
+        unsafe {
+            match mr {
+                1 => sums::<1>(rows, b, kc, out),
+                2 => sums::<2>(rows, b, kc, out),
+                3 => sums::<3>(rows, b, kc, out),
+                4 => sums::<4>(rows, b, kc, out),
+                5 => sums::<5>(rows, b, kc, out),
+                _ => sums::<MR>(rows, b, kc, out),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As for the AVX2 `sums`, on a CPU with AVX-512F; only the first `R` rows are read and
+    /// written.
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
-    pub(super) unsafe fn sums(
+    unsafe fn sums<const R: usize>(
         rows: [*const f32; MR],
         b: Right,
         kc: usize,
         out: &mut [[f32; NR]; MR],
     ) {
-        let [r0, r1, r2, r3, r4, r5] = rows;
-        let z = _mm512_setzero_ps();
-        let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5) = (z, z, z, z, z, z);
+        let mut c = [_mm512_setzero_ps(); R];
         let mut bp = b.ptr;
         for kk in 0..kc {
             // Safety: as documented.
             unsafe {
                 let bv = _mm512_loadu_ps(bp);
-                c0 = _mm512_fmadd_ps(_mm512_set1_ps(*r0.add(kk)), bv, c0);
-                c1 = _mm512_fmadd_ps(_mm512_set1_ps(*r1.add(kk)), bv, c1);
-                c2 = _mm512_fmadd_ps(_mm512_set1_ps(*r2.add(kk)), bv, c2);
-                c3 = _mm512_fmadd_ps(_mm512_set1_ps(*r3.add(kk)), bv, c3);
-                c4 = _mm512_fmadd_ps(_mm512_set1_ps(*r4.add(kk)), bv, c4);
-                c5 = _mm512_fmadd_ps(_mm512_set1_ps(*r5.add(kk)), bv, c5);
+                for (sum, row) in c.iter_mut().zip(rows) {
+                    *sum = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(kk)), bv, *sum);
+                }
                 bp = bp.add(b.ks);
             }
         }
-        for (row, v) in out.iter_mut().zip([c0, c1, c2, c3, c4, c5]) {
+        for (row, v) in out.iter_mut().zip(c) {
             // Safety: a row of `out` holds 16 floats.
             unsafe { _mm512_storeu_ps(row.as_mut_ptr(), v) };
         }
@@ -324,8 +344,10 @@ mod avx2 {
         let mut buf = [[0f32; NR]; MR];
         // Safety: as documented; `has_avx512` checked the CPU.
         unsafe {
-            if has_avx512() {
-                avx512::sums(rows, b, kc, &mut buf)
+            if nr <= NR / 2 {
+                half_sums_of(rows, b, kc, &mut buf, mr)
+            } else if has_avx512() {
+                avx512::sums_of(rows, b, kc, &mut buf, mr)
             } else {
                 sums(rows, b, kc, &mut buf)
             }
@@ -349,6 +371,64 @@ mod avx2 {
         }
         // Safety: as documented.
         unsafe { store(&buf, c, mr, nr, first) }
+    }
+
+    /// [`half_sums`] for `mr` rows.
+    ///
+    /// # Safety
+    /// As for [`half_sums`]; `1 <= mr <= MR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn half_sums_of(
+        rows: [*const f32; MR],
+        b: Right,
+        kc: usize,
+        out: &mut [[f32; NR]; MR],
+        mr: usize,
+    ) {
+        // Safety: as documented.
+        unsafe {
+            match mr {
+                1 => half_sums::<1>(rows, b, kc, out),
+                2 => half_sums::<2>(rows, b, kc, out),
+                3 => half_sums::<3>(rows, b, kc, out),
+                4 => half_sums::<4>(rows, b, kc, out),
+                5 => half_sums::<5>(rows, b, kc, out),
+                _ => half_sums::<MR>(rows, b, kc, out),
+            }
+        }
+    }
+
+    /// A tile at most 8 columns wide (a forward over at most 8 tokens, or the last few tokens
+    /// of a longer one) in 8-lane registers: half the work of 16 lanes on cores that split a
+    /// 16-lane operation in two, and the same chain of multiply-adds for each output.
+    ///
+    /// # Safety
+    /// Each of the first `R` rows holds `kc` floats; B holds `kc` steps of 8 floats, `b.ks`
+    /// apart. Only the first 8 values of `out`'s first `R` rows are written.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn half_sums<const R: usize>(
+        rows: [*const f32; MR],
+        b: Right,
+        kc: usize,
+        out: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [_mm256_setzero_ps(); R];
+        let mut bp = b.ptr;
+        for kk in 0..kc {
+            // Safety: as documented.
+            unsafe {
+                let bv = _mm256_loadu_ps(bp);
+                for (sum, row) in c.iter_mut().zip(rows) {
+                    *sum = _mm256_fmadd_ps(_mm256_broadcast_ss(&*row.add(kk)), bv, *sum);
+                }
+                bp = bp.add(b.ks);
+            }
+        }
+        for (row, v) in out.iter_mut().zip(c) {
+            // Safety: a row of `out` holds 16 floats.
+            unsafe { _mm256_storeu_ps(row.as_mut_ptr(), v) };
+        }
     }
 
     /// The inner loop alone, kept out of line so that nothing around it can make the compiler
@@ -894,7 +974,7 @@ mod tests {
             ptr: b.as_ptr(),
             ks: NR,
         };
-        for (nr, cs) in [(16, 1), (9, 1), (16, MR)] {
+        for (nr, cs) in [(16, 1), (9, 1), (8, 1), (3, 1), (16, MR), (5, MR)] {
             for first in [true, false] {
                 let mut c1 = vec![1f32; MR * NR];
                 let mut c2 = c1.clone();
@@ -940,15 +1020,29 @@ mod tests {
                 ptr: b.as_ptr(),
                 ks,
             };
-            let (mut x, mut y) = ([[0f32; NR]; MR], [[1f32; NR]; MR]);
-            // Safety: the CPU has both; each row holds `kc` floats and B `kc` steps `ks` apart.
-            unsafe {
-                avx2::sums(rows, right, kc, &mut x);
-                avx512::sums(rows, right, kc, &mut y);
+            let mut x = [[0f32; NR]; MR];
+            // Safety: the CPU has AVX2; each row holds `kc` floats and B `kc` steps `ks` apart.
+            unsafe { avx2::sums(rows, right, kc, &mut x) };
+            let bits = |t: &[[f32; NR]]| t.concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for mr in 1..=MR {
+                let mut y = [[1f32; NR]; MR];
+                // Safety: as above, and the CPU has AVX-512F.
+                unsafe { avx512::sums_of(rows, right, kc, &mut y, mr) };
+                assert_eq!(bits(&x[..mr]), bits(&y[..mr]), "kc {kc}, {mr} rows");
+                let mut h = [[1f32; NR]; MR];
+                // Safety: as above.
+                unsafe { avx2::half_sums_of(rows, right, kc, &mut h, mr) };
+                let half = |t: &[[f32; NR]]| -> Vec<u32> {
+                    t.iter()
+                        .flat_map(|r| r[..8].iter().map(|v| v.to_bits()))
+                        .collect()
+                };
+                assert_eq!(
+                    half(&x[..mr]),
+                    half(&h[..mr]),
+                    "kc {kc}, {mr} rows, 8 lanes"
+                );
             }
-            let bits =
-                |t: &[[f32; NR]; MR]| t.concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&x), bits(&y), "kc {kc}");
         }
     }
 
@@ -959,7 +1053,9 @@ mod tests {
     fn gemm_speed() {
         let mut rng = SplitMix64::new(7);
         let shapes = [
-            // A short training item (SEAL's self-edit lines are a few dozen tokens).
+            // SEAL's self-edit lines: most are a few tokens to a few dozen.
+            (2, 1536, 576),
+            (9, 576, 1536),
             (32, 576, 576),
             (32, 576, 1536),
             (256, 1536, 576),
