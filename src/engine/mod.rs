@@ -1,5 +1,6 @@
 //! The candle engine: model loading, sampling, LoRA training. It knows nothing of SEAL.
 
+mod adamw;
 pub mod attend;
 pub mod chat;
 pub mod config;
