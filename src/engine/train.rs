@@ -445,8 +445,10 @@ impl UpdateGuard {
     /// Why the adapter has blown up, if it has.
     fn check(&self, adapter: &LoraAdapter) -> Result<Option<String>> {
         let scale = adapter.scale();
-        let mut squares = Vec::with_capacity(self.weights.len());
-        for (key, weight_sq) in &self.weights {
+        // A module left at zero is one whose size cannot matter: below the limit.
+        let mut squares = vec![0f32; self.weights.len()];
+        let mut exact = Vec::new();
+        for (i, (key, weight_sq)) in self.weights.iter().enumerate() {
             let pair = &adapter.modules[key];
             // |B A| <= |B| |A|: a module whose bound keeps it well inside the limit cannot be
             // the one reported, and skips the products below (~3 ms a step for SEAL's 60).
@@ -455,15 +457,22 @@ impl UpdateGuard {
             });
             let limit = MAX_UPDATE_RATIO * weight_sq.sqrt().max(1e-12) / scale;
             if bound.is_some_and(|b| b.sqrt() * 1.001 < limit) {
-                // Below the limit, its exact size does not matter.
-                squares.push(0.0);
                 continue;
             }
             // |B A|^2 = sum((B^T B) * (A A^T)): two r x r products instead of the full delta.
             let btb = pair.b.t()?.matmul(&pair.b)?;
             let aat = pair.a.matmul(&pair.a.t()?)?;
-            let square = (btb * aat)?.sum_all()?.to_dtype(DType::F32)?;
-            squares.push(square.to_scalar::<f32>()?);
+            exact.push((i, (btb * aat)?.sum_all()?));
+        }
+        if !exact.is_empty() {
+            // Read from the device once.
+            let sums: Vec<Tensor> = exact.iter().map(|(_, t)| t.clone()).collect();
+            let values = Tensor::stack(&sums, 0)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            for ((i, _), value) in exact.iter().zip(values) {
+                squares[*i] = value;
+            }
         }
         let mut worst: Option<((usize, Target), f64)> = None;
         for ((key, weight_sq), delta_sq) in self.weights.iter().zip(squares) {
@@ -596,8 +605,6 @@ pub fn sequence_logprob(
     Ok(logp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?)
 }
 
-/// The global gradient norm, summed on the device and read once (on a GPU every read is a
-/// synchronisation).
 /// The sum of the squares of `values`, in f64 (eight running sums, so that it pipelines).
 fn square_sum(values: &[f32]) -> f64 {
     let mut sums = [0f64; 8];
@@ -615,6 +622,8 @@ fn square_sum(values: &[f32]) -> f64 {
     sums.iter().sum::<f64>() + rest
 }
 
+/// The global gradient norm, summed on the device and read once (on a GPU every read is a
+/// synchronisation).
 fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let sums = grads
         .iter()
