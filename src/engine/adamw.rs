@@ -94,7 +94,9 @@ impl AdamW {
             Moments::Host { m, v } => {
                 // candle turns each f64 constant into the tensor's type the same way.
                 let c = Constants {
-                    scale: scale.map(|s| s as f32),
+                    // Without clipping, a multiply by one: that changes no gradient value that
+                    // matters (only -0 becomes +0, and a zero enters the moments as +0 anyway).
+                    scale: scale.map_or(1.0, |s| s as f32),
                     beta1: self.beta1 as f32,
                     rest1: (1.0 - self.beta1) as f32,
                     beta2: self.beta2 as f32,
@@ -124,7 +126,7 @@ impl AdamW {
 
 /// A step's constants, in f32.
 struct Constants {
-    scale: Option<f32>,
+    scale: f32,
     beta1: f32,
     rest1: f32,
     beta2: f32,
@@ -146,20 +148,17 @@ fn affine(x: f32, mul: f32, add: f32) -> f32 {
 fn host_step(c: &Constants, g: &[f32], theta: &[f32], m: &mut [f32], v: &mut [f32]) -> Vec<f32> {
     let n = theta.len();
     let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    // Multiplying by one and adding zero changes no gradient value that matters: only -0
-    // becomes +0, and a zero gradient enters the moments as +0 either way.
-    let scale = c.scale.unwrap_or(1.0);
     let mut out = theta.to_vec();
     match c.decay {
         Some(d) => {
             for i in 0..n {
                 let th = affine(out[i], d, 0.0);
-                out[i] = update(c, scale, g[i], &mut m[i], &mut v[i], th);
+                out[i] = update(c, g[i], &mut m[i], &mut v[i], th);
             }
         }
         None => {
             for i in 0..n {
-                out[i] = update(c, scale, g[i], &mut m[i], &mut v[i], out[i]);
+                out[i] = update(c, g[i], &mut m[i], &mut v[i], out[i]);
             }
         }
     }
@@ -168,8 +167,8 @@ fn host_step(c: &Constants, g: &[f32], theta: &[f32], m: &mut [f32], v: &mut [f3
 
 /// One value's step: the moments `m` and `v` updated, `theta`'s new value returned.
 #[inline(always)]
-fn update(c: &Constants, scale: f32, g: f32, m: &mut f32, v: &mut f32, theta: f32) -> f32 {
-    let g = affine(g, scale, 0.0);
+fn update(c: &Constants, g: f32, m: &mut f32, v: &mut f32, theta: f32) -> f32 {
+    let g = affine(g, c.scale, 0.0);
     *m = affine(*m, c.beta1, 0.0) + affine(g, c.rest1, 0.0);
     *v = affine(*v, c.beta2, 0.0) + affine(g * g, c.rest2, 0.0);
     let denominator = affine(affine(*v, c.unbias2, 0.0).sqrt(), 1.0, c.eps);

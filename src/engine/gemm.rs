@@ -238,6 +238,22 @@ unsafe fn store(acc: &[[f32; NR]; MR], c: Out, mr: usize, nr: usize, first: bool
     }
 }
 
+/// `$f::<R>(args)` with the loop's row count `R` set to `$mr` (1 to [`MR`]), so that each count
+/// gets a loop with only its own sums in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($mr:expr, $f:ident($($arg:expr),*)) => {
+        match $mr {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            _ => $f::<MR>($($arg),*),
+        }
+    };
+}
+
 /// Whether this CPU has AVX2 and FMA (looked up once).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_fma() -> bool {
@@ -286,16 +302,7 @@ mod avx512 {
         mr: usize,
     ) {
         // Safety: as documented; the CPU has AVX-512F (checked by the caller).
-        unsafe {
-            match mr {
-                1 => sums::<1>(rows, b, kc, out),
-                2 => sums::<2>(rows, b, kc, out),
-                3 => sums::<3>(rows, b, kc, out),
-                4 => sums::<4>(rows, b, kc, out),
-                5 => sums::<5>(rows, b, kc, out),
-                _ => sums::<MR>(rows, b, kc, out),
-            }
-        }
+        unsafe { by_rows!(mr, sums(rows, b, kc, out)) }
     }
 
     /// # Safety
@@ -386,16 +393,7 @@ mod avx2 {
         mr: usize,
     ) {
         // Safety: as documented.
-        unsafe {
-            match mr {
-                1 => half_sums::<1>(rows, b, kc, out),
-                2 => half_sums::<2>(rows, b, kc, out),
-                3 => half_sums::<3>(rows, b, kc, out),
-                4 => half_sums::<4>(rows, b, kc, out),
-                5 => half_sums::<5>(rows, b, kc, out),
-                _ => half_sums::<MR>(rows, b, kc, out),
-            }
-        }
+        unsafe { by_rows!(mr, half_sums(rows, b, kc, out)) }
     }
 
     /// A tile at most 8 columns wide (a forward over at most 8 tokens, or the last few tokens
