@@ -447,7 +447,7 @@ impl UpdateGuard {
         let scale = adapter.scale();
         // A module left at zero is one whose size cannot matter: below the limit.
         let mut squares = vec![0f32; self.weights.len()];
-        let mut exact = Vec::new();
+        let (mut exact_at, mut exact) = (Vec::new(), Vec::new());
         for (i, (key, weight_sq)) in self.weights.iter().enumerate() {
             let pair = &adapter.modules[key];
             // |B A| <= |B| |A|: a module whose bound keeps it well inside the limit cannot be
@@ -455,31 +455,28 @@ impl UpdateGuard {
             let bound = with_cpu_f32(&[Some(&pair.a), Some(&pair.b)], |v| {
                 Some(square_sum(v[0]?) * square_sum(v[1]?))
             });
-            let limit = MAX_UPDATE_RATIO * weight_sq.sqrt().max(1e-12) / scale;
-            if bound.is_some_and(|b| b.sqrt() * 1.001 < limit) {
+            if bound.is_some_and(|b| update_ratio(scale, b, *weight_sq) * 1.001 < MAX_UPDATE_RATIO)
+            {
                 continue;
             }
             // |B A|^2 = sum((B^T B) * (A A^T)): two r x r products instead of the full delta.
             let btb = pair.b.t()?.matmul(&pair.b)?;
             let aat = pair.a.matmul(&pair.a.t()?)?;
-            exact.push((i, (btb * aat)?.sum_all()?));
+            exact_at.push(i);
+            exact.push((btb * aat)?.sum_all()?);
         }
         if !exact.is_empty() {
             // Read from the device once.
-            let sums: Vec<Tensor> = exact.iter().map(|(_, t)| t.clone()).collect();
-            let values = Tensor::stack(&sums, 0)?
+            let values = Tensor::stack(&exact, 0)?
                 .to_dtype(DType::F32)?
                 .to_vec1::<f32>()?;
-            for ((i, _), value) in exact.iter().zip(values) {
-                squares[*i] = value;
+            for (i, value) in exact_at.into_iter().zip(values) {
+                squares[i] = value;
             }
         }
         let mut worst: Option<((usize, Target), f64)> = None;
         for ((key, weight_sq), delta_sq) in self.weights.iter().zip(squares) {
-            // Rounding can make a tiny square negative; NaN (an overflow) must stay NaN.
-            let delta_sq = f64::from(delta_sq);
-            let delta_sq = if delta_sq < 0.0 { 0.0 } else { delta_sq };
-            let ratio = scale * delta_sq.sqrt() / weight_sq.sqrt().max(1e-12);
+            let ratio = update_ratio(scale, f64::from(delta_sq), *weight_sq);
             if !ratio.is_finite() || worst.is_none_or(|(_, w)| ratio > w) {
                 worst = Some((*key, ratio));
                 if !ratio.is_finite() {
@@ -603,6 +600,13 @@ pub fn sequence_logprob(
     )?;
     let logp = t.token_logprobs(&hidden, &picks, &targets, Mode::Infer)?;
     Ok(logp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?)
+}
+
+/// `|scale B A| / |W|` from the squares `|B A|^2` and `|W|^2`.
+fn update_ratio(scale: f64, delta_sq: f64, weight_sq: f64) -> f64 {
+    // Rounding can make a tiny square negative; NaN (an overflow) must stay NaN.
+    let delta_sq = if delta_sq < 0.0 { 0.0 } else { delta_sq };
+    scale * delta_sq.sqrt() / weight_sq.sqrt().max(1e-12)
 }
 
 /// The sum of the squares of `values`, in f64 (eight running sums, so that it pipelines).
