@@ -5,6 +5,8 @@ version writes it, chat_template.jinja), around a tokenizer exported by `seal-tu
 export-tokenizer` (SmolLM2's: its 49,152 tokens sit inside both vocabularies).
 
     make_models.py TOKENIZER_DIR OUT_DIR [--only llama-1b,qwen-7b] [--device cuda]
+
+The tiny-llama and tiny-qwen shapes are for `scripts/gpu-check rehearse` on a CPU.
 """
 import argparse
 import json
@@ -32,6 +34,21 @@ SHAPES = {
         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
         rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
         bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
+    # The same two families at a few million parameters, for the rehearsal on a CPU: the same
+    # structure (grouped key/value heads, llama3 RoPE and tied embeddings; q/k/v biases and an
+    # untied head), a vocabulary just holding the tokenizer's 49,152 tokens.
+    "tiny-llama": lambda tok: LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 1024},
+        rope_theta=500000.0, bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
+    "tiny-qwen": lambda tok: Qwen2Config(
+        vocab_size=49152, hidden_size=56, intermediate_size=152, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
+        bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
 }
 
 
@@ -50,7 +67,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("tokenizer_dir")
     p.add_argument("out_dir")
-    p.add_argument("--only", default=",".join(SHAPES))
+    p.add_argument("--only", default="llama-1b,qwen-7b")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     ids = token_ids(args.tokenizer_dir)
