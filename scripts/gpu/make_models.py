@@ -36,16 +36,19 @@ SHAPES = {
         bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
     # The same two families at a few million parameters, for the rehearsal on a CPU: the same
     # structure (grouped key/value heads, llama3 RoPE and tied embeddings; q/k/v biases and an
-    # untied head), a vocabulary just holding the tokenizer's 49,152 tokens.
+    # untied head), a vocabulary just holding the tokenizer's 49,152 tokens. Weights 15x the
+    # usual spread, so that the loss depends on the details: at 0.02 the logits are nearly
+    # uniform, and a wrong RoPE base moved the loss by 1e-4; at 0.3, by 0.04 (in f32 seal-tui
+    # and PyTorch agree to ~1e-6).
     "tiny-llama": lambda tok: LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+        vocab_size=49152, initializer_range=0.3, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=True,
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 1024},
         rope_theta=500000.0, bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
     "tiny-qwen": lambda tok: Qwen2Config(
-        vocab_size=49152, hidden_size=56, intermediate_size=152, num_hidden_layers=2,
+        vocab_size=49152, initializer_range=0.3, hidden_size=56, intermediate_size=152, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
         bos_token_id=tok["bos"], eos_token_id=tok["eos"]),

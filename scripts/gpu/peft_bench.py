@@ -5,9 +5,10 @@ with f32 adapter weights and AdamW state over a bf16 base, loss on every token, 
 Prints one JSON line: ms per step (median after warm-up), tokens/s, peak allocated memory.
 
     peft_bench.py MODEL_DIR [--seq-lens 1024,2048] [--rank 32] [--alpha 64] [--targets q_proj,v_proj]
-                  [--device cuda]
+                  [--device cuda] [--dtype bfloat16]
 
-`--device cpu` is for `scripts/gpu-check rehearse`: the same code path, no GPU figures.
+`--device cpu --dtype float32` is for `scripts/gpu-check rehearse`: the same code path, no GPU
+figures, and a base loss exact enough to compare with seal-tui's.
 """
 import argparse
 import json
@@ -61,15 +62,17 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = p.parse_args()
     device = Device(args.device)
     start = time.time()
     load_start = now_ms()
     kwargs = dict(attn_implementation="sdpa")
+    dtype = getattr(torch, args.dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, **kwargs)
     except TypeError:
-        model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16,
+        model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=dtype,
                                                      **kwargs)
     model = model.to(args.device)
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0,
@@ -81,6 +84,7 @@ def main():
     tok = AutoTokenizer.from_pretrained(args.model)
     base_ids = tok(TEXT)["input_ids"]
     out = {"model": args.model, "torch": torch.__version__, "device": args.device,
+           "dtype": args.dtype,
            "load_secs": time.time() - start,
            "load": {"start_ms": load_start, "end_ms": now_ms()}, "train": []}
     model.train()
