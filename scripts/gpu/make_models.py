@@ -19,39 +19,41 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-SHAPES = {
-    # Llama-3.2-1B: 16 layers, 32 heads over 8 key/value heads, tied embeddings, llama3 RoPE.
-    "llama-1b": lambda tok: LlamaConfig(
-        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-        num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-        max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=True,
+def llama(tok, **dims):
+    """Llama 3.2's structure: grouped key/value heads, tied embeddings, llama3 RoPE."""
+    return LlamaConfig(
+        rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=500000.0,
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-        rope_theta=500000.0, bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
-    # Qwen2.5-7B: 28 layers, 28 heads over 4 key/value heads, q/k/v biases, untied head.
-    "qwen-7b": lambda tok: Qwen2Config(
-        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+        bos_token_id=tok["bos"], eos_token_id=tok["eos"], **dims)
+
+
+def qwen(tok, **dims):
+    """Qwen2.5's structure: grouped key/value heads, q/k/v biases, an untied head."""
+    return Qwen2Config(
         rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
-        bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
-    # The same two families at a few million parameters, for the rehearsal on a CPU: the same
-    # structure (grouped key/value heads, llama3 RoPE and tied embeddings; q/k/v biases and an
-    # untied head), a vocabulary just holding the tokenizer's 49,152 tokens. Weights 15x the
-    # usual spread, so that the loss depends on the details: at 0.02 the logits are nearly
-    # uniform, and a wrong RoPE base moved the loss by 1e-4; at 0.3, by 0.04 (in f32 seal-tui
-    # and PyTorch agree to ~1e-6).
-    "tiny-llama": lambda tok: LlamaConfig(
-        vocab_size=49152, initializer_range=0.3, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 1024},
-        rope_theta=500000.0, bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
-    "tiny-qwen": lambda tok: Qwen2Config(
-        vocab_size=49152, initializer_range=0.3, hidden_size=56, intermediate_size=152, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=1000000.0,
-        bos_token_id=tok["bos"], eos_token_id=tok["eos"]),
+        bos_token_id=tok["bos"], eos_token_id=tok["eos"], **dims)
+
+
+# The rehearsal's models on a CPU: a few million parameters, a vocabulary just holding the
+# tokenizer's 49,152 tokens, and weights 15x the usual spread, so that the loss depends on the
+# details: at 0.02 the logits are nearly uniform, and a wrong RoPE base moved the loss by 1e-4;
+# at 0.3, by 0.04 (in f32 seal-tui and PyTorch agree to ~1e-6).
+TINY = dict(vocab_size=49152, initializer_range=0.3, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=32768)
+
+SHAPES = {
+    # Llama-3.2-1B: 16 layers, 32 heads over 8 key/value heads.
+    "llama-1b": lambda tok: llama(
+        tok, vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+        max_position_embeddings=131072),
+    # Qwen2.5-7B: 28 layers, 28 heads over 4 key/value heads.
+    "qwen-7b": lambda tok: qwen(
+        tok, vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768),
+    "tiny-llama": lambda tok: llama(tok, hidden_size=64, intermediate_size=176, head_dim=16, **TINY),
+    "tiny-qwen": lambda tok: qwen(tok, hidden_size=56, intermediate_size=152, **TINY),
 }
 
 
