@@ -3,10 +3,11 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::{load, max_abs, max_abs_diff, scratch, tiny_gguf, tiny_hf};
 use seal_tui::engine::{
-    generate, generate_batch, Arch, Mode, Model, Positions, Quantize, SamplingParams, StopReason,
+    generate, generate_batch, load_model, Arch, LoadOptions, Mode, Model, Positions, Quantize,
+    SamplingParams, StopReason,
 };
 use std::sync::atomic::AtomicBool;
 
@@ -140,6 +141,28 @@ fn a_folder_with_chat_template_jinja_gets_its_template() {
         "{:?}",
         bare.info.notices
     );
+}
+
+#[test]
+fn half_precision_on_the_cpu_is_said_to_be_slow() {
+    let dir = tiny_hf(Arch::Llama);
+    let open = |dtype| {
+        load_model(
+            &dir,
+            &LoadOptions {
+                dtype,
+                quantize: Quantize::Off,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let slow = |m: &Model| m.info.notices.iter().any(|n| n.contains("slower than f32"));
+    assert!(!slow(&open(None)) && !slow(&open(Some(DType::F32))));
+    for dtype in [DType::BF16, DType::F16] {
+        let model = open(Some(dtype));
+        assert!(slow(&model), "{dtype:?}: {:?}", model.info.notices);
+    }
 }
 
 #[test]
