@@ -26,11 +26,13 @@ use candle_core::{
 };
 use std::sync::Mutex;
 
-/// Whether the fused ops run on tensors of this device and dtype: the CPU in f32/f64, a CUDA
-/// GPU in any float type. (Metal keeps the composed path: nothing here has run on one.)
+/// Whether the fused ops run on tensors of this device and dtype: the CPU or a CUDA GPU in any
+/// float type. (Metal keeps the composed path: nothing here has run on one.) On the CPU, f32
+/// takes the kernels of its own where there are some; f64 and half precision take candle's
+/// ops, which is what a GPU runs, so the GPU's bf16 formulation is checked here too.
 pub fn supported(t: &Tensor) -> bool {
     match t.device() {
-        candle_core::Device::Cpu => matches!(t.dtype(), DType::F32 | DType::F64),
+        candle_core::Device::Cpu => t.dtype().is_float(),
         candle_core::Device::Cuda(_) => t.dtype().is_float(),
         candle_core::Device::Metal(_) => false,
     }

@@ -191,7 +191,7 @@ fn finish(
         // A config written for a GPU box keeps its bf16 when `auto` falls back to the CPU.
         let dtype = format!("{:?}", transformer.dtype).to_lowercase();
         notices.push(format!(
-            "{}: {dtype} on the CPU is slower than f32 (a LoRA step on SmolLM2 took 2.3x as long \
+            "{}: {dtype} on the CPU is slower than f32 (a LoRA step on SmolLM2 took 1.8x as long \
              in bf16; candle's CPU has no fast half-precision product); leave `dtype` unset on a \
              CPU",
             path.display(),
