@@ -169,6 +169,16 @@ fn assert_same(
     }
 }
 
+/// Small adapters on every projection and on SEAL's q,v only.
+fn all_and_seal_targets() -> [LoraConfig; 2] {
+    [Target::ALL.to_vec(), vec![Target::Q, Target::V]].map(|targets| LoraConfig {
+        rank: 3,
+        alpha: 6.0,
+        dropout: 0.0,
+        targets,
+    })
+}
+
 #[test]
 fn fused_training_ops_match_the_composed_formulation() {
     // Same loss and same gradients, with and without the fused CPU ops, on both architectures
@@ -177,13 +187,8 @@ fn fused_training_ops_match_the_composed_formulation() {
     // adapted and with SEAL's q,v only.
     for arch in [Arch::Llama, Arch::Qwen2] {
         let model = load(&tiny_hf(arch), Quantize::Off);
-        for targets in [Target::ALL.to_vec(), vec![Target::Q, Target::V]] {
-            let cfg = LoraConfig {
-                rank: 3,
-                alpha: 6.0,
-                dropout: 0.0,
-                targets: targets.clone(),
-            };
+        for cfg in all_and_seal_targets() {
+            let targets = &cfg.targets;
             let fused = loss_and_grads(&model, &cfg, true, false);
             let composed = loss_and_grads(&model, &cfg, false, false);
             let checkpointed = loss_and_grads(&model, &cfg, true, true);
@@ -223,13 +228,8 @@ fn half_precision_training_is_the_gpu_formulation_and_agrees_with_f32() {
         .unwrap();
         let probe = Tensor::zeros(1, DType::BF16, &Device::Cpu).unwrap();
         assert!(seal_tui::engine::fused::supported(&probe));
-        for targets in [Target::ALL.to_vec(), vec![Target::Q, Target::V]] {
-            let cfg = LoraConfig {
-                rank: 3,
-                alpha: 6.0,
-                dropout: 0.0,
-                targets: targets.clone(),
-            };
+        for cfg in all_and_seal_targets() {
+            let targets = &cfg.targets;
             let (loss, grads) = loss_and_grads(&half, &cfg, true, false);
             let (loss_f32, grads_f32) = loss_and_grads(&exact, &cfg, true, false);
             let what = format!("{arch:?} {targets:?}");
