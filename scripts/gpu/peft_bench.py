@@ -92,14 +92,14 @@ def main():
         phase_start = now_ms()
         ids = (base_ids * (seq // len(base_ids) + 1))[:seq]
         ids = torch.tensor([ids], device=args.device)
-        device.reset_peak()
-        # The base model's loss on these ids (the adapter off: later lengths start from an
-        # adapter the earlier ones trained), to set beside seal-tui's first loss, whose adapter
-        # starts at zero.
-        with torch.no_grad(), model.disable_adapter():
-            base_loss = model(input_ids=ids, labels=ids).loss.item()
         times, losses = [], []
         try:
+            # The base model's loss on these ids (the adapter off: later lengths start from an
+            # adapter the earlier ones trained), to set beside seal-tui's first loss, whose
+            # adapter starts at zero.
+            with torch.no_grad(), model.disable_adapter():
+                base_loss = model(input_ids=ids, labels=ids).loss.item()
+            device.reset_peak()
             for _ in range(args.warmup + args.steps):
                 device.sync()
                 t0 = time.perf_counter()
