@@ -33,7 +33,6 @@ class Device:
     """The GPU's synchronisation and peak-memory counters, or nothing on a CPU."""
 
     def __init__(self, name):
-        self.name = name
         self.cuda = name.startswith("cuda")
 
     def sync(self):

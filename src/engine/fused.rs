@@ -32,8 +32,7 @@ use std::sync::Mutex;
 /// ops, which is what a GPU runs, so the GPU's bf16 formulation is checked here too.
 pub fn supported(t: &Tensor) -> bool {
     match t.device() {
-        candle_core::Device::Cpu => t.dtype().is_float(),
-        candle_core::Device::Cuda(_) => t.dtype().is_float(),
+        candle_core::Device::Cpu | candle_core::Device::Cuda(_) => t.dtype().is_float(),
         candle_core::Device::Metal(_) => false,
     }
 }

@@ -187,9 +187,9 @@ fn finish(
         (Quantize::Auto, true) => transformer.quantize_for_inference(&mut blocks)?,
         (Quantize::Q8, true) => transformer.quantize_for_inference(&mut HashMap::new())?,
     }
+    let dtype = format!("{:?}", transformer.dtype).to_lowercase();
     if opts.device.is_cpu() && matches!(transformer.dtype, DType::BF16 | DType::F16) {
         // A config written for a GPU box keeps its bf16 when `auto` falls back to the CPU.
-        let dtype = format!("{:?}", transformer.dtype).to_lowercase();
         notices.push(format!(
             "{}: {dtype} on the CPU is slower than f32 (a LoRA step on SmolLM2 took 1.8x as long \
              in bf16; candle's CPU has no fast half-precision product); leave `dtype` unset on a \
@@ -204,7 +204,7 @@ fn finish(
         arch: transformer.config.arch,
         parameters: transformer.num_parameters(),
         chat: chat.describe(),
-        dtype: format!("{:?}", transformer.dtype).to_lowercase(),
+        dtype,
         quantized: transformer.is_quantized(),
         notices,
     };
